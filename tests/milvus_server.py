@@ -1,0 +1,158 @@
+"""Milvus Lite's own gRPC server as a subprocess, for integration tests of the network path.
+
+``milvus-lite server --data-dir D --host 127.0.0.1 --port N`` is the real server a worker on
+another machine would reach; tests start it on a free port, wait until it answers the Milvus
+protocol, and stop it again (SIGINT first, so that it closes its data directory cleanly).
+
+Usage::
+
+    with MilvusLiteServer(tmp_path / "milvus-data") as server:
+        client = MilvusClient(uri=server.uri)
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pymilvus import MilvusClient
+
+_HOST = "127.0.0.1"
+
+
+def free_port(host: str = _HOST) -> int:
+    """A TCP port that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def milvus_lite_command() -> list[str]:
+    """The ``milvus-lite`` console command of this environment (or ``python -m milvus_lite``)."""
+    script = Path(sys.executable).with_name("milvus-lite")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("milvus-lite")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "milvus_lite"]
+
+
+class MilvusLiteServer:
+    """A ``milvus-lite server`` subprocess bound to 127.0.0.1 on a free (or given) port.
+
+    Args:
+        data_dir: the server's data directory (created if missing).
+        port: the port to listen on; a free one when None. Restarting with the same
+            ``data_dir`` and ``port`` gives a client the same server back.
+        start_timeout_s: how long to wait for the server to answer before giving up.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, start_timeout_s: float = 60.0):
+        self.data_dir = Path(data_dir)
+        self.port = port if port is not None else free_port()
+        self.start_timeout_s = start_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path = self.data_dir.with_name(self.data_dir.name + "-server.log")
+
+    @property
+    def uri(self) -> str:
+        """The URI a pymilvus client connects with."""
+        return f"http://{_HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server and block until it answers a GetVersion call.
+
+        Raises:
+            RuntimeError: the server exited early or did not answer in time (its log is quoted).
+        """
+        if self.running:
+            return
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            *milvus_lite_command(),
+            "server",
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            _HOST,
+            "--port",
+            str(self.port),
+        ]
+        with open(self._log_path, "ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"milvus-lite server exited early:\n{self._log_tail()}")
+            if self._answers():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(
+            f"milvus-lite server did not answer on port {self.port} within "
+            f"{self.start_timeout_s:.0f} s:\n{self._log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server: SIGINT (clean shutdown), then SIGTERM, then SIGKILL."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        for send, wait_s in (
+            (lambda: process.send_signal(signal.SIGINT), 10.0),
+            (process.terminate, 5.0),
+            (process.kill, 5.0),
+        ):
+            send()
+            try:
+                process.wait(timeout=wait_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection((_HOST, self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
+        try:
+            client = MilvusClient(uri=self.uri, timeout=2.0)
+        except Exception:  # the port is open but the gRPC service is not ready yet
+            return False
+        try:
+            return bool(client.get_server_version(timeout=2.0))
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self._log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> MilvusLiteServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
