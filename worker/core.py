@@ -1,0 +1,243 @@
+"""The worker's decision logic: a pure function of one batch of Kafka records.
+
+Records in; tag events, dead letters and stage timings out. The model, the reference gallery and
+the photo store come in as the small protocols of :mod:`worker.ports`, so this module knows nothing
+of Kafka, Milvus, Keras or Prometheus. Every record yields exactly one output: a tag event, or a
+dead letter naming why it could not be tagged. Failures of the infrastructure (the index cannot be
+reached) are not input errors: they propagate, and the caller retries the batch without committing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from schemas.dead_letter import DeadLetter
+from schemas.errors import InputError, ReasonCode
+from schemas.image_event import ImageEvent, InlinePhoto, decode_image_event
+from schemas.kafka_record import KafkaRecord
+from schemas.preprocessing import PreprocessingSpec, decode_photo
+from schemas.tag_event import Neighbour, TagEvent, latency_ms_between
+from schemas.vote import VoteSettings, decide_landmark
+from worker.ports import Embedder, PhotoFetcher, ReferenceIndex
+
+#: Largest norm deviation accepted from an embedder that promises unit rows.
+_UNIT_NORM_TOLERANCE = 1e-2
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall-clock seconds one batch spent in each stage of the core."""
+
+    decode: float = 0.0
+    embed: float = 0.0
+    search: float = 0.0
+    vote: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """Stage name → seconds, in pipeline order."""
+        return {"decode": self.decode, "embed": self.embed, "search": self.search,
+                "vote": self.vote}
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch produced: one tag event or one dead letter per input record."""
+
+    tag_events: tuple[TagEvent, ...]
+    dead_letters: tuple[DeadLetter, ...]
+    stage_timings: StageTimings
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    record: KafkaRecord
+    event: ImageEvent
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    record: KafkaRecord
+    error: InputError
+
+
+def process_batch(
+    records: Sequence[KafkaRecord],
+    *,
+    embedder: Embedder,
+    index: ReferenceIndex,
+    fetcher: PhotoFetcher,
+    spec: PreprocessingSpec,
+    vote: VoteSettings,
+    worker_id: str,
+    clock: Callable[[], datetime],
+    decode_pool: Executor,
+    timer: Callable[[], float] = time.perf_counter,
+    dead_letter_max_inline_bytes: int = 1_000_000,
+) -> BatchOutcome:
+    """Tag one batch of image events.
+
+    Decodes the photos in ``decode_pool`` (fetching references through ``fetcher``), embeds all
+    decodable photos in one call, searches the index once for the batch, and votes per photo.
+
+    Args:
+        records: The batch, as read from the images topic.
+        embedder: The model (the batch is embedded in one call; on failure, photo by photo).
+        index: The reference gallery.
+        fetcher: Resolves photo references.
+        spec: The preprocessing the model expects (from its manifest).
+        vote: k, weighting and threshold of the vote.
+        worker_id: Named in every output.
+        clock: Current UTC time (tag and failure timestamps).
+        decode_pool: Where photos are fetched and decoded in parallel.
+        timer: Monotonic seconds, for the stage timings.
+        dead_letter_max_inline_bytes: Largest original value a dead letter carries inline.
+
+    Returns:
+        One tag event per taggable record and one dead letter per other record.
+
+    Raises:
+        Exception: whatever ``index.search`` raises (an unreachable gallery is not the input's
+            fault; the caller must retry the batch rather than dead-letter it).
+    """
+
+    def dead_letter(record: KafkaRecord, reason: ReasonCode, message: str) -> DeadLetter:
+        return DeadLetter.from_record(
+            record, reason=reason, message=message, worker_id=worker_id, now=clock(),
+            max_inline_bytes=dead_letter_max_inline_bytes,
+        )
+
+    started = timer()
+    prepared = list(decode_pool.map(lambda r: _prepare(r, fetcher, spec), records))
+    decoded = [item for item in prepared if isinstance(item, _Decoded)]
+    dead_letters = [dead_letter(item.record, item.error.reason, item.error.message)
+                    for item in prepared if isinstance(item, _Rejected)]
+    decode_done = timer()
+
+    embeddings, failed = _embed(embedder, decoded)
+    for item, message in failed:
+        dead_letters.append(dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
+    failed_ids = {id(item) for item, _ in failed}
+    embedded = [item for item in decoded if id(item) not in failed_ids]
+    embed_done = timer()
+
+    neighbours = _search(index, embeddings, vote.k, len(embedded))
+    search_done = timer()
+
+    tag_events: list[TagEvent] = []
+    gallery_version, model_version = index.gallery_version, embedder.model_version
+    for item, found in zip(embedded, neighbours, strict=True):
+        landmark, confidence = decide_landmark(found, vote)
+        tagged_at = clock()
+        published_at = item.event.published_at
+        try:
+            tag_events.append(TagEvent(
+                image_id=item.event.image_id,
+                landmark=landmark,
+                confidence=confidence,
+                neighbours=tuple(found[: vote.k]),
+                model_version=model_version,
+                gallery_version=gallery_version,
+                worker_id=worker_id,
+                published_at=published_at,
+                tagged_at=tagged_at,
+                latency_ms=latency_ms_between(published_at, tagged_at),
+                trace_id=item.event.trace_id,
+            ))
+        except InputError as error:
+            dead_letters.append(dead_letter(item.record, error.reason, error.message))
+    vote_done = timer()
+
+    return BatchOutcome(
+        tag_events=tuple(tag_events),
+        dead_letters=tuple(dead_letters),
+        stage_timings=StageTimings(
+            decode=decode_done - started,
+            embed=embed_done - decode_done,
+            search=search_done - embed_done,
+            vote=vote_done - search_done,
+        ),
+    )
+
+
+def _prepare(record: KafkaRecord, fetcher: PhotoFetcher,
+             spec: PreprocessingSpec) -> _Decoded | _Rejected:
+    """Parse the event, fetch the photo if referenced, decode it; input errors become data."""
+    try:
+        event = decode_image_event(record)
+        data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)
+        image = decode_photo(data, spec)
+    except InputError as error:
+        return _Rejected(record, error)
+    except Exception as error:  # a decoder bug on one odd photo must not stop the batch
+        return _Rejected(record, InputError(
+            ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"))
+    return _Decoded(record, event, image)
+
+
+def _embed(embedder: Embedder, decoded: Sequence[_Decoded]
+           ) -> tuple[np.ndarray, list[tuple[_Decoded, str]]]:
+    """Embed the batch in one call; if that fails, photo by photo, so one bad photo fails alone.
+
+    Returns:
+        The embeddings of the photos that embedded (in order) and the photos that did not,
+        each with the reason.
+    """
+    dim = embedder.embedding_dim
+    if not decoded:
+        return np.zeros((0, dim), dtype=np.float32), []
+    try:
+        batch = _checked_embeddings(embedder.embed(np.stack([d.image for d in decoded])),
+                                    len(decoded), dim)
+    except Exception:
+        batch = None
+    if batch is not None:
+        bad_rows = ~_unit_rows(batch)
+        if not bad_rows.any():
+            return batch, []
+    rows: list[np.ndarray] = []
+    failed: list[tuple[_Decoded, str]] = []
+    for position, item in enumerate(decoded):
+        if batch is not None and not bad_rows[position]:
+            rows.append(batch[position])
+            continue
+        try:
+            row = _checked_embeddings(embedder.embed(item.image[np.newaxis]), 1, dim)
+        except Exception as error:
+            failed.append((item, f"embedding failed: {type(error).__name__}: {error}"))
+            continue
+        if not _unit_rows(row)[0]:
+            failed.append((item, "embedding is not a finite unit vector"))
+            continue
+        rows.append(row[0])
+    stacked = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    return stacked.astype(np.float32, copy=False), failed
+
+
+def _checked_embeddings(result: np.ndarray, n: int, dim: int) -> np.ndarray:
+    array = np.asarray(result, dtype=np.float32)
+    if array.shape != (n, dim):
+        raise ValueError(f"embedder returned shape {array.shape}, expected {(n, dim)}")
+    return array
+
+
+def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(embeddings).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], embeddings, 0.0), axis=1)
+    return finite & (np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)
+
+
+def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int,
+            n: int) -> list[list[Neighbour]]:
+    if n == 0:
+        return []
+    found = index.search(embeddings, k)
+    if len(found) != n:
+        raise RuntimeError(f"index returned {len(found)} result lists for {n} embeddings")
+    return found

@@ -1,0 +1,133 @@
+"""Liveness, readiness and metrics over HTTP: ``/healthz``, ``/readyz``, ``/metrics``.
+
+One small threaded HTTP server, so that a container probe and a Prometheus scrape share a port.
+``/healthz`` answers 200 while the worker loop keeps turning; ``/readyz`` answers 200 once the model
+and gallery are loaded and partitions are assigned, and 503 while the worker backs off.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HealthState:
+    """Thread-safe flags the loop sets and the HTTP endpoint reads.
+
+    Args:
+        stall_after_s: ``/healthz`` fails when the loop has not beaten for this long.
+        clock: monotonic clock (injectable for tests).
+    """
+
+    def __init__(self, stall_after_s: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._stall_after_s = stall_after_s
+        self._last_beat = clock()
+        self._model_loaded = False
+        self._gallery_loaded = False
+        self._partitions: frozenset[tuple[str, int]] = frozenset()
+        self._blocked_reason: str | None = "starting"
+
+    def beat(self) -> None:
+        """The loop is alive."""
+        with self._lock:
+            self._last_beat = self._clock()
+
+    def set_loaded(self, *, model: bool, gallery: bool) -> None:
+        with self._lock:
+            self._model_loaded, self._gallery_loaded = model, gallery
+
+    def set_partitions(self, partitions: frozenset[tuple[str, int]]) -> None:
+        with self._lock:
+            self._partitions = partitions
+
+    def block(self, reason: str) -> None:
+        """Not ready for ``reason`` (backing off, incompatible gallery, shutting down)."""
+        with self._lock:
+            self._blocked_reason = reason
+
+    def unblock(self) -> None:
+        with self._lock:
+            self._blocked_reason = None
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        with self._lock:
+            since = self._clock() - self._last_beat
+            return since <= self._stall_after_s, {"seconds_since_loop_beat": round(since, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        with self._lock:
+            detail: dict[str, object] = {
+                "model_loaded": self._model_loaded,
+                "gallery_loaded": self._gallery_loaded,
+                "partitions": sorted(f"{t}-{p}" for t, p in self._partitions),
+                "blocked": self._blocked_reason,
+            }
+            ready = (self._model_loaded and self._gallery_loaded and bool(self._partitions)
+                     and self._blocked_reason is None)
+            return ready, detail
+
+
+class StatusServer:
+    """Serves ``/healthz``, ``/readyz`` and ``/metrics`` from a daemon thread.
+
+    Args:
+        host: address to bind.
+        port: port to bind; 0 picks a free one (see :attr:`port`).
+        state: the health flags.
+        registry: the Prometheus registry to expose.
+    """
+
+    def __init__(self, host: str, port: int, state: HealthState,
+                 registry: CollectorRegistry) -> None:
+        handler = _handler_for(state, registry)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="status-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(state: HealthState,
+                 registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                ok, detail = state.liveness() if path == "/healthz" else state.readiness()
+                body = json.dumps({"ok": ok, **detail}).encode()
+                self._send(200 if ok else 503, body, "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Scrapes every few seconds would drown the worker's own logs."""
+
+    return Handler
