@@ -10,11 +10,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas.errors import ReasonCode
-from schemas.kafka_record import KafkaRecord
-from schemas.preprocessing import PreprocessingSpec
-from schemas.vote import VoteSettings
 from worker_fakes import (
     BLUE,
     GREEN,
@@ -29,6 +24,11 @@ from worker_fakes import (
     raw_record,
     reference_record,
 )
+
+from schemas.errors import ReasonCode
+from schemas.kafka_record import KafkaRecord
+from schemas.preprocessing import PreprocessingSpec
+from schemas.vote import VoteSettings
 from worker.core import BatchOutcome, process_batch
 
 TAGGED_AT = PUBLISHED_AT + timedelta(milliseconds=250)

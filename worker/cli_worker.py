@@ -1,0 +1,136 @@
+"""``landmark-worker``: the streaming tagger (Kafka in, batched embedding, Milvus vote, Kafka out)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from worker.embedder import KerasEmbedder, ModelExportError
+from worker.health import HealthState, StatusServer
+from worker.kafka_io import ImageConsumer, OutputPublisher, Partition
+from worker.logs import configure_logging
+from worker.metrics import WorkerMetrics
+from worker.reference_fetcher import FetcherSettings, ReferenceFetcher
+from worker.service import Gallery, LoopSettings, WorkerService
+from worker.settings import WorkerSettings, build_parser, settings_from_args
+
+EXIT_INCOMPATIBLE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until SIGTERM/SIGINT; returns the process exit status."""
+    args = build_parser(os.environ).parse_args(argv)
+    settings = settings_from_args(args)
+    configure_logging(settings.log_format, settings.log_level)
+    log = structlog.get_logger("landmark.worker").bind(worker_id=settings.worker_id)
+
+    metrics = WorkerMetrics()
+    health = HealthState()
+    server = StatusServer(settings.http_host, settings.http_port, health, metrics.registry).start()
+    log.info("status endpoint listening", url=f"http://{settings.http_host}:{server.port}",
+             paths=["/metrics", "/healthz", "/readyz"])
+    try:
+        service = _build_service(settings, metrics, health, log)
+    except _StartupRefused as refusal:
+        log.error("worker refuses to start", reason=str(refusal))
+        print(f"landmark-worker: {refusal}", file=sys.stderr)
+        server.stop()
+        return EXIT_INCOMPATIBLE
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        service.run()
+    finally:
+        server.stop()
+    return 0
+
+
+class _StartupRefused(Exception):
+    """The worker cannot serve: model export unusable or gallery built for another model."""
+
+
+def _open_gallery(settings: WorkerSettings) -> Gallery:
+    from worker.milvus_index import MilvusReferenceIndex
+
+    index: Gallery = MilvusReferenceIndex(uri=settings.milvus_uri, alias=settings.gallery_alias)
+    return index
+
+
+def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: HealthState,
+                   log: structlog.typing.FilteringBoundLogger) -> WorkerService:
+    from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError
+
+    try:
+        model = KerasEmbedder.from_export(settings.model_dir)
+    except (ModelExportError, OSError, ValueError) as error:
+        raise _StartupRefused(f"cannot load the model export {settings.model_dir}: {error}") from error
+    log.info("model loaded", model_version=model.model_version,
+             embedding_dim=model.embedding_dim, backbone=model.manifest.backbone)
+    try:
+        gallery = _open_gallery(settings)
+        gallery.check_compatible(model.model_version, model.embedding_dim)
+    except GalleryMismatchError as error:
+        raise _StartupRefused(
+            f"the gallery behind alias {settings.gallery_alias!r} at {settings.milvus_uri} does "
+            f"not match model {model.model_version} (dimension {model.embedding_dim}): {error}. "
+            "Load a gallery for this model (landmark-load-gallery) or serve the model it was "
+            "built with."
+        ) from error
+    except GalleryUnavailableError as error:
+        raise _StartupRefused(
+            f"cannot open the gallery alias {settings.gallery_alias!r} at "
+            f"{settings.milvus_uri}: {error}"
+        ) from error
+    health.set_loaded(model=True, gallery=True)
+    log.info("gallery opened", gallery_version=gallery.gallery_version,
+             gallery_model_version=gallery.model_version)
+
+    def on_assignment(partitions: frozenset[Partition]) -> None:
+        health.set_partitions(partitions)
+        log.info("partitions assigned", partitions=sorted(f"{t}-{p}" for t, p in partitions))
+
+    source = ImageConsumer(
+        settings.bootstrap_servers, settings.images_topic, settings.group_id,
+        client_id=settings.worker_id, on_assignment=on_assignment,
+        auto_offset_reset=settings.auto_offset_reset,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+    )
+    sink = OutputPublisher(settings.bootstrap_servers, settings.tags_topic,
+                           settings.dead_letter_topic, client_id=settings.worker_id,
+                           timeout_s=settings.publish_timeout_s)
+    fetcher = ReferenceFetcher(FetcherSettings(
+        file_root=settings.reference_root, allowed_hosts=settings.reference_hosts,
+        max_bytes=settings.reference_max_bytes, timeout_s=settings.reference_timeout_s))
+    loop_settings = LoopSettings(
+        worker_id=settings.worker_id, model_dir=settings.model_dir,
+        batch_max_records=settings.batch_max_records,
+        batch_max_wait_ms=settings.batch_max_wait_ms, decode_threads=settings.decode_threads,
+        vote_k=settings.vote_k, vote_weighting=settings.vote_weighting,
+        vote_threshold=settings.vote_threshold,
+        dead_letter_max_inline_bytes=settings.dead_letter_max_inline_bytes,
+        backoff_initial_s=settings.backoff_initial_s, backoff_max_s=settings.backoff_max_s,
+        reload_check_interval_s=settings.reload_check_interval_s,
+        lag_interval_s=settings.lag_interval_s,
+    )
+    return WorkerService(
+        loop_settings, model=model, gallery=gallery, source=source, sink=sink, fetcher=fetcher,
+        metrics=metrics, health=health,
+        load_model=lambda directory: KerasEmbedder.from_export(Path(directory)),
+        open_gallery=lambda: _open_gallery(settings),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Kafka adapters: the image consumer and the tag/dead-letter publisher (kafka-python 3.x).
+
+The consumer never commits on its own (``enable_auto_commit=False``): the loop commits a batch's
+offsets only after :meth:`OutputPublisher.publish` has returned, i.e. after the broker has
+acknowledged (``acks=all``) every tag event and dead letter of the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from schemas.dead_letter import DeadLetter
+from schemas.kafka_record import KafkaRecord
+from schemas.tag_event import TagEvent
+
+Partition = tuple[str, int]
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge every output of a batch in time."""
+
+
+def to_kafka_record(consumed: Any) -> KafkaRecord:
+    """Convert a kafka-python ``ConsumerRecord`` into the broker-neutral :class:`KafkaRecord`."""
+    headers = tuple((str(name), bytes(value) if value is not None else b"")
+                    for name, value in (consumed.headers or ()))
+    timestamp = consumed.timestamp if consumed.timestamp is not None and consumed.timestamp >= 0 else None
+    return KafkaRecord(key=consumed.key, value=consumed.value, headers=headers,
+                       topic=consumed.topic, partition=consumed.partition,
+                       offset=consumed.offset, timestamp_ms=timestamp)
+
+
+def next_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
+    """The offset to commit per partition: one past the highest offset seen."""
+    offsets: dict[Partition, int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, -1), record.offset + 1)
+    return offsets
+
+
+def first_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
+    """The lowest offset per partition: where to seek back to re-read a batch."""
+    offsets: dict[Partition, int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = min(offsets.get(key, record.offset), record.offset)
+    return offsets
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_change: Callable[[frozenset[Partition]], None],
+                 consumer: Callable[[], KafkaConsumer]) -> None:
+        self._on_change = on_change
+        self._consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._on_change(frozenset())
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_change(frozenset((tp.topic, tp.partition) for tp in assigned))
+
+
+class ImageConsumer:
+    """A member of the workers' consumer group on the images topic.
+
+    Args:
+        bootstrap_servers: Kafka bootstrap servers.
+        topic: The images topic.
+        group_id: The consumer group shared by all workers.
+        client_id: This worker's id (shows in broker logs and group descriptions).
+        on_assignment: Called (from the polling thread) with the partitions held after each
+            rebalance; an empty set while partitions are revoked.
+        auto_offset_reset: Where a group without committed offsets starts.
+        max_poll_interval_ms: Longest gap between polls before the group evicts this worker.
+        session_timeout_ms: How long the group waits for heartbeats of a dead worker.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str, client_id: str,
+                 on_assignment: Callable[[frozenset[Partition]], None],
+                 auto_offset_reset: str = "earliest", max_poll_interval_ms: int = 300_000,
+                 session_timeout_ms: int = 10_000) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(100, session_timeout_ms // 3),
+            fetch_max_wait_ms=100,
+        )
+        self._assigned: frozenset[Partition] = frozenset()
+
+        def changed(partitions: frozenset[Partition]) -> None:
+            self._assigned = partitions
+            on_assignment(partitions)
+
+        self._consumer.subscribe([topic], listener=_Listener(changed, lambda: self._consumer))
+
+    @property
+    def assigned(self) -> frozenset[Partition]:
+        """Partitions held now."""
+        return self._assigned
+
+    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
+        """Read up to ``max_records``, waiting at most ``max_wait_ms`` for the batch to fill."""
+        deadline = time.monotonic() + max_wait_ms / 1000.0
+        batch: list[KafkaRecord] = []
+        while len(batch) < max_records:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            polled = self._consumer.poll(timeout_ms=remaining_ms,
+                                         max_records=max_records - len(batch))
+            for records in polled.values():
+                batch.extend(to_kafka_record(r) for r in records)
+            if remaining_ms == 0:
+                break
+        return batch
+
+    def commit(self, records: Sequence[KafkaRecord]) -> None:
+        """Commit one past the highest offset of each partition in ``records``.
+
+        Raises:
+            kafka.errors.CommitFailedError: the group rebalanced and the partitions moved on.
+            kafka.errors.KafkaError: the commit could not be made.
+        """
+        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                   for (topic, partition), offset in next_offsets(records).items()}
+        if offsets:
+            self._consumer.commit(offsets=offsets)
+
+    def rewind(self, records: Sequence[KafkaRecord]) -> None:
+        """Seek back to the first offset of each still-assigned partition in ``records``."""
+        held = {TopicPartition(t, p) for t, p in self._assigned}
+        for (topic, partition), offset in first_offsets(records).items():
+            tp = TopicPartition(topic, partition)
+            if tp in held:
+                self._consumer.seek(tp, offset)
+
+    def lag(self, timeout_ms: int = 2000) -> dict[Partition, int]:
+        """Records between this worker's position and the end of each assigned partition."""
+        partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        if not partitions:
+            return {}
+        ends = self._consumer.end_offsets(partitions, timeout_ms=timeout_ms)
+        lag: dict[Partition, int] = {}
+        for tp in partitions:
+            position = self._consumer.position(tp, timeout_ms=timeout_ms)
+            if position is not None and tp in ends:
+                lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(position))
+        return lag
+
+    def close(self) -> None:
+        """Leave the group (offsets were committed batch by batch; no auto-commit here)."""
+        self._consumer.close(autocommit=False)
+
+
+class OutputPublisher:
+    """Publishes tag events and dead letters, and waits until the broker has acknowledged them.
+
+    Args:
+        bootstrap_servers: Kafka bootstrap servers.
+        tags_topic: Where tag events go (keyed by image id).
+        dead_letter_topic: Where dead letters go (keyed like the original record).
+        client_id: This worker's id.
+        timeout_s: How long :meth:`publish` waits for acknowledgements.
+    """
+
+    def __init__(self, bootstrap_servers: str, tags_topic: str, dead_letter_topic: str,
+                 client_id: str, timeout_s: float = 30.0) -> None:
+        self._tags_topic = tags_topic
+        self._dead_letter_topic = dead_letter_topic
+        self._timeout_s = timeout_s
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            linger_ms=5,
+            max_block_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(min(timeout_s, 30.0) * 1000),
+            delivery_timeout_ms=int(timeout_s * 1000) + 1000,
+            max_request_size=4 * 1024 * 1024,
+        )
+
+    def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
+        """Send every output and wait until the broker has acknowledged all of them.
+
+        Raises:
+            PublishError: some output was not acknowledged within the timeout.
+        """
+        outputs = ([(self._tags_topic, e.to_record()) for e in tag_events]
+                   + [(self._dead_letter_topic, d.to_record()) for d in dead_letters])
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            futures = [self._producer.send(topic, value=record.value, key=record.key,
+                                           headers=list(record.headers))
+                       for topic, record in outputs]
+            self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+            for future in futures:
+                future.get(timeout=max(0.001, deadline - time.monotonic()))
+        except KafkaError as error:
+            raise PublishError(f"{len(outputs)} outputs not acknowledged: {error!r}") from error
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is pending and close."""
+        self._producer.close(timeout=timeout_s)

@@ -1,0 +1,357 @@
+"""The worker loop: poll a batch, run the pure core, publish, commit; switch models and galleries.
+
+At-least-once: offsets are committed only after the broker acknowledged every tag event and dead
+letter of the batch. When Kafka or Milvus fails, the batch is not committed: the consumer seeks
+back to the batch's first offsets and retries it after a growing pause. SIGTERM/SIGINT ask the
+loop to stop; it finishes the batch in flight, commits, and leaves the group.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from kafka.errors import CommitFailedError, KafkaError
+
+from schemas.kafka_record import KafkaRecord
+from schemas.manifest import ModelManifest
+from schemas.vote import VoteSettings
+from worker.core import BatchOutcome, process_batch
+from worker.embedder import export_version_on_disk
+from worker.health import HealthState
+from worker.kafka_io import Partition, PublishError
+from worker.metrics import WorkerMetrics
+from worker.ports import PhotoFetcher
+
+log = structlog.get_logger("landmark.worker")
+
+
+class ServedModel(Protocol):
+    """An embedder that knows its manifest (:class:`worker.embedder.KerasEmbedder`)."""
+
+    manifest: ModelManifest
+    model_version: str
+    embedding_dim: int
+
+    def embed(self, images: Any) -> Any: ...
+
+
+class Gallery(Protocol):
+    """A reference index that can be checked and refreshed (:class:`MilvusReferenceIndex`)."""
+
+    gallery_version: str
+    model_version: str
+
+    def search(self, embeddings: Any, k: int) -> Any: ...
+    def check_compatible(self, model_version: str, embedding_dim: int) -> None: ...
+    def refresh(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    assigned: frozenset[Partition]
+
+    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]: ...
+    def commit(self, records: Sequence[KafkaRecord]) -> None: ...
+    def rewind(self, records: Sequence[KafkaRecord]) -> None: ...
+    def lag(self, timeout_ms: int = 2000) -> dict[Partition, int]: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def publish(self, tag_events: Sequence[Any], dead_letters: Sequence[Any]) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The parts of :class:`worker.settings.WorkerSettings` the loop itself uses."""
+
+    worker_id: str
+    model_dir: Path
+    batch_max_records: int = 32
+    batch_max_wait_ms: int = 200
+    decode_threads: int = 2
+    vote_k: int | None = None
+    vote_weighting: str | None = None
+    vote_threshold: float | None = None
+    dead_letter_max_inline_bytes: int = 512 * 1024
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    reload_check_interval_s: float = 5.0
+    lag_interval_s: float = 5.0
+
+
+class WorkerService:
+    """Runs the loop until :meth:`stop` is called.
+
+    Args:
+        settings: Loop settings.
+        model: The served model, already loaded.
+        gallery: The reference index, already checked against ``model``.
+        source: The image consumer.
+        sink: The output publisher.
+        fetcher: Resolves photo references.
+        metrics: Prometheus metrics.
+        health: Liveness/readiness flags.
+        load_model: Loads an export directory (for switching to a new model).
+        open_gallery: Opens the gallery behind the alias afresh (for switching with a new model).
+        clock: Current UTC time.
+    """
+
+    def __init__(self, settings: LoopSettings, *, model: ServedModel, gallery: Gallery,
+                 source: Source, sink: Sink, fetcher: PhotoFetcher, metrics: WorkerMetrics,
+                 health: HealthState, load_model: Callable[[Path], ServedModel],
+                 open_gallery: Callable[[], Gallery],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._settings = settings
+        self._model = model
+        self._gallery = gallery
+        self._source = source
+        self._sink = sink
+        self._fetcher = fetcher
+        self._metrics = metrics
+        self._health = health
+        self._load_model = load_model
+        self._open_gallery = open_gallery
+        self._clock = clock
+        self._stop = threading.Event()
+        self._backoff_s = 0.0
+        self._next_reload_check = time.monotonic() + settings.reload_check_interval_s
+        self._next_lag = 0.0
+        self._pending_model: ServedModel | None = None
+        self._rejected_model_version: str | None = None
+        self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads,
+                                        thread_name_prefix="decode")
+        self._vote = self._vote_settings()
+        self._announce_versions()
+
+    @property
+    def model_version(self) -> str:
+        return self._model.model_version
+
+    @property
+    def gallery_version(self) -> str:
+        return self._gallery.gallery_version
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight and return (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Process batches until stopped; then commit, close the consumer and the producer."""
+        log.info("worker started", worker_id=self._settings.worker_id,
+                 model_version=self.model_version, gallery_version=self.gallery_version)
+        self._health.set_loaded(model=True, gallery=True)
+        self._health.unblock()
+        try:
+            while not self._stop.is_set():
+                self._health.beat()
+                self._maybe_reload()
+                self._maybe_update_lag()
+                records = self._source.poll_batch(self._settings.batch_max_records,
+                                                  self._settings.batch_max_wait_ms)
+                if records:
+                    self._handle_batch(records)
+        finally:
+            self._shutdown()
+
+    def _handle_batch(self, records: list[KafkaRecord]) -> None:
+        batch_id = uuid.uuid4().hex[:12]
+        with structlog.contextvars.bound_contextvars(batch_id=batch_id):
+            try:
+                outcome = self._process(records)
+                publish_s = self._timed(lambda: self._sink.publish(outcome.tag_events,
+                                                                   outcome.dead_letters))
+                commit_s = self._timed(lambda: self._source.commit(records))
+            except CommitFailedError as error:
+                # The group moved our partitions on; their new owner re-reads the uncommitted
+                # tail (already published: at-least-once, consumers deduplicate by image id).
+                self._metrics.errors.labels(kind="commit_failed").inc()
+                log.warning("commit refused after a rebalance", error=str(error),
+                            records=len(records))
+                return
+            except Exception as error:
+                self._retry_later(records, error)
+                return
+            self._backoff_s = 0.0
+            self._health.unblock()
+            self._record(records, outcome, publish_s, commit_s)
+
+    def _process(self, records: list[KafkaRecord]) -> BatchOutcome:
+        return process_batch(
+            records,
+            embedder=self._model,
+            index=self._gallery,
+            fetcher=self._fetcher,
+            spec=self._model.manifest.preprocessing,
+            vote=self._vote,
+            worker_id=self._settings.worker_id,
+            clock=self._clock,
+            decode_pool=self._pool,
+            dead_letter_max_inline_bytes=self._settings.dead_letter_max_inline_bytes,
+        )
+
+    def _retry_later(self, records: list[KafkaRecord], error: Exception) -> None:
+        kind = _error_kind(error)
+        self._metrics.errors.labels(kind=kind).inc()
+        self._backoff_s = min(self._settings.backoff_max_s,
+                              max(self._settings.backoff_initial_s, self._backoff_s * 2))
+        log.warning("batch not committed; retrying after a pause", kind=kind, error=repr(error),
+                    records=len(records), pause_s=self._backoff_s)
+        self._health.block(f"backing off after {kind}")
+        try:
+            self._source.rewind(records)
+        except KafkaError as seek_error:
+            log.warning("seek back failed", error=repr(seek_error))
+        self._stop.wait(self._backoff_s)
+
+    def _record(self, records: list[KafkaRecord], outcome: BatchOutcome, publish_s: float,
+                commit_s: float) -> None:
+        m = self._metrics
+        m.batch_size.observe(len(records))
+        m.batches.inc()
+        m.observe_stages({**outcome.stage_timings.as_dict(), "publish": publish_s,
+                          "commit": commit_s})
+        tagged = sum(1 for e in outcome.tag_events if e.landmark is not None)
+        m.observe_outcomes(tagged, len(outcome.tag_events) - tagged,
+                           [d.reason.value for d in outcome.dead_letters])
+        for event in outcome.tag_events:
+            if event.latency_ms is not None:
+                m.end_to_end_seconds.observe(event.latency_ms / 1000.0)
+            log.debug("tagged", image_id=event.image_id,
+                      landmark=event.landmark.landmark_id if event.landmark else None,
+                      confidence=round(event.confidence, 3))
+        for letter in outcome.dead_letters:
+            log.warning("dead-lettered", image_id=letter.original_key, reason=letter.reason.value,
+                        message=letter.message, partition=letter.source_partition,
+                        offset=letter.source_offset)
+        timings = {k: round(v, 4) for k, v in outcome.stage_timings.as_dict().items()}
+        log.info("batch committed", records=len(records), tagged=tagged,
+                 no_landmark=len(outcome.tag_events) - tagged,
+                 dead_lettered=len(outcome.dead_letters),
+                 publish_s=round(publish_s, 4), commit_s=round(commit_s, 4), **timings)
+
+    def _maybe_update_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + self._settings.lag_interval_s
+        try:
+            self._metrics.set_lag(self._source.lag())
+        except KafkaError as error:
+            self._metrics.errors.labels(kind="lag_unavailable").inc()
+            log.debug("lag unavailable", error=repr(error))
+
+    def _maybe_reload(self) -> None:
+        """Between batches: pick up a new gallery behind the alias, or a new model export."""
+        now = time.monotonic()
+        if now < self._next_reload_check:
+            return
+        self._next_reload_check = now + self._settings.reload_check_interval_s
+        self._look_for_new_model()
+        if self._pending_model is not None:
+            self._try_switch_to_pending_model()
+            return
+        try:
+            if self._gallery.refresh():
+                self._announce_versions()
+        except Exception as error:
+            # GalleryMismatchError: the alias moved to a gallery of a model we do not have yet;
+            # the index keeps searching the previous collection. Unreachable: retried later.
+            self._metrics.errors.labels(kind=_error_kind(error)).inc()
+            log.warning("gallery refresh failed; keeping the current gallery", error=str(error))
+
+    def _look_for_new_model(self) -> None:
+        on_disk = export_version_on_disk(self._settings.model_dir)
+        known = {self._model.model_version, self._rejected_model_version}
+        if self._pending_model is not None:
+            known.add(self._pending_model.model_version)
+        if on_disk is None or on_disk in known:
+            return
+        try:
+            self._pending_model = self._load_model(self._settings.model_dir)
+            log.info("new model export loaded; waiting for its gallery",
+                     model_version=self._pending_model.model_version)
+        except Exception as error:
+            self._rejected_model_version = on_disk
+            self._metrics.errors.labels(kind="model_load_failed").inc()
+            log.warning("new model export could not be loaded", model_version=on_disk,
+                        error=str(error))
+
+    def _try_switch_to_pending_model(self) -> None:
+        candidate = self._pending_model
+        assert candidate is not None
+        try:
+            gallery = self._open_gallery()
+        except Exception as error:
+            self._metrics.errors.labels(kind=_error_kind(error)).inc()
+            log.warning("cannot open the gallery to switch models", error=str(error))
+            return
+        try:
+            gallery.check_compatible(candidate.model_version, candidate.embedding_dim)
+        except Exception as error:
+            gallery.close()
+            log.info("gallery not yet built for the new model; keeping the current one",
+                     pending_model_version=candidate.model_version, reason=str(error))
+            return
+        previous = self._gallery
+        self._model, self._gallery, self._pending_model = candidate, gallery, None
+        self._vote = self._vote_settings()
+        previous.close()
+        self._announce_versions()
+        log.info("switched model and gallery", model_version=self.model_version,
+                 gallery_version=self.gallery_version)
+
+    def _vote_settings(self) -> VoteSettings:
+        base = self._model.manifest.vote
+        s = self._settings
+        return VoteSettings(
+            k=s.vote_k if s.vote_k is not None else base.k,
+            weighting=s.vote_weighting if s.vote_weighting is not None else base.weighting,  # type: ignore[arg-type]
+            threshold=s.vote_threshold if s.vote_threshold is not None else base.threshold,
+        )
+
+    def _announce_versions(self) -> None:
+        self._metrics.set_versions(self.model_version, self.gallery_version,
+                                   self._settings.worker_id)
+
+    @staticmethod
+    def _timed(action: Callable[[], None]) -> float:
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
+    def _shutdown(self) -> None:
+        self._health.block("shutting down")
+        log.info("worker stopping: leaving the group")
+        for what, action in (("producer", self._sink.close), ("consumer", self._source.close),
+                             ("gallery", self._gallery.close)):
+            try:
+                action()
+            except Exception as error:
+                log.warning("close failed", what=what, error=repr(error))
+        self._pool.shutdown(wait=True)
+        log.info("worker stopped")
+
+
+def _error_kind(error: BaseException) -> str:
+    """A small, fixed vocabulary for the errors metric."""
+    name = type(error).__name__
+    if isinstance(error, PublishError):
+        return "publish_failed"
+    if isinstance(error, KafkaError):
+        return "kafka"
+    if name == "GalleryUnavailableError":
+        return "gallery_unavailable"
+    if name == "GalleryMismatchError":
+        return "gallery_mismatch"
+    return "unexpected"
