@@ -1,0 +1,380 @@
+"""Evaluate embedding models on reference and query photos: the work behind ``landmark-evaluate``.
+
+Loads exports (``trainer.export.load_export``) or builds ``pretrained:<backbone>`` networks
+(ImageNet backbone, global average pooling, L2 normalisation), embeds both photo sets once per
+preprocessing, measures hit@k, the kNN vote and GAP (:mod:`trainer.evaluation`), and draws the
+Figure-8 and Figure-9 style PNGs (:mod:`trainer.plots`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.preprocessing import PreprocessingSpec
+from schemas.vote import VoteSettings, Weighting
+from trainer import evaluation
+from trainer.data import Photo, read_landmark_folders, summarize
+from trainer.photo_loading import iter_photo_batches, load_photos
+from trainer.plots import RetrievalRow, plot_hit_at_k, plot_retrieval_grid
+
+PRETRAINED_PREFIX = "pretrained:"
+#: Photos in the retrieval grid are decoded at this size, whatever the model's input.
+DISPLAY_SPEC = PreprocessingSpec(input_size=160)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What to evaluate, on which photos, and how (built once by the command line).
+
+    Attributes:
+        models: export folders or ``pretrained:<backbone>``, each optionally ``NAME=...``.
+        references: folder of landmark folders holding the reference photos.
+        queries: folder of landmark folders holding the query photos.
+        out: output folder.
+        batch_size: photos per forward pass.
+        workers: photo decoding threads.
+        input_size: input size of pretrained networks (None: see :func:`load_models`).
+        cache_dir: cache root of pretrained weights (None: the default cache).
+        vote_k, vote_weighting, vote_threshold: override the vote settings of every model
+            (None: the export manifest's, or :class:`VoteSettings` defaults for pretrained).
+        grid_queries: queries in the retrieval grid (of different landmarks).
+        grid_neighbours: references shown per query in the grid.
+        seed: seed of the grid's choice of queries.
+    """
+
+    models: tuple[str, ...]
+    references: Path
+    queries: Path
+    out: Path
+    batch_size: int = 32
+    workers: int = 2
+    input_size: int | None = None
+    cache_dir: Path | None = None
+    vote_k: int | None = None
+    vote_weighting: Weighting | None = None
+    vote_threshold: float | None = None
+    grid_queries: int = 6
+    grid_neighbours: int = 5
+    seed: int = 0
+
+
+@dataclass
+class EvaluatedModel:
+    """A model to evaluate: how to feed it, and its embeddings once computed."""
+
+    name: str
+    model: Any
+    spec: PreprocessingSpec
+    vote: VoteSettings
+    description: dict[str, Any]
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    embed_seconds: float = 0.0
+
+
+def parse_model_argument(text: str) -> tuple[str, str]:
+    """``NAME=WHAT`` or ``WHAT`` → (name, what), where WHAT is an export folder or
+    ``pretrained:<backbone>``; without a name, the folder's name or WHAT itself is the name.
+
+    Raises:
+        ValueError: the name or WHAT is empty.
+    """
+    name, sep, what = text.partition("=")
+    if not sep:
+        name, what = "", text
+    if not what or (sep and not name):
+        raise ValueError(f"model {text!r}: expected NAME=WHAT or WHAT")
+    if not name:
+        name = what if what.startswith(PRETRAINED_PREFIX) else Path(what).name or what
+    return name, what
+
+
+def _vote_settings(base: VoteSettings, settings: EvaluationSettings) -> VoteSettings:
+    return VoteSettings(
+        k=settings.vote_k if settings.vote_k is not None else base.k,
+        weighting=settings.vote_weighting
+        if settings.vote_weighting is not None
+        else base.weighting,
+        threshold=(
+            settings.vote_threshold if settings.vote_threshold is not None else base.threshold
+        ),
+    )
+
+
+def load_models(settings: EvaluationSettings) -> list[EvaluatedModel]:
+    """Load the exports and build the pretrained networks ``settings.models`` name.
+
+    A pretrained network takes ``settings.input_size`` if given, else the input size of an export of
+    the same backbone among the models (so both see the same pixels), else its own default.
+    """
+    from trainer.export import load_export
+
+    parsed = [parse_model_argument(text) for text in settings.models]
+    names = [name for name, _ in parsed]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must differ (use NAME=...): {names}")
+    exports = {
+        what: load_export(Path(what))
+        for _, what in parsed
+        if not what.startswith(PRETRAINED_PREFIX)
+    }
+    models = []
+    for name, what in parsed:
+        if what in exports:
+            model, manifest = exports[what]
+            description = {
+                "source": str(Path(what).resolve()),
+                "backbone": manifest.backbone,
+                "model_version": manifest.model_version,
+                "embedding_dim": manifest.embedding_dim,
+                "training": manifest.training,
+            }
+            models.append(
+                EvaluatedModel(
+                    name,
+                    model,
+                    manifest.preprocessing,
+                    _vote_settings(manifest.vote, settings),
+                    description,
+                )
+            )
+            continue
+        backbone = what.removeprefix(PRETRAINED_PREFIX)
+        same_backbone = [m.input_size for _, m in exports.values() if m.backbone == backbone]
+        input_size = settings.input_size or (same_backbone[0] if same_backbone else None)
+        model, input_size = _pretrained(backbone, input_size, settings.cache_dir)
+        description = {
+            "source": what,
+            "backbone": backbone,
+            "embedding_dim": int(model.output_shape[-1]),
+        }
+        models.append(
+            EvaluatedModel(
+                name,
+                model,
+                PreprocessingSpec(input_size=input_size),
+                _vote_settings(VoteSettings(), settings),
+                description,
+            )
+        )
+    return models
+
+
+def _pretrained(backbone: str, input_size: int | None, cache_dir: Path | None) -> tuple[Any, int]:
+    """The ImageNet backbone, all frozen, + global average pooling + L2 normalisation."""
+    from trainer.backbones import BACKBONES
+    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
+    size = input_size or BACKBONES[backbone].input_size
+    config = EmbeddingModelConfig(backbone, size, embedding_dim=None, trainable_from=None)
+    parts = build_embedding_model(config, "imagenet", cache_dir=cache_dir)
+    return assemble(parts, name=f"pretrained_{backbone}"), size
+
+
+def embed_sets(
+    models: Sequence[EvaluatedModel], sets: dict[str, list[Photo]], batch_size: int, workers: int
+) -> dict[str, list[tuple[Path, str, str]]]:
+    """Embed every photo set with every model, decoding each photo once per preprocessing.
+
+    Returns:
+        Per set, the photos that failed (path, reason, message). Their rows are dropped from
+        every model's embeddings, so all models are measured on the same photos.
+    """
+    from trainer.embedding_model import embed_photos
+
+    by_spec: dict[PreprocessingSpec, list[EvaluatedModel]] = {}
+    for model in models:
+        by_spec.setdefault(model.spec, []).append(model)
+    failures: dict[str, dict[Path, tuple[str, str]]] = {name: {} for name in sets}
+    for set_name, photos in sets.items():
+        paths = [photo.path for photo in photos]
+        for spec, group in by_spec.items():
+            dim = {m.name: int(m.model.output_shape[-1]) for m in group}
+            rows = {m.name: np.full((len(paths), dim[m.name]), np.nan, np.float32) for m in group}
+            for batch in iter_photo_batches(paths, spec, batch_size, workers):
+                for path, error in batch.failures:
+                    failures[set_name][path] = (error.reason.value, error.message)
+                for model in group:
+                    started = time.perf_counter()
+                    rows[model.name][batch.ok_indices] = embed_photos(
+                        model.model, batch.images, batch_size
+                    )
+                    model.embed_seconds += time.perf_counter() - started
+            for model in group:
+                model.embeddings[set_name] = rows[model.name]
+    for set_name, photos in sets.items():
+        keep = np.asarray([photo.path not in failures[set_name] for photo in photos], dtype=bool)
+        for model in models:
+            model.embeddings[set_name] = model.embeddings[set_name][keep]
+    return {name: [(p, *why) for p, why in failed.items()] for name, failed in failures.items()}
+
+
+def grid_queries(queries: Sequence[Photo], count: int, seed: int) -> list[int]:
+    """Indices of ``count`` queries of different landmarks, chosen by a seeded hash."""
+
+    def key(index: int) -> str:
+        photo = queries[index]
+        return hashlib.sha256(
+            f"{seed}\x00{photo.landmark_id}\x00{photo.path.name}".encode()
+        ).hexdigest()
+
+    chosen: dict[str, int] = {}
+    for index in sorted(range(len(queries)), key=key):
+        chosen.setdefault(queries[index].landmark_id, index)
+    return sorted(chosen.values(), key=key)[:count]
+
+
+def draw_grid(
+    model: EvaluatedModel,
+    references: list[Photo],
+    queries: list[Photo],
+    chosen: list[int],
+    neighbours: int,
+    out_path: Path,
+) -> None:
+    indices, distances = evaluation.nearest_references(
+        model.embeddings["queries"][chosen], model.embeddings["references"], neighbours
+    )
+    needed = sorted({*indices.ravel().tolist()})
+    loaded = load_photos([references[i].path for i in needed], DISPLAY_SPEC)
+    reference_images = dict(zip([needed[i] for i in loaded.ok_indices], loaded.images, strict=True))
+    shown = load_photos([queries[i].path for i in chosen], DISPLAY_SPEC)
+    query_images = dict(zip(shown.ok_indices, shown.images, strict=True))
+    blank = np.full((DISPLAY_SPEC.input_size,) * 2 + (3,), 255, np.uint8)
+    rows = []
+    for row, query_index in enumerate(chosen):
+        query = queries[query_index]
+        hits = [references[i] for i in indices[row]]
+        rows.append(
+            RetrievalRow(
+                query_image=query_images.get(row, blank),
+                query_label=query.landmark_name,
+                neighbour_images=[reference_images.get(i, blank) for i in indices[row]],
+                neighbour_labels=[hit.landmark_name for hit in hits],
+                neighbour_correct=[hit.landmark_id == query.landmark_id for hit in hits],
+                neighbour_distances=distances[row].tolist(),
+            )
+        )
+    plot_retrieval_grid(
+        rows, out_path, title=f"{model.name}: queries and their {neighbours} nearest references"
+    )
+
+
+def measure(model: EvaluatedModel, references: list[Photo], queries: list[Photo]) -> dict[str, Any]:
+    """hit@k, vote accuracy with its sweep, and GAP of one model."""
+    q, r = model.embeddings["queries"], model.embeddings["references"]
+    ref_labels = [p.landmark_id for p in references]
+    query_labels = [p.landmark_id for p in queries]
+    hits = evaluation.hit_at_k(q, query_labels, r, ref_labels)
+    vote = evaluation.vote_accuracy(
+        q, query_labels, r, ref_labels, [p.landmark_name for p in references], model.vote
+    )
+    known = set(ref_labels)
+    truths = [label if label in known else None for label in query_labels]
+    gap = evaluation.gap(vote.predictions, vote.confidences, truths) if any(truths) else None
+    return {
+        **model.description,
+        "input_size": model.spec.input_size,
+        "embed_seconds": round(model.embed_seconds, 2),
+        "hit_at_k": {str(k): v for k, v in hits.items()},
+        "vote": vote.to_dict(),
+        "gap": gap,
+    }
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _present(
+    folder: str, photos: list[Photo], failures: list[tuple[Path, str, str]]
+) -> dict[str, Any]:
+    return {
+        "folder": str(Path(folder).resolve()),
+        "summary": summarize(photos).to_dict(),
+        "failures": [{"path": str(p), "reason": why, "message": msg} for p, why, msg in failures],
+    }
+
+
+def evaluate(settings: EvaluationSettings) -> dict[str, Any]:
+    """Evaluate the models on the reference and query folders.
+
+    Writes ``metrics.json``, ``hit_at_k.png``, ``retrieval_grid.png`` and one
+    ``retrieval_grid_<model>.png`` per model into ``settings.out``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+
+    Raises:
+        FileNotFoundError, ValueError: missing folders or exports, bad model names, or no
+            photo left to evaluate.
+        PretrainedWeightsUnavailable: a pretrained backbone's weights cannot be had offline.
+    """
+    out = Path(settings.out)
+    all_references = read_landmark_folders(settings.references)
+    all_queries = read_landmark_folders(settings.queries)
+    models = load_models(settings)
+    failures = embed_sets(
+        models,
+        {"references": all_references, "queries": all_queries},
+        settings.batch_size,
+        settings.workers,
+    )
+    failed = {name: {p for p, *_ in items} for name, items in failures.items()}
+    references = [p for p in all_references if p.path not in failed["references"]]
+    queries = [p for p in all_queries if p.path not in failed["queries"]]
+    ks = evaluation.DEFAULT_KS
+    metrics: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "references": _present(settings.references, references, failures["references"]),
+        "queries": _present(settings.queries, queries, failures["queries"]),
+        "queries_without_references": sum(
+            p.landmark_id not in {r.landmark_id for r in references} for p in queries
+        ),
+        "ks": list(ks),
+        "random": {
+            "hit_at_k": {
+                str(k): v
+                for k, v in evaluation.random_hit_at_k(
+                    [p.landmark_id for p in references], [p.landmark_id for p in queries], ks
+                ).items()
+            }
+        },
+        "models": {model.name: measure(model, references, queries) for model in models},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    curves = {"random": metrics["random"]["hit_at_k"]} | {
+        name: m["hit_at_k"] for name, m in metrics["models"].items()
+    }
+    plot_hit_at_k(
+        {name: {int(k): v for k, v in c.items()} for name, c in curves.items()},
+        out / "hit_at_k.png",
+        subtitle=f"{len(queries)} queries, {len(references)} references, "
+        f"{metrics['references']['summary']['landmarks']} landmarks",
+    )
+    chosen = grid_queries(queries, settings.grid_queries, settings.seed)
+    if chosen and settings.grid_neighbours > 0:
+        for model in models:
+            draw_grid(
+                model,
+                references,
+                queries,
+                chosen,
+                settings.grid_neighbours,
+                out / f"retrieval_grid_{_slug(model.name)}.png",
+            )
+        last = out / f"retrieval_grid_{_slug(models[-1].name)}.png"
+        (out / "retrieval_grid.png").write_bytes(last.read_bytes())
+    return metrics
