@@ -287,7 +287,7 @@ class _Loop:
         return float(np.mean(losses))
 
     def _val_loss(self) -> float | None:
-        codes, counts = np.unique(self.val.labels, return_counts=True)
+        _, counts = np.unique(self.val.labels, return_counts=True)
         usable = int(np.sum(counts >= 2))
         if usable < 2:
             return None

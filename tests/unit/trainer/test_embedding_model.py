@@ -79,5 +79,5 @@ def test_assembled_model_equals_frozen_then_trainable():
 
 
 def test_unknown_trainable_from_is_rejected_with_stage_names():
-    with pytest.raises(ValueError, match="block_99.*stem"):
+    with pytest.raises(ValueError, match=r"block_99.*stem"):
         parts_from_stages(tiny_stages(), EmbeddingModelConfig("tiny", SIZE, None, "block_99"))

@@ -1,0 +1,130 @@
+"""The issue's experiment: random vs pretrained-only vs fine-tuned hit@k on a held-out split.
+
+Runs ``landmark-train`` once (fine-tuned), evaluates the pretrained-only backbone (all stages
+frozen, no projection) on the same split, adds the exact random-guessing baseline, and writes
+``<out>/<name>.json`` and a Figure-8 style ``<out>/<name>.png``. Prints the hit@k tables.
+
+    .venv/bin/python bench/bench_training.py --name mobilenet_v2-160 -- \\
+        --backbone mobilenet_v2 --input-size 160 --epochs 15 --output runs/exp1
+
+Arguments after ``--`` go to ``landmark-train`` (so its env vars apply too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from trainer import cli_train
+from trainer.activation_cache import ActivationCacheSettings
+from trainer.embedding_model import EmbeddingModelConfig, build_embedding_model
+from trainer.evaluation import random_hit_at_k
+from trainer.splits import MANIFEST_FILE, read_manifest
+from trainer.training import EVALUATION_PAIRS, TrainingSettings, evaluate_split
+
+KS = list(range(1, 51))
+TABLE_KS = (1, 5, 10, 20, 50)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--out", default="docs/results")
+    own, train_argv = parser.parse_known_args()
+    train_argv = [a for a in train_argv if a != "--"]
+    train_args = cli_train.build_parser().parse_args(train_argv)
+
+    started = time.monotonic()
+    report = cli_train.run(train_args)
+    train_seconds = time.monotonic() - started
+    split = read_manifest(Path(train_args.output) / MANIFEST_FILE)
+    cache_dir = Path(train_args.cache_dir)
+    cache = ActivationCacheSettings(cache_dir=cache_dir / "activations", augmented_views=0)
+
+    def curves(trainable_from: str | None, embedding_dim: int | None, parts=None) -> dict:
+        config = EmbeddingModelConfig(
+            train_args.backbone, train_args.input_size, embedding_dim, trainable_from
+        )
+        settings = TrainingSettings(model=config, output_dir=Path(train_args.output), cache=cache)
+        if parts is None:
+            parts = build_embedding_model(
+                config, train_args.weights, cache_dir=cache_dir / "weights"
+            )
+        return evaluate_split(parts, split.parts, settings, ks=KS)
+
+    from trainer.embedding_model import EmbeddingParts
+    from trainer.export import load_export
+
+    pretrained = curves(None, None)
+    model, manifest = load_export(Path(train_args.output) / "model")
+    frozen, trainable = model.layers[0], model.layers[1]
+    fine_tuned = curves(
+        train_args.trainable_from,
+        train_args.embedding_dim,
+        EmbeddingParts(frozen=frozen, trainable=trainable),
+    )
+    results: dict = {
+        "settings": {k: v for k, v in vars(train_args).items()},
+        "training": report["training"],
+        "model_version": manifest.model_version,
+        "wall_seconds_training_and_eval": round(train_seconds, 1),
+        "settings_eval": {},
+    }
+    for name, (ref_part, query_part) in EVALUATION_PAIRS.items():
+        if name not in pretrained:
+            continue
+        refs = [p.landmark_id for p in split.parts[ref_part]]
+        queries = [p.landmark_id for p in split.parts[query_part]]
+        results[name] = {
+            "references": pretrained[name]["references"],
+            "queries": pretrained[name]["queries"],
+            "landmarks": pretrained[name]["landmarks"],
+            "random": {int(k): v for k, v in random_hit_at_k(refs, queries, KS).items()},
+            "pretrained": pretrained[name]["hit_at_k"],
+            "fine_tuned": fine_tuned[name]["hit_at_k"],
+        }
+    out = Path(own.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{own.name}.json").write_text(json.dumps(results, indent=1, default=str))
+    _plot(results, out / f"{own.name}.png", own.name)
+    for name in EVALUATION_PAIRS:
+        if name not in results:
+            continue
+        r = results[name]
+        print(
+            f"\n{name}: {r['landmarks']} landmarks, {r['references']} references, {r['queries']} queries"
+        )
+        print("model        " + " ".join(f"hit@{k:<3d}" for k in TABLE_KS))
+        for model_name in ("random", "pretrained", "fine_tuned"):
+            print(f"{model_name:12s} " + " ".join(f"{r[model_name][k]:.3f}  " for k in TABLE_KS))
+    return 0
+
+
+def _plot(results: dict, path: Path, title: str) -> None:
+    names = [n for n in EVALUATION_PAIRS if n in results]
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = results[name]
+        for model_name, style in (("random", ":"), ("pretrained", "--"), ("fine_tuned", "-")):
+            ax.plot(KS, [r[model_name][k] for k in KS], style, label=model_name.replace("_", "-"))
+        ax.set_title(f"{name} landmarks: {r['queries']} queries, {r['references']} references")
+        ax.set_xlabel("k")
+        ax.set_ylabel("hit@k")
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

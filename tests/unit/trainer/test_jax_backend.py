@@ -1,0 +1,58 @@
+"""The embedding model builds, embeds and trains one step under the JAX backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+SCRIPT = textwrap.dedent(
+    """
+    import keras, numpy as np
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model, embed_photos
+    from trainer.losses import TripletLoss
+
+    config = EmbeddingModelConfig("mobilenet_v2", 64, 8, "block_16")
+    parts = build_embedding_model(config, weights=None)
+    photos = np.random.default_rng(0).integers(0, 256, size=(4, 64, 64, 3)).astype(np.uint8)
+    before = embed_photos(assemble(parts), photos)
+    assert before.shape == (4, 8)
+    assert np.allclose(np.linalg.norm(before, axis=1), 1.0, atol=1e-5)
+    parts.trainable.compile(optimizer=keras.optimizers.Adam(1e-2), loss=TripletLoss("batch_hard", 0.5))
+    acts = keras.ops.convert_to_numpy(parts.frozen(photos.astype(np.float32)))
+    loss = parts.trainable.train_on_batch(acts, np.array([0, 0, 1, 1]))
+    after = embed_photos(assemble(parts), photos)
+    assert np.isfinite(loss)
+    assert not np.allclose(before, after)
+    print("JAX-OK", float(loss))
+    """
+)
+
+
+@pytest.mark.slow
+def test_embedding_model_trains_one_step_under_jax():
+    pytest.importorskip("jax", reason="the JAX backend needs jax installed")
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "JAX-OK" in done.stdout
