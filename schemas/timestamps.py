@@ -7,8 +7,13 @@ from datetime import UTC, datetime
 
 from schemas.errors import schema_violation
 
-# Full RFC 3339 date-time (section 5.6); Python's fromisoformat alone accepts more than this.
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# RFC 3339 date-time (section 5.6) without leap seconds, which datetime cannot hold. Python's
+# fromisoformat alone accepts more than this; the same pattern is in the JSON Schema files, and
+# impossible days (February 30) are refused by the parser.
+_RFC3339 = re.compile(
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
 
 RFC3339_PATTERN = _RFC3339.pattern
 
