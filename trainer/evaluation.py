@@ -74,7 +74,8 @@ def squared_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray
     q = np.asarray(queries, dtype=np.float64)
     r = np.asarray(references, dtype=np.float64)
     distances = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2.0 * q @ r.T
-    return np.maximum(distances, 0.0)
+    clipped: np.ndarray = np.maximum(distances, 0.0)
+    return clipped
 
 
 def nearest_references(
@@ -318,20 +319,32 @@ def vote_accuracy(
     known = set(ref_labels)
     expected = [label if label in known else None for label in query_labels]
 
-    def published_at(threshold: float) -> list[str | None]:
-        at = dataclasses.replace(settings, threshold=threshold)
-        decisions = (decide_landmark(row, at)[0] for row in neighbours)
-        return [landmark.landmark_id if landmark is not None else None for landmark in decisions]
-
     unthresholded = [
         decide_landmark(row, dataclasses.replace(settings, threshold=0.0)) for row in neighbours
     ]
+    predictions = [lm.landmark_id if lm is not None else None for lm, _ in unthresholded]
+    confidences = [float(confidence) for _, confidence in unthresholded]
+    # The worker's own call at its threshold ...
+    published = [decide_landmark(row, settings)[0] for row in neighbours]
+    # ... and the sweep from decide_landmark's contract (winner and confidence do not depend on
+    # the threshold; below it the answer is None), without re-voting once per threshold.
+
+    def published_at(threshold: float) -> list[str | None]:
+        return [
+            prediction if confidence >= threshold else None
+            for prediction, confidence in zip(predictions, confidences, strict=True)
+        ]
+
     return VoteReport(
         settings=settings,
-        at_threshold=_vote_point(settings.threshold, published_at(settings.threshold), expected),
+        at_threshold=_vote_point(
+            settings.threshold,
+            [landmark.landmark_id if landmark is not None else None for landmark in published],
+            expected,
+        ),
         sweep=[_vote_point(t, published_at(t), expected) for t in thresholds],
-        predictions=[lm.landmark_id if lm is not None else None for lm, _ in unthresholded],
-        confidences=[float(confidence) for _, confidence in unthresholded],
+        predictions=predictions,
+        confidences=confidences,
     )
 
 

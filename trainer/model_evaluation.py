@@ -298,7 +298,7 @@ def _slug(name: str) -> str:
 
 
 def _present(
-    folder: str, photos: list[Photo], failures: list[tuple[Path, str, str]]
+    folder: Path, photos: list[Photo], failures: list[tuple[Path, str, str]]
 ) -> dict[str, Any]:
     return {
         "folder": str(Path(folder).resolve()),

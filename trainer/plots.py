@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 
 RIGHT_COLOUR = "#1a9641"
 WRONG_COLOUR = "#d7191c"
-_RANDOM_STYLE = {"color": "0.45", "linestyle": "--"}
+_RANDOM_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": "--"}
 
 
 def plot_hit_at_k(
@@ -52,7 +53,7 @@ def plot_hit_at_k(
             raise ValueError(f"curve {name!r} has no points")
         ks = sorted(curve)
         values = [100.0 * curve[k] for k in ks]
-        style = _RANDOM_STYLE if name.lower().startswith("random") else {}
+        style: dict[str, Any] = _RANDOM_STYLE if name.lower().startswith("random") else {}
         axes.plot(ks, values, label=f"{name} (top-1 {values[0]:.1f}%)", linewidth=2, **style)
     axes.set_xlabel("k (nearest references)")
     axes.set_ylabel("hit@k (% of queries)")

@@ -298,7 +298,7 @@ def standard_split(
         sizes["val"] = val
     sizes["reference"] = references
     known = split_per_landmark(kept, sizes, rest="train", seed=seed)
-    parts = {
+    parts: dict[str, list[Photo]] = {
         name: known.parts[name]
         for name in ("train", "val", "reference", "query")
         if name in known.parts

@@ -163,6 +163,23 @@ def test_vote_accuracy_unknown_rate_never_falls_as_the_threshold_rises() -> None
     assert rates == sorted(rates)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.35, 0.5, 0.6, 0.8])
+def test_vote_accuracy_sweep_agrees_with_the_vote_at_its_own_threshold(threshold: float) -> None:
+    rng = np.random.default_rng(4)
+    refs, queries = unit_rows(rng, 50, 5), unit_rows(rng, 40, 5)
+    settings = VoteSettings(k=5, weighting="similarity", threshold=threshold)
+    report = vote_accuracy(
+        queries,
+        [str(label) for label in rng.integers(0, 5, 40)],
+        refs,
+        [str(label) for label in rng.integers(0, 4, 50)],
+        ["n"] * 50,
+        settings,
+        thresholds=[threshold],
+    )
+    assert report.sweep == [report.at_threshold]
+
+
 def test_vote_accuracy_rejects_embeddings_that_are_not_unit_vectors() -> None:
     with pytest.raises(ValueError, match="unit vectors"):
         vote_accuracy(QUERY_EMB * 2, ["a"] * 4, REF_EMB, REF_LABELS, REF_NAMES, UNIFORM_K3)
