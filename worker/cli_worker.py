@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 import structlog
+from kafka.errors import KafkaError
 
 from worker.embedder import KerasEmbedder, ModelExportError
 from worker.health import HealthState, StatusServer
@@ -21,6 +24,7 @@ from worker.service import Gallery, LoopSettings, WorkerService
 from worker.settings import WorkerSettings, build_parser, settings_from_args
 
 EXIT_INCOMPATIBLE = 2
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,25 +36,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metrics = WorkerMetrics()
     health = HealthState()
+    metrics.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
     server = StatusServer(settings.http_host, settings.http_port, health, metrics.registry).start()
     log.info("status endpoint listening", url=f"http://{settings.http_host}:{server.port}",
              paths=["/metrics", "/healthz", "/readyz"])
-    try:
-        service = _build_service(settings, metrics, health, log)
-    except _StartupRefused as refusal:
-        log.error("worker refuses to start", reason=str(refusal))
-        print(f"landmark-worker: {refusal}", file=sys.stderr)
-        server.stop()
-        return EXIT_INCOMPATIBLE
+    stop_requested = threading.Event()
+    services: list[WorkerService] = []
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)
-        service.stop()
+        stop_requested.set()
+        for service in services:
+            service.stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        service.run()
+        services.append(_build_service(settings, metrics, health, log, stop_requested))
+        if stop_requested.is_set():
+            services[0].stop()
+        services[0].run()
+    except _StartupRefused as refusal:
+        log.error("worker refuses to start", reason=str(refusal))
+        print(f"landmark-worker: {refusal}", file=sys.stderr)
+        return EXIT_INCOMPATIBLE
+    except _StoppedDuringStart:
+        log.info("stopped before the worker was ready")
     finally:
         server.stop()
     return 0
@@ -58,6 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _StartupRefused(Exception):
     """The worker cannot serve: model export unusable or gallery built for another model."""
+
+
+class _StoppedDuringStart(Exception):
+    """SIGTERM/SIGINT arrived while waiting for Kafka or Milvus at start-up."""
+
+
+def _retrying(what: str, connect: Callable[[], T], retry_on: tuple[type[BaseException], ...],
+              settings: WorkerSettings, health: HealthState, stop: threading.Event,
+              log: structlog.typing.FilteringBoundLogger) -> T:
+    """Call ``connect`` until it succeeds, pausing longer after each failure (until stopped)."""
+    pause = settings.backoff_initial_s
+    while True:
+        try:
+            return connect()
+        except retry_on as error:
+            health.block(f"{what} unreachable")
+            log.warning("cannot connect at start-up; retrying", what=what, error=str(error),
+                        pause_s=pause)
+        if stop.wait(pause):
+            raise _StoppedDuringStart
+        pause = min(settings.backoff_max_s, pause * 2)
 
 
 def _open_gallery(settings: WorkerSettings) -> Gallery:
@@ -68,17 +100,20 @@ def _open_gallery(settings: WorkerSettings) -> Gallery:
 
 
 def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: HealthState,
-                   log: structlog.typing.FilteringBoundLogger) -> WorkerService:
+                   log: structlog.typing.FilteringBoundLogger,
+                   stop: threading.Event) -> WorkerService:
     from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError
 
     try:
         model = KerasEmbedder.from_export(settings.model_dir)
     except (ModelExportError, OSError, ValueError) as error:
         raise _StartupRefused(f"cannot load the model export {settings.model_dir}: {error}") from error
+    model.warm_up((settings.batch_max_records,))
     log.info("model loaded", model_version=model.model_version,
              embedding_dim=model.embedding_dim, backbone=model.manifest.backbone)
     try:
-        gallery = _open_gallery(settings)
+        gallery = _retrying("milvus", lambda: _open_gallery(settings), (GalleryUnavailableError,),
+                            settings, health, stop, log)
         gallery.check_compatible(model.model_version, model.embedding_dim)
     except GalleryMismatchError as error:
         raise _StartupRefused(
@@ -87,29 +122,29 @@ def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: Hea
             "Load a gallery for this model (landmark-load-gallery) or serve the model it was "
             "built with."
         ) from error
-    except GalleryUnavailableError as error:
-        raise _StartupRefused(
-            f"cannot open the gallery alias {settings.gallery_alias!r} at "
-            f"{settings.milvus_uri}: {error}"
-        ) from error
     health.set_loaded(model=True, gallery=True)
     log.info("gallery opened", gallery_version=gallery.gallery_version,
              gallery_model_version=gallery.model_version)
 
     def on_assignment(partitions: frozenset[Partition]) -> None:
         health.set_partitions(partitions)
-        log.info("partitions assigned", partitions=sorted(f"{t}-{p}" for t, p in partitions))
+        if partitions:
+            log.info("partitions assigned",
+                     partitions=sorted(f"{t}-{p}" for t, p in partitions))
+        else:
+            log.info("partitions revoked")
 
-    source = ImageConsumer(
+    source = _retrying("kafka", lambda: ImageConsumer(
         settings.bootstrap_servers, settings.images_topic, settings.group_id,
         client_id=settings.worker_id, on_assignment=on_assignment,
         auto_offset_reset=settings.auto_offset_reset,
         max_poll_interval_ms=settings.max_poll_interval_ms,
         session_timeout_ms=settings.session_timeout_ms,
-    )
-    sink = OutputPublisher(settings.bootstrap_servers, settings.tags_topic,
-                           settings.dead_letter_topic, client_id=settings.worker_id,
-                           timeout_s=settings.publish_timeout_s)
+    ), (KafkaError,), settings, health, stop, log)
+    sink = _retrying("kafka", lambda: OutputPublisher(
+        settings.bootstrap_servers, settings.tags_topic, settings.dead_letter_topic,
+        client_id=settings.worker_id, timeout_s=settings.publish_timeout_s,
+    ), (KafkaError,), settings, health, stop, log)
     fetcher = ReferenceFetcher(FetcherSettings(
         file_root=settings.reference_root, allowed_hosts=settings.reference_hosts,
         max_bytes=settings.reference_max_bytes, timeout_s=settings.reference_timeout_s))

@@ -94,6 +94,15 @@ class KerasEmbedder:
             )
         return embedder
 
+    def warm_up(self, batch_lengths: tuple[int, ...]) -> None:
+        """Compile the inference function for these batch lengths now, not on the first batch."""
+        side = self.input_size
+        for length in sorted({self._padded_length(n) for n in batch_lengths if n > 0}):
+            self.embed(np.zeros((length, side, side, 3), np.uint8))
+
+    def _padded_length(self, n: int) -> int:
+        return next((s for s in self._batch_sizes if s >= n), self._batch_sizes[-1])
+
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Embed a batch.
 
@@ -122,7 +131,7 @@ class KerasEmbedder:
 
     def _embed_padded(self, images: np.ndarray) -> np.ndarray:
         n = images.shape[0]
-        size = next(s for s in self._batch_sizes if s >= n)
+        size = self._padded_length(n)
         if size > n:
             padding = np.zeros((size - n, *images.shape[1:]), np.uint8)
             images = np.concatenate([images, padding])

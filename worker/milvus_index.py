@@ -58,6 +58,8 @@ TRANSIENT_GRPC_CODES = frozenset(
     }
 )
 MAX_BACKOFF_S = 10.0
+#: Milvus's error code for a collection that exists but is not loaded into memory.
+COLLECTION_NOT_LOADED = 101
 
 
 class GalleryMismatchError(Exception):
@@ -242,6 +244,17 @@ def is_collection_gone(error: BaseException) -> bool:
     )
 
 
+def is_not_loaded(error: BaseException) -> bool:
+    """Whether the collection exists but is not loaded (e.g. the Milvus server restarted)."""
+    if not isinstance(error, MilvusException):
+        return False
+    message = str(error.message).lower()
+    return error.code == COLLECTION_NOT_LOADED or (
+        "load" in message
+        and ("released" in message or "not loaded" in message or "call load" in message)
+    )
+
+
 def backoff_delays(
     retries: int, backoff_s: float, max_backoff_s: float = MAX_BACKOFF_S
 ) -> list[float]:
@@ -373,10 +386,15 @@ class MilvusReferenceIndex:
         try:
             return self._search_collection(queries, k)
         except GalleryUnavailableError as error:
-            # The alias moved and the loader dropped the collection we were searching.
-            if not is_collection_gone(error.__cause__ or error):
+            cause = error.__cause__ or error
+            if is_not_loaded(cause):
+                # A restarted server comes back with its collections released.
+                self._ensure_loaded(self._description.collection)
+            elif is_collection_gone(cause):
+                # The alias moved and the loader dropped the collection we were searching.
+                self.refresh()
+            else:
                 raise
-        self.refresh()
         return self._search_collection(queries, k)
 
     def close(self) -> None:

@@ -148,7 +148,8 @@ class WorkerService:
 
     def run(self) -> None:
         """Process batches until stopped; then commit, close the consumer and the producer."""
-        log.info("worker started", worker_id=self._settings.worker_id,
+        structlog.contextvars.bind_contextvars(worker_id=self._settings.worker_id)
+        log.info("worker started",
                  model_version=self.model_version, gallery_version=self.gallery_version)
         self._health.set_loaded(model=True, gallery=True)
         self._health.unblock()
