@@ -1,0 +1,434 @@
+"""The reference gallery against real Milvus Lite: as a file and through its gRPC server.
+
+A real export (MobileNetV2 with ImageNet weights at 96 px, to keep the tests quick on a CPU)
+embeds a subset of the shared landmark photos; the gallery loader's command and functions load
+them into Milvus Lite; the worker's :class:`MilvusReferenceIndex` searches them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymilvus import MilvusClient
+
+from schemas.gallery import FIELD_REFERENCE_ID, collection_properties
+from schemas.manifest import ModelManifest
+from tests.milvus_server import MilvusLiteServer
+from trainer.cli_gallery import main as load_gallery_command
+from trainer.data import Photo, read_landmark_folders
+from trainer.gallery_loader import (
+    GalleryLoadError,
+    GalleryLoadSettings,
+    LoadProgress,
+    load_gallery,
+    plan_references,
+)
+from trainer.photo_loading import load_photos
+from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError, MilvusReferenceIndex
+
+pytestmark = pytest.mark.integration
+
+LANDMARKS = (
+    "charminar",
+    "gateway_of_india",
+    "golden_temple",
+    "hawa_mahal",
+    "india_gate",
+    "tajmahal",
+)
+GALLERY_PER_LANDMARK = 8
+QUERIES_PER_LANDMARK = 5
+INPUT_SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real export: MobileNetV2 (ImageNet weights) pooled features, unit-normalised."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
+    from trainer.export import export_model
+
+    parts = build_embedding_model(EmbeddingModelConfig("mobilenet_v2", INPUT_SIZE), "imagenet")
+    out = tmp_path_factory.mktemp("export")
+    export_model(assemble(parts), backbone="mobilenet_v2", out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(export_dir: Path) -> tuple[object, ModelManifest]:
+    from trainer.export import load_export
+
+    return load_export(export_dir)
+
+
+@pytest.fixture(scope="module")
+def landmark_photos(landmarks_dir: Path) -> dict[str, list[Photo]]:
+    photos = read_landmark_folders(landmarks_dir)
+    by_landmark: dict[str, list[Photo]] = {name: [] for name in LANDMARKS}
+    for photo in photos:
+        if photo.landmark_id in by_landmark:
+            by_landmark[photo.landmark_id].append(photo)
+    return by_landmark
+
+
+@pytest.fixture(scope="module")
+def gallery_photos(landmark_photos: dict[str, list[Photo]]) -> list[Photo]:
+    return [p for name in LANDMARKS for p in landmark_photos[name][:GALLERY_PER_LANDMARK]]
+
+
+@pytest.fixture(scope="module")
+def query_photos(landmark_photos: dict[str, list[Photo]]) -> list[Photo]:
+    end = GALLERY_PER_LANDMARK + QUERIES_PER_LANDMARK
+    return [p for name in LANDMARKS for p in landmark_photos[name][GALLERY_PER_LANDMARK:end]]
+
+
+@pytest.fixture
+def gallery_folder(tmp_path: Path, gallery_photos: list[Photo]) -> Path:
+    """A folder of landmark folders holding symbolic links to the gallery subset."""
+    root = tmp_path / "references"
+    for photo in gallery_photos:
+        folder = root / photo.landmark_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / photo.path.name).symlink_to(photo.path)
+    return root
+
+
+@pytest.fixture
+def lite_uri(tmp_path: Path) -> str:
+    return str(tmp_path / "milvus.db")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[MilvusLiteServer]:
+    with MilvusLiteServer(tmp_path / "milvus-server-data") as running:
+        yield running
+
+
+def run_command(export_dir: Path, data: Path, uri: str, *extra: str) -> None:
+    argv = ["--model-dir", str(export_dir), "--data", str(data), "--milvus-uri", uri, *extra]
+    assert load_gallery_command(argv) == 0
+
+
+def references_behind_alias(uri: str, alias: str = "landmarks") -> list[str]:
+    client = MilvusClient(uri=uri)
+    try:
+        collection = client.describe_alias(alias)["collection_name"]
+        client.load_collection(collection)
+        rows = client.query(collection, filter="", output_fields=[FIELD_REFERENCE_ID], limit=16384)
+        return [row[FIELD_REFERENCE_ID] for row in rows]
+    finally:
+        client.close()
+
+
+def alias_target(uri: str, alias: str = "landmarks") -> str:
+    client = MilvusClient(uri=uri)
+    try:
+        return str(client.describe_alias(alias)["collection_name"])
+    finally:
+        client.close()
+
+
+def expected_ids(photos: list[Photo]) -> set[str]:
+    return {reference.reference_id for reference in plan_references(photos).references}
+
+
+def embed(exported: tuple[object, ModelManifest], photos: list[Photo]) -> np.ndarray:
+    model, manifest = exported
+    loaded = load_photos([p.path for p in photos], manifest.preprocessing)
+    assert not loaded.failures
+    return np.asarray(model.predict_on_batch(loaded.images.astype(np.float32)))  # type: ignore[attr-defined]
+
+
+# --- the command, Milvus Lite as a file -------------------------------------------------
+
+
+def test_command_puts_each_reference_once_behind_the_alias(
+    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    run_command(export_dir, gallery_folder, lite_uri)
+
+    ids = references_behind_alias(lite_uri)
+    assert len(ids) == len(set(ids))
+    assert set(ids) == expected_ids(gallery_photos)
+
+
+def test_rerunning_the_command_adds_no_duplicates(
+    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    run_command(export_dir, gallery_folder, lite_uri)
+    first = alias_target(lite_uri)
+    run_command(export_dir, gallery_folder, lite_uri)
+
+    ids = references_behind_alias(lite_uri)
+    assert alias_target(lite_uri) == first
+    assert sorted(ids) == sorted(expected_ids(gallery_photos))
+
+
+def test_new_gallery_version_moves_the_alias_and_keeps_one_copy(
+    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    run_command(export_dir, gallery_folder, lite_uri, "--gallery-version", "v1")
+    run_command(export_dir, gallery_folder, lite_uri, "--gallery-version", "v2")
+
+    ids = references_behind_alias(lite_uri)
+    assert alias_target(lite_uri).endswith("_v2")
+    assert sorted(ids) == sorted(expected_ids(gallery_photos))
+    client = MilvusClient(uri=lite_uri)
+    assert any(name.endswith("_v1") for name in client.list_collections())  # kept by default
+
+
+def test_drop_previous_removes_the_collection_the_alias_left(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    client = MilvusClient(uri=lite_uri)
+    for version in ("v1", "v2"):
+        settings = GalleryLoadSettings(uri=lite_uri, gallery_version=version, keep_previous=False)
+        report = load_gallery(client, model, manifest, gallery_photos[:3], settings)  # type: ignore[arg-type]
+
+    names = [name for name in client.list_collections() if name.startswith("landmarks_")]
+    assert names == [alias_target(lite_uri)] == [report.collection]
+    assert report.previous_dropped
+
+
+def test_bad_photos_are_reported_and_skipped(
+    exported: tuple[object, ModelManifest],
+    gallery_photos: list[Photo],
+    tmp_path: Path,
+    lite_uri: str,
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not a photo at all")
+    photos = [*gallery_photos[:4], Photo(broken, "charminar", "Charminar")]
+    model, manifest = exported
+    client = MilvusClient(uri=lite_uri)
+
+    report = load_gallery(client, model, manifest, photos, GalleryLoadSettings(uri=lite_uri))  # type: ignore[arg-type]
+
+    assert [bad.path for bad in report.bad_photos] == [broken]
+    assert report.row_count == 4
+
+
+# --- resuming an interrupted load --------------------------------------------------------
+
+
+def test_interrupted_load_resumes_and_moves_the_alias_only_when_complete(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    settings = GalleryLoadSettings(
+        uri=lite_uri, gallery_version="v1", embed_batch_size=8, insert_batch_size=8
+    )
+    client = MilvusClient(uri=lite_uri)
+
+    def interrupt(progress: LoadProgress) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C would, right after the first insert
+
+    with pytest.raises(KeyboardInterrupt):
+        load_gallery(client, model, manifest, gallery_photos, settings, progress=interrupt)  # type: ignore[arg-type]
+    assert "landmarks" not in client.list_aliases().get("aliases", [])
+
+    report = load_gallery(client, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+
+    assert report.already_present == 8
+    assert report.inserted == len(gallery_photos) - 8
+    assert sorted(references_behind_alias(lite_uri)) == sorted(expected_ids(gallery_photos))
+
+
+def test_loader_refuses_to_resume_into_a_collection_of_another_model(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    settings = GalleryLoadSettings(uri=lite_uri, gallery_version="v1")
+    client = MilvusClient(uri=lite_uri)
+    load_gallery(client, model, manifest, gallery_photos[:2], settings)  # type: ignore[arg-type]
+    name = alias_target(lite_uri)
+    client.alter_collection_properties(name, collection_properties("0" * 16, "v1", 7))
+
+    with pytest.raises(GalleryLoadError, match="model_version"):
+        load_gallery(client, model, manifest, gallery_photos[:2], settings)  # type: ignore[arg-type]
+
+
+# --- searching through the worker's adapter ---------------------------------------------
+
+
+def test_search_returns_each_gallery_photo_and_its_landmark_first(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=lite_uri),
+        model,
+        manifest,
+        gallery_photos,
+        GalleryLoadSettings(uri=lite_uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri, alias="landmarks")
+    index.check_compatible(manifest.model_version, manifest.embedding_dim)
+    ids = [r.reference_id for r in plan_references(gallery_photos).references]
+
+    results = index.search(embed(exported, gallery_photos), k=5)
+
+    assert [hits[0].reference_id for hits in results] == ids
+    assert [hits[0].landmark_id for hits in results] == [p.landmark_id for p in gallery_photos]
+    assert all(hits[0].distance < 1e-3 for hits in results)
+    assert all(len(hits) == 5 for hits in results)
+    assert all([h.distance for h in hits] == sorted(h.distance for h in hits) for hits in results)
+
+
+def test_search_finds_the_landmark_of_photos_not_in_the_gallery(
+    exported: tuple[object, ModelManifest],
+    gallery_photos: list[Photo],
+    query_photos: list[Photo],
+    lite_uri: str,
+) -> None:
+    """With ImageNet features, the nearest reference usually shows the same landmark."""
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=lite_uri),
+        model,
+        manifest,
+        gallery_photos,
+        GalleryLoadSettings(uri=lite_uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri)
+
+    results = index.search(embed(exported, query_photos), k=1)
+
+    right = sum(
+        hits[0].landmark_id == q.landmark_id for hits, q in zip(results, query_photos, strict=True)
+    )
+    assert right / len(query_photos) >= 0.5  # chance is 1/6
+
+
+def test_adapter_refuses_a_gallery_of_another_model_version(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=lite_uri),
+        model,
+        manifest,
+        gallery_photos[:2],
+        GalleryLoadSettings(uri=lite_uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri)
+
+    with pytest.raises(GalleryMismatchError, match="model"):
+        index.check_compatible("f" * 16, manifest.embedding_dim)
+
+
+def test_adapter_refuses_a_gallery_of_another_dimension(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=lite_uri),
+        model,
+        manifest,
+        gallery_photos[:2],
+        GalleryLoadSettings(uri=lite_uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri)
+
+    with pytest.raises(GalleryMismatchError, match="dimensional"):
+        index.check_compatible(manifest.model_version, 128)
+
+
+def test_refresh_switches_to_the_collection_the_alias_moved_to(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+) -> None:
+    model, manifest = exported
+    client = MilvusClient(uri=lite_uri)
+    load_gallery(
+        client,
+        model,
+        manifest,
+        gallery_photos[:3],
+        GalleryLoadSettings(uri=lite_uri, gallery_version="v1"),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri)
+    index.check_compatible(manifest.model_version, manifest.embedding_dim)
+    assert index.refresh() is False
+    load_gallery(
+        client,
+        model,
+        manifest,
+        gallery_photos,
+        GalleryLoadSettings(uri=lite_uri, gallery_version="v2", keep_previous=False),
+    )  # type: ignore[arg-type]
+
+    assert index.refresh() is True
+    assert index.gallery_version == "v2"
+    hits = index.search(embed(exported, gallery_photos[-1:]), k=1)
+    assert hits[0][0].landmark_id == gallery_photos[-1].landmark_id
+
+
+# --- the network path: Milvus Lite's gRPC server ----------------------------------------
+
+
+def test_load_and_search_over_the_grpc_server(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], server: MilvusLiteServer
+) -> None:
+    model, manifest = exported
+    client = MilvusClient(uri=server.uri)
+    report = load_gallery(
+        client, model, manifest, gallery_photos, GalleryLoadSettings(uri=server.uri)
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(server.uri, alias="landmarks")
+    index.check_compatible(manifest.model_version, manifest.embedding_dim)
+
+    results = index.search(embed(exported, gallery_photos[:6]), k=3)
+
+    assert report.row_count == len(gallery_photos)
+    assert [hits[0].landmark_id for hits in results] == [p.landmark_id for p in gallery_photos[:6]]
+
+
+def test_search_retries_until_a_restarted_server_answers(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], server: MilvusLiteServer
+) -> None:
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=server.uri),
+        model,
+        manifest,
+        gallery_photos[:4],
+        GalleryLoadSettings(uri=server.uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(server.uri, timeout_s=2.0, retries=6, backoff_s=0.5)
+    queries = embed(exported, gallery_photos[:2])
+    server.stop()
+    restart = threading.Timer(1.0, server.start)
+    restart.start()
+    try:
+        results = index.search(queries, k=1)
+    finally:
+        restart.join()
+
+    assert [hits[0].landmark_id for hits in results] == [p.landmark_id for p in gallery_photos[:2]]
+
+
+def test_search_gives_up_with_a_clear_error_when_the_server_stays_down(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], server: MilvusLiteServer
+) -> None:
+    model, manifest = exported
+    load_gallery(
+        MilvusClient(uri=server.uri),
+        model,
+        manifest,
+        gallery_photos[:2],
+        GalleryLoadSettings(uri=server.uri),
+    )  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(server.uri, timeout_s=1.0, retries=2, backoff_s=0.1)
+    server.stop()
+    started = time.monotonic()
+
+    with pytest.raises(GalleryUnavailableError, match="search failed"):
+        index.search(np.ones((1, index.embedding_dim), np.float32), k=1)
+    assert time.monotonic() - started < 30

@@ -1,0 +1,198 @@
+"""The gallery loader's parts that need no Milvus: reference planning, versions, progress, CLI.
+
+Loading into a real Milvus Lite is covered in tests/integration/test_milvus_gallery.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.gallery import LANDMARK_NAME_MAX_LENGTH, reference_id_for
+from trainer.cli_gallery import build_parser
+from trainer.cli_gallery import main as cli_main
+from trainer.data import Photo
+from trainer.gallery_loader import (
+    GalleryLoadError,
+    GalleryLoadSettings,
+    LoadProgress,
+    Reference,
+    embed_images,
+    gallery_version_of,
+    plan_references,
+    reference_row,
+)
+
+
+def photo_file(tmp_path: Path, name: str, data: bytes, landmark: str = "tajmahal") -> Photo:
+    path = tmp_path / landmark / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return Photo(path, landmark, landmark.replace("_", " ").title())
+
+
+def test_reference_id_is_derived_from_landmark_and_photo_bytes(tmp_path: Path) -> None:
+    photo = photo_file(tmp_path, "a.jpg", b"photo-a")
+
+    plan = plan_references([photo])
+
+    assert [r.reference_id for r in plan.references] == [reference_id_for("tajmahal", b"photo-a")]
+
+
+def test_same_photo_twice_under_one_landmark_is_one_reference(tmp_path: Path) -> None:
+    first = photo_file(tmp_path, "a.jpg", b"same bytes")
+    copy = photo_file(tmp_path, "a-copy.jpg", b"same bytes")
+
+    plan = plan_references([first, copy])
+
+    assert [r.photo for r in plan.references] == [first]
+    assert [r.photo for r in plan.duplicates] == [copy]
+
+
+def test_same_photo_under_two_landmarks_is_two_references(tmp_path: Path) -> None:
+    photos = [
+        photo_file(tmp_path, "a.jpg", b"same bytes", "iron_pillar"),
+        photo_file(tmp_path, "a.jpg", b"same bytes", "qutub_minar"),
+    ]
+
+    assert len(plan_references(photos).references) == 2
+
+
+def test_unreadable_photo_is_reported_not_fatal(tmp_path: Path) -> None:
+    good = photo_file(tmp_path, "a.jpg", b"photo-a")
+    gone = Photo(tmp_path / "tajmahal" / "gone.jpg", "tajmahal", "Tajmahal")
+
+    plan = plan_references([good, gone])
+
+    assert [r.photo for r in plan.references] == [good]
+    assert [(bad.path, bad.reason) for bad in plan.bad_photos] == [
+        (gone.path, "reference_unreachable")
+    ]
+
+
+def test_landmark_id_longer_than_the_field_is_a_bad_reference(tmp_path: Path) -> None:
+    photo = photo_file(tmp_path, "a.jpg", b"x", landmark="l" * 129)
+
+    plan = plan_references([photo])
+
+    assert plan.references == []
+    assert plan.bad_photos[0].reason == "bad_reference"
+
+
+def test_gallery_version_does_not_depend_on_photo_order(tmp_path: Path) -> None:
+    photos = [photo_file(tmp_path, f"{i}.jpg", bytes([i])) for i in range(5)]
+
+    forward = gallery_version_of(plan_references(photos).references)
+    backward = gallery_version_of(plan_references(photos[::-1]).references)
+
+    assert forward == backward
+    assert forward.startswith("g") and len(forward) == 13
+
+
+def test_gallery_version_changes_when_a_photo_changes(tmp_path: Path) -> None:
+    before = gallery_version_of(plan_references([photo_file(tmp_path, "a.jpg", b"1")]).references)
+    after = gallery_version_of(plan_references([photo_file(tmp_path, "a.jpg", b"2")]).references)
+
+    assert before != after
+
+
+def test_progress_reports_share_rate_and_eta() -> None:
+    progress = LoadProgress(done=100, total=400, elapsed_s=10.0)
+
+    assert progress.rate == pytest.approx(10.0)
+    assert progress.eta_s == pytest.approx(30.0)
+    assert progress.describe() == "100/400 references (25.0%), 10.0/s, ETA 30 s"
+
+
+def test_progress_before_the_first_reference_has_no_eta() -> None:
+    assert LoadProgress(done=0, total=10, elapsed_s=0.0).describe().endswith("ETA ?")
+
+
+def test_row_cuts_a_long_name_on_a_character_boundary(tmp_path: Path) -> None:
+    name = "é" * LANDMARK_NAME_MAX_LENGTH  # two bytes a character
+    photo = Photo(tmp_path / "a.jpg", "x", name)
+    row = reference_row(Reference("r1", photo), np.zeros(3, np.float32))
+
+    assert len(row["landmark_name"].encode("utf-8")) <= LANDMARK_NAME_MAX_LENGTH
+    assert row["landmark_name"] == "é" * (LANDMARK_NAME_MAX_LENGTH // 2)
+
+
+def test_settings_hide_the_token_from_repr() -> None:
+    settings = GalleryLoadSettings(token="root:Secret")
+
+    assert "Secret" not in repr(settings)
+
+
+def test_settings_reject_an_empty_batch() -> None:
+    with pytest.raises(ValueError, match="batch sizes"):
+        GalleryLoadSettings(insert_batch_size=0)
+
+
+def test_model_output_of_the_wrong_dimension_is_refused() -> None:
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+
+    with pytest.raises(GalleryLoadError, match=r"expected \(2, 8\)"):
+        embed_images(model, np.zeros((2, 4, 4, 3), np.uint8), embedding_dim=8)
+
+
+def test_every_flag_shows_its_environment_variable_in_help() -> None:
+    parser = build_parser()
+    flags = [a for a in parser._actions if a.option_strings and a.dest not in ("help",)]
+
+    missing = [
+        a.option_strings[0]
+        for a in flags
+        if "[env: LANDMARK_" not in (a.help or "") and a.option_strings != ["--drop-previous"]
+    ]
+
+    assert missing == []
+
+
+def test_environment_variables_set_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_GALLERY_INDEX", "HNSW")
+    monkeypatch.setenv("LANDMARK_GALLERY_KEEP_PREVIOUS", "false")
+    monkeypatch.setenv("LANDMARK_MILVUS_URI", "http://milvus:19530")
+
+    args = build_parser().parse_args([])
+
+    assert (args.index_type, args.keep_previous, args.milvus_uri) == (
+        "HNSW",
+        False,
+        "http://milvus:19530",
+    )
+
+
+def test_help_never_shows_the_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LANDMARK_MILVUS_TOKEN", "root:Secret")
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+
+    assert "Secret" not in capsys.readouterr().out
+
+
+def test_drop_previous_flag_turns_keeping_off() -> None:
+    assert build_parser().parse_args(["--drop-previous"]).keep_previous is False
+
+
+def test_command_without_a_model_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LANDMARK_MODEL_DIR", raising=False)
+
+    assert cli_main([]) == 2
+
+
+def test_command_with_a_folder_that_is_not_an_export_is_a_usage_error(tmp_path: Path) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    data = tmp_path / "data"
+    photo_file(data, "a.jpg", b"x")
+
+    assert cli_main(["--model-dir", str(tmp_path / "nothing"), "--data", str(data)]) == 2
