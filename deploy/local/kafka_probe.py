@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -26,6 +27,15 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _port_open(bootstrap: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _cluster_id(bootstrap: str, request_timeout_ms: int) -> str:
@@ -70,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.pid and not _process_alive(args.pid):
             print(f"process {args.pid} exited before the broker was ready", file=sys.stderr)
             return 2
-        try:
-            print(_cluster_id(args.bootstrap, request_timeout_ms=3000))
-            return 0
-        except Exception as error:  # any failure means "not ready yet"
-            last_error = error
+        if not _port_open(args.bootstrap):
+            last_error = ConnectionRefusedError(f"nothing listens on {args.bootstrap}")
+        else:
+            try:
+                print(_cluster_id(args.bootstrap, request_timeout_ms=3000))
+                return 0
+            except Exception as error:  # any failure means "not ready yet"
+                last_error = error
         if time.monotonic() >= deadline:
             print(f"no metadata answer from {args.bootstrap}: {last_error!r}", file=sys.stderr)
             return 1
-        time.sleep(0.5)
+        time.sleep(0.25)
 
 
 if __name__ == "__main__":

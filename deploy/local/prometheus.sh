@@ -8,6 +8,9 @@
 #   deploy/local/prometheus.sh stop    stop the instance this script started (SIGTERM, then SIGKILL)
 #   deploy/local/prometheus.sh status  exit 0 when Prometheus answers /-/ready on the port, 3 when not
 #   deploy/local/prometheus.sh logs [-f]
+#   deploy/local/prometheus.sh stop-debian-service
+#                                      stop (and disable) the Debian service on :9090 that
+#                                      installing the package may have started
 #
 # Settings (environment):
 #   PROMETHEUS_PORT           listen port on 127.0.0.1     (default 19090)
@@ -15,7 +18,7 @@
 #   PROMETHEUS_CONFIG         configuration file           (default deploy/prometheus/prometheus.yml)
 #   PROMETHEUS_START_TIMEOUT  seconds to wait for /-/ready (default 60)
 #   PROMETHEUS_STOP_TIMEOUT   seconds before SIGKILL       (default 20)
-# Workers are scraped on 127.0.0.1:9400-9409 and at whatever file_sd target files are written to
+# Workers are scraped on 127.0.0.1:9108-9117 and at whatever file_sd target files are written to
 # .run/prometheus/targets/*.json.
 set -euo pipefail
 
@@ -188,10 +191,11 @@ cmd_logs() {
 case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
+stop-debian-service) stop_debian_service ;;
 status) cmd_status ;;
 logs) shift; cmd_logs "$@" ;;
 *)
-    echo "usage: $0 {start|stop|status|logs [-f]}" >&2
+    echo "usage: $0 {start|stop|status|logs [-f]|stop-debian-service}" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,206 @@
+"""A small real model export and Milvus Lite gallery, and worker processes, for integration tests.
+
+The model is the project's own embedding model (MobileNetV2 with ImageNet weights from the offline
+checkpoint, 96 px, 64-d projection, not fine-tuned) exported by ``trainer.export``; the gallery is
+loaded by ``trainer.gallery_loader`` into a Milvus Lite file. Workers run as real
+``landmark-worker`` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INPUT_SIZE = 96
+LANDMARKS = ("tajmahal", "charminar", "india_gate", "golden_temple")
+REFERENCES_PER_LANDMARK = 6
+
+
+@dataclass(frozen=True)
+class Stack:
+    model_dir: Path
+    milvus_uri: str
+    model_version: str
+    gallery_version: str
+    query_photos: tuple[Path, ...]
+
+
+def build_stack(directory: Path, landmarks_dir: Path) -> Stack:
+    """Export a small model and load a small gallery under ``directory``."""
+    from pymilvus import MilvusClient
+
+    from schemas.preprocessing import PreprocessingSpec
+    from schemas.vote import VoteSettings
+    from trainer.data import read_landmark_folders
+    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
+    from trainer.export import export_model
+    from trainer.gallery_loader import GalleryLoadSettings, load_gallery
+
+    photos = [p for p in read_landmark_folders(landmarks_dir) if p.landmark_id in LANDMARKS]
+    by_landmark: dict[str, list] = {}
+    for photo in sorted(photos, key=lambda p: str(p.path)):
+        by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    references = [p for group in by_landmark.values() for p in group[:REFERENCES_PER_LANDMARK]]
+    queries = tuple(p.path for group in by_landmark.values()
+                    for p in group[REFERENCES_PER_LANDMARK:REFERENCES_PER_LANDMARK + 4])
+
+    parts = build_embedding_model(EmbeddingModelConfig(
+        backbone="mobilenet_v2", input_size=INPUT_SIZE, embedding_dim=64), weights="imagenet")
+    model = assemble(parts)
+    model_dir = directory / "model"
+    manifest = export_model(model, backbone="mobilenet_v2", out_dir=model_dir,
+                            preprocessing=PreprocessingSpec(input_size=INPUT_SIZE),
+                            vote=VoteSettings(k=5, weighting="similarity", threshold=0.0))
+    milvus_uri = str(directory / "gallery.db")
+    client = MilvusClient(uri=milvus_uri)
+    try:
+        report = load_gallery(client, model, manifest, references,
+                              GalleryLoadSettings(uri=milvus_uri), progress=lambda _p: None)
+    finally:
+        client.close()
+    return Stack(model_dir=model_dir, milvus_uri=milvus_uri,
+                 model_version=manifest.model_version,
+                 gallery_version=report.gallery_version, query_photos=queries)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class WorkerProcess:
+    """A ``landmark-worker`` subprocess with its own status port and log file."""
+
+    def __init__(self, stack: Stack, *, bootstrap: str, images_topic: str, tags_topic: str,
+                 dead_letter_topic: str, group_id: str, worker_id: str, log_path: Path,
+                 reference_root: Path | None = None, extra_args: Sequence[str] = ()) -> None:
+        self.port = free_port()
+        self.worker_id = worker_id
+        self.log_path = log_path
+        args = [
+            sys.executable, "-m", "worker.cli_worker",
+            "--model-dir", str(stack.model_dir), "--milvus-uri", stack.milvus_uri,
+            "--bootstrap-servers", bootstrap, "--images-topic", images_topic,
+            "--tags-topic", tags_topic, "--dead-letter-topic", dead_letter_topic,
+            "--group-id", group_id, "--worker-id", worker_id,
+            "--http-port", str(self.port), "--batch-max-records", "8",
+            "--batch-max-wait-ms", "200", "--decode-threads", "2", "--log-format", "json",
+            "--reload-check-interval-s", "1",
+            *([] if reference_root is None else ["--reference-root", str(reference_root)]),
+            *extra_args,
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                status, _ = self.get("/readyz")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log()}")
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, body = self.get("/metrics")
+        total = 0.0
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in (labels or {}).items()):
+                    total += sample.value
+        return total
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+def read_outputs(bootstrap: str, topics: Sequence[str], expected: int,
+                 timeout_s: float = 120.0) -> dict[str, list[bytes]]:
+    """Read ``topics`` from the beginning until ``expected`` records in all or the timeout."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False)
+    try:
+        partitions = []
+        for topic in topics:
+            found = None
+            deadline = time.monotonic() + 20
+            while not found and time.monotonic() < deadline:
+                found = consumer.partitions_for_topic(topic)
+                time.sleep(0.1)
+            partitions += [TopicPartition(topic, p) for p in sorted(found or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        values: dict[str, list[bytes]] = {t: [] for t in topics}
+        deadline = time.monotonic() + timeout_s
+        count = 0
+        while count < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    values[record.topic].append(record.value)
+                    count += 1
+        # a short extra read so that duplicates beyond ``expected`` are seen too
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    values[record.topic].append(record.value)
+        return values
+    finally:
+        consumer.close()
+
+
+def ids_of(tag_values: Sequence[bytes], dead_values: Sequence[bytes]) -> tuple[list[str], list[str]]:
+    tagged = [json.loads(v)["image_id"] for v in tag_values]
+    dead = [json.loads(v)["original_key"] for v in dead_values]
+    return tagged, dead
