@@ -1,0 +1,100 @@
+"""Liveness/readiness flags and the status HTTP endpoint."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from worker.health import HealthState, StatusServer
+from worker.metrics import WorkerMetrics
+
+
+def ready_state() -> HealthState:
+    state = HealthState()
+    state.set_loaded(model=True, gallery=True)
+    state.set_partitions(frozenset({("images", 0)}))
+    state.unblock()
+    return state
+
+
+def test_ready_once_model_gallery_and_partitions_are_there() -> None:
+    assert ready_state().readiness()[0] is True
+
+
+def test_not_ready_without_partitions() -> None:
+    state = ready_state()
+    state.set_partitions(frozenset())
+    assert state.readiness()[0] is False
+
+
+def test_not_ready_while_blocked() -> None:
+    state = ready_state()
+    state.block("backing off after kafka")
+    ok, detail = state.readiness()
+    assert (ok, detail["blocked"]) == (False, "backing off after kafka")
+
+
+def test_not_ready_before_the_model_is_loaded() -> None:
+    state = HealthState()
+    state.set_partitions(frozenset({("images", 0)}))
+    state.unblock()
+    assert state.readiness()[0] is False
+
+
+def test_liveness_fails_when_the_loop_stalls() -> None:
+    now = [0.0]
+    state = HealthState(stall_after_s=10.0, clock=lambda: now[0])
+    now[0] = 11.0
+    assert state.liveness()[0] is False
+    state.beat()
+    assert state.liveness()[0] is True
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[StatusServer, HealthState, WorkerMetrics]]:
+    state, metrics = HealthState(), WorkerMetrics()
+    status = StatusServer("127.0.0.1", 0, state, metrics.registry).start()
+    yield status, state, metrics
+    status.stop()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_readyz_answers_503_then_200(server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    status, state, _ = server
+    assert get(status.port, "/readyz")[0] == 503
+    state.set_loaded(model=True, gallery=True)
+    state.set_partitions(frozenset({("images", 3)}))
+    state.unblock()
+    code, body = get(status.port, "/readyz")
+    assert (code, json.loads(body)["partitions"]) == (200, ["images-3"])
+
+
+def test_healthz_answers_200_while_the_loop_beats(
+        server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    assert get(server[0].port, "/healthz")[0] == 200
+
+
+def test_metrics_are_served_in_the_prometheus_format(
+        server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    status, _, metrics = server
+    metrics.observe_outcomes(2, 1, ["undecodable_image"])
+    code, body = get(status.port, "/metrics")
+    text = body.decode()
+    assert code == 200
+    assert 'landmark_worker_images_total{outcome="tagged",reason=""} 2.0' in text
+    assert 'landmark_worker_images_total{outcome="dead_lettered",reason="undecodable_image"} 1.0' in text
+
+
+def test_unknown_path_is_404(server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    assert get(server[0].port, "/nope")[0] == 404
