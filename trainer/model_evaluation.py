@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings, Weighting
 from trainer import evaluation
@@ -149,8 +150,8 @@ def load_models(settings: EvaluationSettings) -> list[EvaluatedModel]:
             )
             continue
         backbone = what.removeprefix(PRETRAINED_PREFIX)
-        same_backbone = [m.input_size for _, m in exports.values() if m.backbone == backbone]
-        input_size = settings.input_size or (same_backbone[0] if same_backbone else None)
+        manifests = [manifest for _, manifest in exports.values()]
+        input_size = pretrained_input_size(backbone, settings.input_size, manifests)
         model, input_size = _pretrained(backbone, input_size, settings.cache_dir)
         description = {
             "source": what,
@@ -167,6 +168,17 @@ def load_models(settings: EvaluationSettings) -> list[EvaluatedModel]:
             )
         )
     return models
+
+
+def pretrained_input_size(
+    backbone: str, requested: int | None, exports: Sequence[ModelManifest]
+) -> int | None:
+    """Input size of a pretrained network: the one requested, else that of the first export
+    of the same backbone (so both networks see the same pixels), else None (its own)."""
+    if requested:
+        return requested
+    same = [manifest.input_size for manifest in exports if manifest.backbone == backbone]
+    return same[0] if same else None
 
 
 def _pretrained(backbone: str, input_size: int | None, cache_dir: Path | None) -> tuple[Any, int]:

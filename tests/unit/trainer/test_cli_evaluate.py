@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from schemas.manifest import ModelManifest
+from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings
 from trainer.cli_evaluate import build_parser, main
-from trainer.model_evaluation import grid_queries, parse_model_argument
+from trainer.model_evaluation import grid_queries, parse_model_argument, pretrained_input_size
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(
@@ -175,6 +178,32 @@ def test_parse_model_argument_takes_an_optional_name() -> None:
 def test_parse_model_argument_rejects_an_empty_name() -> None:
     with pytest.raises(ValueError, match="NAME=WHAT"):
         parse_model_argument("=runs/a")
+
+
+def manifest(backbone: str, input_size: int) -> ModelManifest:
+    return ModelManifest(
+        model_version="0123456789abcdef",
+        backbone=backbone,
+        input_size=input_size,
+        embedding_dim=8,
+        preprocessing=PreprocessingSpec(input_size=input_size),
+        vote=VoteSettings(),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        keras_version="3",
+    )
+
+
+def test_pretrained_input_size_follows_an_export_of_the_same_backbone() -> None:
+    exports = [manifest("efficientnet_lite0", 192), manifest("mobilenet_v2", 160)]
+    assert pretrained_input_size("mobilenet_v2", None, exports) == 160
+
+
+def test_pretrained_input_size_prefers_the_requested_size() -> None:
+    assert pretrained_input_size("mobilenet_v2", 128, [manifest("mobilenet_v2", 160)]) == 128
+
+
+def test_pretrained_input_size_is_the_backbone_default_without_a_matching_export() -> None:
+    assert pretrained_input_size("mobilenet_v2", None, [manifest("vgg16", 160)]) is None
 
 
 def test_grid_queries_picks_queries_of_different_landmarks() -> None:
