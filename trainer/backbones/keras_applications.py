@@ -28,14 +28,28 @@ from trainer.pretrained_weights import PretrainedWeightsUnavailable
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
+# InceptionV3's stem ends in an unnamed max pooling whose automatic name depends on how many
+# layers the process has built before; it is found by position instead (see _stage_ends).
+_INCEPTION_STEM_END = "<last MaxPooling2D before mixed0>"
+
 # backbone -> [(stage name, name of the stage's last layer)]
 _BOUNDARIES: dict[str, list[tuple[str, str]]] = {
     "vgg16": [(f"block{i}", f"block{i}_pool") for i in range(1, 6)],
-    "inception_v3": [("stem", "max_pooling2d_1"), *((f"mixed{i}", f"mixed{i}") for i in range(11))],
-    "resnet50": [("conv1", "pool1_pool"), ("conv2", "conv2_block3_out"), ("conv3", "conv3_block4_out"),
-                 ("conv4", "conv4_block6_out"), ("conv5", "conv5_block3_out")],  # fmt: skip
+    "inception_v3": [
+        ("stem", _INCEPTION_STEM_END),
+        *((f"mixed{i}", f"mixed{i}") for i in range(11)),
+    ],
+    "resnet50": [
+        ("conv1", "pool1_pool"),
+        ("conv2", "conv2_block3_out"),
+        ("conv3", "conv3_block4_out"),
+        ("conv4", "conv4_block6_out"),
+        ("conv5", "conv5_block3_out"),
+    ],
 }
-STAGE_NAMES: dict[str, tuple[str, ...]] = {name: tuple(s for s, _ in b) for name, b in _BOUNDARIES.items()}
+STAGE_NAMES: dict[str, tuple[str, ...]] = {
+    name: tuple(s for s, _ in b) for name, b in _BOUNDARIES.items()
+}
 
 _APPLICATIONS: dict[str, Callable[..., keras.Model]] = {
     "vgg16": keras.applications.VGG16,
@@ -46,12 +60,16 @@ _PREPROCESSING_MODE = {"vgg16": "caffe", "inception_v3": "tf", "resnet50": "caff
 
 
 def _looks_like_download_failure(exc: BaseException) -> bool:
-    return isinstance(exc, urllib.error.URLError | ConnectionError | TimeoutError) or "URL fetch failure" in str(exc)
+    return isinstance(
+        exc, urllib.error.URLError | ConnectionError | TimeoutError
+    ) or "URL fetch failure" in str(exc)
 
 
 def _application(name: str, weights: str | None, input_size: int) -> keras.Model:
     try:
-        return _APPLICATIONS[name](weights=weights, include_top=False, input_shape=(input_size, input_size, 3))
+        return _APPLICATIONS[name](
+            weights=weights, include_top=False, input_shape=(input_size, input_size, 3)
+        )
     except Exception as exc:
         if weights is not None and _looks_like_download_failure(exc):
             raise PretrainedWeightsUnavailable(
@@ -75,9 +93,26 @@ def _input_scaling(name: str, x: keras.KerasTensor) -> keras.KerasTensor:
     return out
 
 
-def _split(name: str, model: keras.Model) -> list[keras.Model]:
-    """Re-apply the application's layers stage by stage onto fresh inputs (weights are shared)."""
-    boundaries = dict((last, stage) for stage, last in _BOUNDARIES[name])
+def _stage_ends(name: str, model: keras.Model) -> dict[str, str]:
+    """Name of each stage's last layer in this model instance -> stage name."""
+    ends = {last: stage for stage, last in _BOUNDARIES[name]}
+    if _INCEPTION_STEM_END in ends:
+        names = [layer.name for layer in model.layers]
+        pools = [
+            layer.name
+            for layer in model.layers[: names.index("mixed0")]
+            if isinstance(layer, keras.layers.MaxPooling2D)
+        ]
+        ends[pools[-1]] = ends.pop(_INCEPTION_STEM_END)
+    return ends
+
+
+def split_application(name: str, model: keras.Model) -> list[keras.Model]:
+    """Re-apply the application's layers stage by stage onto fresh inputs (weights are shared).
+
+    The first stage starts with the application's own input scaling, so the stages take RGB 0..255.
+    """
+    boundaries = _stage_ends(name, model)
     stages: list[keras.Model] = []
     source = model.inputs[0]
     inputs = keras.Input(shape=tuple(source.shape[1:]), name=f"{_BOUNDARIES[name][0][0]}_input")
@@ -87,7 +122,9 @@ def _split(name: str, model: keras.Model) -> list[keras.Model]:
             continue
         # Read the original graph before calling: a second call gives the layer a second node.
         original_input, original_output = layer.input, layer.output
-        output = layer(keras.tree.map_structure(lambda t: tensors[id(t)], original_input))
+        output = layer(
+            keras.tree.map_structure(lambda t, seen=tensors: seen[id(t)], original_input)
+        )
         tensors[id(original_output)] = output
         if layer.name in boundaries:
             stage = keras.Model(inputs, output, name=boundaries[layer.name])
@@ -95,7 +132,9 @@ def _split(name: str, model: keras.Model) -> list[keras.Model]:
             inputs = keras.Input(shape=tuple(output.shape[1:]), name=f"{layer.name}_next_input")
             tensors = {id(original_output): inputs}
     if len(stages) != len(_BOUNDARIES[name]):
-        raise RuntimeError(f"{name}: found {len(stages)} of {len(_BOUNDARIES[name])} stage boundaries")
+        raise RuntimeError(
+            f"{name}: found {len(stages)} of {len(_BOUNDARIES[name])} stage boundaries"
+        )
     return stages
 
 
@@ -105,4 +144,4 @@ def build_stages(name: str, weights: str | None, input_size: int) -> list[keras.
     Raises:
         PretrainedWeightsUnavailable: ImageNet weights requested and the download failed.
     """
-    return _split(name, _application(name, weights, input_size))
+    return split_application(name, _application(name, weights, input_size))

@@ -61,7 +61,8 @@ class _Block:
 
 
 def _blocks() -> list[_Block]:
-    blocks, channels, index = [], STEM_WIDTH, 1
+    blocks: list[_Block] = []
+    channels, index = STEM_WIDTH, 1
     for t, c, n, s in _SETTINGS:
         for repeat in range(n):
             blocks.append(_Block(index, channels, c, t, s if repeat == 0 else 1))

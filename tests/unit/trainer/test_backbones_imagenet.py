@@ -40,7 +40,9 @@ def photos() -> np.ndarray:
     import skimage.data
     from sklearn.datasets import load_sample_image
 
-    return np.stack([_as_model_input(load_sample_image("china.jpg")), _as_model_input(skimage.data.coffee())])
+    return np.stack(
+        [_as_model_input(load_sample_image("china.jpg")), _as_model_input(skimage.data.coffee())]
+    )
 
 
 @pytest.fixture(scope="module", params=OFFLINE_BACKBONES)
@@ -58,7 +60,9 @@ def test_palace_photo_is_classified_as_palace(classifier_logits: tuple[str, np.n
     assert int(np.argmax(logits[0])) == PALACE, f"{name}: top-5 {np.argsort(-logits[0])[:5]}"
 
 
-def test_espresso_photo_is_classified_as_espresso(classifier_logits: tuple[str, np.ndarray]) -> None:
+def test_espresso_photo_is_classified_as_espresso(
+    classifier_logits: tuple[str, np.ndarray],
+) -> None:
     name, logits = classifier_logits
     assert int(np.argmax(logits[1])) == ESPRESSO, f"{name}: top-5 {np.argsort(-logits[1])[:5]}"
 
@@ -81,11 +85,28 @@ def test_jax_backend_gives_the_same_logits_as_tensorflow(
     """The same converted network, built and run by Keras on JAX in a fresh process."""
     name, tensorflow_logits = classifier_logits
     np.save(tmp_path / "photos.npy", photos)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     result = subprocess.run(
-        [sys.executable, "-c", _JAX_SNIPPET, str(tmp_path / "photos.npy"), json.dumps([name]), str(tmp_path)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _JAX_SNIPPET,
+            str(tmp_path / "photos.npy"),
+            json.dumps([name]),
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jax_logits = np.load(tmp_path / f"{name}.npy")
     np.testing.assert_allclose(jax_logits, tensorflow_logits, atol=1e-4, rtol=1e-4)

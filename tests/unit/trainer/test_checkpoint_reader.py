@@ -22,7 +22,11 @@ from trainer.checkpoint_reader import (
     UnsafeCheckpointError,
     read_torch_state_dict,
 )
-from trainer.pretrained_weights import PretrainedWeightsUnavailable, checkpoint_path, default_cache_dir
+from trainer.pretrained_weights import (
+    PretrainedWeightsUnavailable,
+    checkpoint_path,
+    default_cache_dir,
+)
 
 # --- a minimal pickle emitter (protocol 2 opcodes) -------------------------------------------
 
@@ -51,8 +55,12 @@ def _ordered_dict() -> bytes:
     return _global("collections", "OrderedDict") + EMPTY_TUPLE + REDUCE
 
 
-def _tensor(key: str, storage: str, numel: int, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
-    persistent_id = _tuple(_str("storage"), _global("torch", storage), _str(key), _str("cpu"), _int(numel))
+def _tensor(
+    key: str, storage: str, numel: int, offset: int, size: tuple[int, ...], stride: tuple[int, ...]
+) -> bytes:
+    persistent_id = _tuple(
+        _str("storage"), _global("torch", storage), _str(key), _str("cpu"), _int(numel)
+    )
     args = _tuple(
         persistent_id + BINPERSID,
         _int(offset),
@@ -65,7 +73,11 @@ def _tensor(key: str, storage: str, numel: int, offset: int, size: tuple[int, ..
 
 
 def _parameter(tensor: bytes) -> bytes:
-    return _global("torch._utils", "_rebuild_parameter") + _tuple(tensor, NEWFALSE, _ordered_dict()) + REDUCE
+    return (
+        _global("torch._utils", "_rebuild_parameter")
+        + _tuple(tensor, NEWFALSE, _ordered_dict())
+        + REDUCE
+    )
 
 
 def _state_dict_pickle(entries: dict[str, bytes]) -> bytes:
@@ -101,10 +113,18 @@ def _zip_checkpoint(path: Path, data_pkl: bytes, storages: dict[str, np.ndarray]
 
 
 def _legacy_checkpoint(path: Path, data_pkl: bytes, storages: dict[str, np.ndarray]) -> Path:
-    sys_info = {"protocol_version": LEGACY_PROTOCOL_VERSION, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
-    parts = [pickle.dumps(LEGACY_MAGIC_NUMBER, 2), pickle.dumps(LEGACY_PROTOCOL_VERSION, 2),
-             pickle.dumps(sys_info, 2), data_pkl, pickle.dumps(list(storages), 2)]  # fmt: skip
+    sys_info = {
+        "protocol_version": LEGACY_PROTOCOL_VERSION,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    }
+    parts = [
+        pickle.dumps(LEGACY_MAGIC_NUMBER, 2),
+        pickle.dumps(LEGACY_PROTOCOL_VERSION, 2),
+        pickle.dumps(sys_info, 2),
+        data_pkl,
+        pickle.dumps(list(storages), 2),
+    ]
     for array in storages.values():
         parts += [struct.pack("<q", array.size), array.tobytes()]
     path.write_bytes(b"".join(parts))
@@ -128,8 +148,12 @@ class _RunsShellCommand:
 
 
 @pytest.mark.parametrize("layout", sorted(WRITERS))
-def test_hand_built_checkpoint_gives_tensors_with_views_offsets_and_dtypes(layout: str, tmp_path: Path) -> None:
-    path = WRITERS[layout](tmp_path / "model.pth", _state_dict_pickle(ENTRIES), {"0": STORAGE_0, "1": STORAGE_1})
+def test_hand_built_checkpoint_gives_tensors_with_views_offsets_and_dtypes(
+    layout: str, tmp_path: Path
+) -> None:
+    path = WRITERS[layout](
+        tmp_path / "model.pth", _state_dict_pickle(ENTRIES), {"0": STORAGE_0, "1": STORAGE_1}
+    )
     tensors = read_torch_state_dict(path)
     assert list(tensors) == list(EXPECTED)
     for name, expected in EXPECTED.items():
@@ -139,7 +163,9 @@ def test_hand_built_checkpoint_gives_tensors_with_views_offsets_and_dtypes(layou
 
 
 @pytest.mark.parametrize("layout", sorted(WRITERS))
-def test_pickle_calling_os_system_is_refused_without_running_it(layout: str, tmp_path: Path) -> None:
+def test_pickle_calling_os_system_is_refused_without_running_it(
+    layout: str, tmp_path: Path
+) -> None:
     sentinel = tmp_path / "pwned"
     hostile = pickle.dumps({"weight": _RunsShellCommand(f"touch {sentinel}")}, protocol=2)
     path = WRITERS[layout](tmp_path / "model.pth", hostile, {})
@@ -150,10 +176,18 @@ def test_pickle_calling_os_system_is_refused_without_running_it(layout: str, tmp
 
 @pytest.mark.parametrize(
     ("module", "name"),
-    [("builtins", "eval"), ("builtins", "getattr"), ("subprocess", "Popen"), ("torch.nn.modules.conv", "Conv2d"),
-     ("numpy", "load"), ("torch", "load")],
-)  # fmt: skip
-def test_any_global_beyond_tensor_rebuilding_is_refused(module: str, name: str, tmp_path: Path) -> None:
+    [
+        ("builtins", "eval"),
+        ("builtins", "getattr"),
+        ("subprocess", "Popen"),
+        ("torch.nn.modules.conv", "Conv2d"),
+        ("numpy", "load"),
+        ("torch", "load"),
+    ],
+)
+def test_any_global_beyond_tensor_rebuilding_is_refused(
+    module: str, name: str, tmp_path: Path
+) -> None:
     data_pkl = PROTO_2 + _global(module, name) + _tuple(_str("1+1")) + REDUCE + STOP
     path = _zip_checkpoint(tmp_path / "model.pth", data_pkl, {})
     with pytest.raises(UnsafeCheckpointError, match=f"{module}.{name}"):
@@ -168,7 +202,9 @@ def test_tensor_view_past_the_end_of_its_storage_is_a_format_error(tmp_path: Pat
 
 
 def test_truncated_legacy_checkpoint_is_a_format_error(tmp_path: Path) -> None:
-    path = _legacy_checkpoint(tmp_path / "model.pth", _state_dict_pickle(ENTRIES), {"0": STORAGE_0, "1": STORAGE_1})
+    path = _legacy_checkpoint(
+        tmp_path / "model.pth", _state_dict_pickle(ENTRIES), {"0": STORAGE_0, "1": STORAGE_1}
+    )
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(CheckpointFormatError, match="truncated"):
         read_torch_state_dict(path)
