@@ -38,6 +38,16 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def redact_uri(uri: str) -> str:
+    """The URI without a ``user:password@`` part, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.netloc or "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's flags, each with its ``LANDMARK_…`` environment variable."""
     parser = argparse.ArgumentParser(
@@ -176,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loading %d photos with model %s into %s (alias %s)",
         len(photos),
         manifest.model_version,
-        settings.uri,
+        redact_uri(settings.uri),
         settings.alias,
     )
     client = MilvusClient(uri=settings.uri, token=settings.token, timeout=settings.timeout_s)

@@ -27,12 +27,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import MilvusException
 
 from schemas.gallery import (
     DEFAULT_ALIAS,
@@ -56,6 +54,9 @@ from schemas.gallery import (
 from schemas.manifest import ModelManifest
 from trainer.data import Photo
 from trainer.photo_loading import iter_photo_batches
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +132,12 @@ class LoadProgress:
 
     done: int
     total: int
+    inserted: int
     elapsed_s: float
 
     @property
     def rate(self) -> float:
-        """References per second so far."""
+        """References handled per second so far."""
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
@@ -144,10 +146,32 @@ class LoadProgress:
         return (self.total - self.done) / self.rate if self.rate > 0 else None
 
     def describe(self) -> str:
-        """``"1200/3195 references (37.6%), 41.2/s, ETA 48 s"``."""
+        """``"1200/3195 references (37.6%), 1000 inserted, 41.2/s, ETA 48 s"``."""
         share = 100.0 * self.done / self.total if self.total else 100.0
         eta = "?" if self.eta_s is None else f"{self.eta_s:.0f} s"
-        return f"{self.done}/{self.total} references ({share:.1f}%), {self.rate:.1f}/s, ETA {eta}"
+        return (
+            f"{self.done}/{self.total} references ({share:.1f}%), {self.inserted} inserted, "
+            f"{self.rate:.1f}/s, ETA {eta}"
+        )
+
+
+class ProgressLog:
+    """The default progress display: a log line at most every ``every_s`` seconds, and at the end."""
+
+    def __init__(self, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._last: float | None = None
+        self.lines: int = 0
+
+    def __call__(self, progress: LoadProgress) -> None:
+        now = self.clock()
+        finished = progress.done >= progress.total
+        if not finished and self._last is not None and now - self._last < self.every_s:
+            return
+        self._last = now
+        self.lines += 1
+        logger.info("embedded %s", progress.describe())
 
 
 @dataclass(frozen=True)
@@ -340,12 +364,10 @@ class GalleryCollection:
 
 def alias_target(client: MilvusClient, alias: str, timeout_s: float) -> str | None:
     """The collection an alias points to, None when the alias does not exist."""
-    try:
-        info = client.describe_alias(alias, timeout=timeout_s)
-    except MilvusException as error:
-        if "not exist" in str(error.message).lower() or "not found" in str(error.message).lower():
-            return None
-        raise
+    # Listing first: describing a missing alias makes pymilvus log an error with a traceback.
+    if alias not in client.list_aliases(timeout=timeout_s).get("aliases", []):
+        return None
+    info = client.describe_alias(alias, timeout=timeout_s)
     return str(info.get("collection_name") or "") or None
 
 
@@ -374,18 +396,13 @@ def embed_images(model: keras.Model, images: np.ndarray, embedding_dim: int) -> 
     return embeddings
 
 
-def log_progress(progress: LoadProgress) -> None:
-    """The default progress display: one log line per insert batch."""
-    logger.info("loaded %s", progress.describe())
-
-
 def load_gallery(
     client: MilvusClient,
     model: keras.Model,
     manifest: ModelManifest,
     photos: Sequence[Photo],
     settings: GalleryLoadSettings,
-    progress: Callable[[LoadProgress], None] = log_progress,
+    progress: Callable[[LoadProgress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> GalleryLoadReport:
     """Embed ``photos`` with ``model`` and make them the gallery behind ``settings.alias``.
@@ -396,7 +413,7 @@ def load_gallery(
         manifest: its manifest (version, dimension, preprocessing).
         photos: the reference photos.
         settings: where and how to load.
-        progress: called after every insert batch.
+        progress: called after every embedding batch (default: :class:`ProgressLog`).
         clock: monotonic clock (seconds).
 
     Returns:
@@ -440,7 +457,7 @@ def load_gallery(
     )
     started = clock()
     inserted, bad_photos = _embed_and_insert(
-        collection, model, manifest, pending, settings, progress, clock
+        collection, model, manifest, pending, settings, progress or ProgressLog(), clock
     )
     load_seconds = clock() - started
     bad_photos = plan.bad_photos + bad_photos
@@ -505,7 +522,6 @@ def _embed_and_insert(
             collection.insert(rows)
             inserted += len(rows)
             rows = []
-        progress(LoadProgress(handled, len(pending), clock() - started))
 
     paths = [reference.photo.path for reference in pending]
     batches = iter_photo_batches(
@@ -524,5 +540,8 @@ def _embed_and_insert(
         handled += len(batch.ok_indices) + len(batch.failures)
         if len(rows) >= settings.insert_batch_size:
             flush()
+        if handled < len(pending):
+            progress(LoadProgress(handled, len(pending), inserted, clock() - started))
     flush()
+    progress(LoadProgress(handled, len(pending), inserted, clock() - started))
     return inserted, bad

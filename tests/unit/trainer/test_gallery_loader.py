@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from schemas.gallery import LANDMARK_NAME_MAX_LENGTH, reference_id_for
-from trainer.cli_gallery import build_parser
+from trainer.cli_gallery import build_parser, redact_uri
 from trainer.cli_gallery import main as cli_main
 from trainer.data import Photo
 from trainer.gallery_loader import (
     GalleryLoadError,
     GalleryLoadSettings,
     LoadProgress,
+    ProgressLog,
     Reference,
     embed_images,
     gallery_version_of,
@@ -100,15 +101,26 @@ def test_gallery_version_changes_when_a_photo_changes(tmp_path: Path) -> None:
 
 
 def test_progress_reports_share_rate_and_eta() -> None:
-    progress = LoadProgress(done=100, total=400, elapsed_s=10.0)
+    progress = LoadProgress(done=100, total=400, inserted=64, elapsed_s=10.0)
 
     assert progress.rate == pytest.approx(10.0)
     assert progress.eta_s == pytest.approx(30.0)
-    assert progress.describe() == "100/400 references (25.0%), 10.0/s, ETA 30 s"
+    assert progress.describe() == "100/400 references (25.0%), 64 inserted, 10.0/s, ETA 30 s"
 
 
 def test_progress_before_the_first_reference_has_no_eta() -> None:
-    assert LoadProgress(done=0, total=10, elapsed_s=0.0).describe().endswith("ETA ?")
+    assert LoadProgress(done=0, total=10, inserted=0, elapsed_s=0.0).describe().endswith("ETA ?")
+
+
+def test_progress_log_writes_at_most_one_line_per_interval_and_the_last() -> None:
+    now = [0.0]
+    log = ProgressLog(every_s=5.0, clock=lambda: now[0])
+
+    for second in range(12):
+        now[0] = float(second)
+        log(LoadProgress(done=second, total=11, inserted=0, elapsed_s=float(second)))
+
+    assert log.lines == 4  # at 0 s, 5 s, 10 s, and when done (11 s)
 
 
 def test_row_cuts_a_long_name_on_a_character_boundary(tmp_path: Path) -> None:
@@ -196,3 +208,8 @@ def test_command_with_a_folder_that_is_not_an_export_is_a_usage_error(tmp_path: 
     photo_file(data, "a.jpg", b"x")
 
     assert cli_main(["--model-dir", str(tmp_path / "nothing"), "--data", str(data)]) == 2
+
+
+def test_credentials_in_the_uri_are_redacted_for_logs() -> None:
+    assert redact_uri("https://root:Secret@milvus:19530/db") == "https://***@milvus:19530/db"
+    assert redact_uri("milvus.db") == "milvus.db"
