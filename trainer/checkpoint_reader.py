@@ -60,18 +60,25 @@ _STORAGE_DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
-@dataclass(frozen=True)
+def _refuse_setstate(obj: object) -> None:
+    raise UnsafeCheckpointError(f"checkpoint tries to set the state of a {type(obj).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
 class _StorageType:
     """Stand-in for a torch storage class named in the pickle (e.g. ``torch.FloatStorage``)."""
 
     name: str
+
+    def __setstate__(self, state: object) -> None:
+        _refuse_setstate(self)
 
     @property
     def dtype(self) -> np.dtype[Any]:
         return _STORAGE_DTYPES[self.name]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Storage:
     """A storage referenced by the pickle; ``data`` is filled once its bytes have been read."""
 
@@ -80,15 +87,24 @@ class _Storage:
     numel: int
     data: np.ndarray | None = field(default=None, repr=False)
 
+    def __setstate__(self, state: object) -> None:
+        _refuse_setstate(self)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class _TensorRef:
-    """A tensor described by the pickle, materialised after every storage has been read."""
+    """A tensor described by the pickle, materialised after every storage has been read.
+
+    A pickle's BUILD opcode may not rewrite it (nor a storage): ``__setstate__`` refuses.
+    """
 
     storage: _Storage
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
+
+    def __setstate__(self, state: object) -> None:
+        _refuse_setstate(self)
 
     def materialise(self) -> np.ndarray:
         data = self.storage.data

@@ -201,6 +201,17 @@ def test_tensor_view_past_the_end_of_its_storage_is_a_format_error(tmp_path: Pat
         read_torch_state_dict(path)
 
 
+def test_pickle_that_rewrites_a_tensor_after_building_it_is_refused(tmp_path: Path) -> None:
+    """BUILD (``b``) sets attributes on the object below it; tensors do not accept that."""
+    tensor = _tensor("0", "FloatStorage", 12, 0, (3,), (1,))
+    rewrite = b"}" + _str("offset") + _int(1000) + b"s" + b"b"  # EMPTY_DICT, SETITEM, BUILD
+    path = _zip_checkpoint(
+        tmp_path / "model.pth", _state_dict_pickle({"w": tensor + rewrite}), {"0": STORAGE_0}
+    )
+    with pytest.raises(UnsafeCheckpointError, match="set the state of a _TensorRef"):
+        read_torch_state_dict(path)
+
+
 def test_truncated_legacy_checkpoint_is_a_format_error(tmp_path: Path) -> None:
     path = _legacy_checkpoint(
         tmp_path / "model.pth", _state_dict_pickle(ENTRIES), {"0": STORAGE_0, "1": STORAGE_1}
