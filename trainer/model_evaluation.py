@@ -117,14 +117,12 @@ def load_models(settings: EvaluationSettings) -> list[EvaluatedModel]:
     A pretrained network takes ``settings.input_size`` if given, else the input size of an export of
     the same backbone among the models (so both see the same pixels), else its own default.
     """
-    from trainer.export import load_export
-
     parsed = [parse_model_argument(text) for text in settings.models]
     names = [name for name, _ in parsed]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must differ (use NAME=...): {names}")
     exports = {
-        what: load_export(Path(what))
+        what: _load_export(Path(what))
         for _, what in parsed
         if not what.startswith(PRETRAINED_PREFIX)
     }
@@ -168,6 +166,18 @@ def load_models(settings: EvaluationSettings) -> list[EvaluatedModel]:
             )
         )
     return models
+
+
+def _load_export(directory: Path) -> tuple[Any, ModelManifest]:
+    """``load_export``, with Keras' deserialisation failures (TypeError with a page-long
+    config dump) turned into a one-line ValueError naming the export."""
+    from trainer.export import load_export
+
+    try:
+        return load_export(directory)
+    except TypeError as error:
+        reason = str(error).rsplit("Exception encountered:", 1)[-1].strip()
+        raise ValueError(f"cannot load the model in {directory}: {reason[:400]}") from error
 
 
 def pretrained_input_size(
