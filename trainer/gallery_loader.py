@@ -361,6 +361,14 @@ class GalleryCollection:
         """Insert rows (the caller has skipped ids already present)."""
         self.client.insert(self.name, rows, timeout=self.timeout_s)
 
+    def flush(self) -> None:
+        """Seal what was inserted into segments: durable, and indexed by the vector index.
+
+        Milvus Lite keeps up to 128 MiB of fresh rows in a memory table that it searches by
+        brute force; only flushed segments get the HNSW or IVF index.
+        """
+        self.client.flush(self.name, timeout=self.timeout_s)
+
 
 def alias_target(client: MilvusClient, alias: str, timeout_s: float) -> str | None:
     """The collection an alias points to, None when the alias does not exist."""
@@ -461,6 +469,8 @@ def load_gallery(
     )
     load_seconds = clock() - started
     bad_photos = plan.bad_photos + bad_photos
+    if inserted:
+        collection.flush()
 
     row_count = collection.row_count()
     expected = len(present) + inserted
@@ -516,7 +526,7 @@ def _embed_and_insert(
     inserted = 0
     handled = 0
 
-    def flush() -> None:
+    def insert_rows() -> None:
         nonlocal inserted, rows
         if rows:
             collection.insert(rows)
@@ -539,9 +549,9 @@ def _embed_and_insert(
             )
         handled += len(batch.ok_indices) + len(batch.failures)
         if len(rows) >= settings.insert_batch_size:
-            flush()
+            insert_rows()
         if handled < len(pending):
             progress(LoadProgress(handled, len(pending), inserted, clock() - started))
-    flush()
+    insert_rows()
     progress(LoadProgress(handled, len(pending), inserted, clock() - started))
     return inserted, bad

@@ -34,6 +34,7 @@ from schemas.gallery import (
     FIELD_LANDMARK_NAME,
     FIELD_REFERENCE_ID,
     INDEX_PRESETS,
+    METRICS,
     OUTPUT_FIELDS,
     PROPERTY_EMBEDDING_DIM,
     PROPERTY_GALLERY_VERSION,
@@ -154,6 +155,8 @@ def _layout_of(dim: int, index_info: Mapping[str, Any] | None) -> GalleryLayout:
         # AUTOINDEX, BRUTE_FORCE, ...: searched exactly as FLAT (no search parameters).
         index_type = "FLAT"
     metric = str(index_info.get("metric_type", "COSINE")).upper()
+    if metric not in METRICS:
+        raise GalleryMismatchError(f"vector index metric {metric} is not one of {METRICS}")
     params = {k: v for k, v in index_info.items() if k in INDEX_PRESETS[index_type]}
     return GalleryLayout(dim, metric, index_type, params)  # type: ignore[arg-type]
 

@@ -64,6 +64,11 @@ def test_description_without_index_is_an_exact_cosine_gallery() -> None:
     assert (description.layout.index_type, description.layout.metric) == ("FLAT", "COSINE")
 
 
+def test_index_with_a_metric_for_other_vectors_is_refused() -> None:
+    with pytest.raises(GalleryMismatchError, match="HAMMING"):
+        describe_gallery("landmarks", "c", collection_info(), {"metric_type": "HAMMING"})
+
+
 def test_collection_without_version_properties_is_not_a_gallery() -> None:
     with pytest.raises(GalleryMismatchError, match="lacks the properties"):
         describe_gallery("landmarks", "c", collection_info(properties={}), None)
