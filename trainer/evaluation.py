@@ -78,26 +78,54 @@ def squared_distances(queries: np.ndarray, references: np.ndarray) -> np.ndarray
     return clipped
 
 
+def _sorted_top_k(block: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k smallest entries, ordered by (value, index).
+
+    Exact, ties included: a partial partition finds each row's k-th smallest value, every entry
+    up to it is a candidate (more than k when values tie at the boundary), and the candidates
+    are sorted by value then index. O(n) per row instead of a full sort.
+    """
+    n = block.shape[1]
+    if k >= n:
+        return np.argsort(block, axis=1, kind="stable")
+    kth = np.partition(block, k - 1, axis=1)[:, k - 1]
+    order = np.empty((len(block), k), dtype=np.int64)
+    for row, (values, boundary) in enumerate(zip(block, kth, strict=True)):
+        candidates = np.flatnonzero(values <= boundary)
+        ranked = candidates[np.argsort(values[candidates], kind="stable")]
+        order[row] = ranked[:k]
+    return order
+
+
 def nearest_references(
     query_emb: np.ndarray, ref_emb: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest references of every query.
 
-    Ties in distance are broken by reference index (a stable sort), so results are deterministic.
+    Ties in distance are broken by reference index, so results are deterministic.
 
     Returns:
         ``(indices, distances)``, both ``(n_queries, min(k, n_references))``, nearest first;
         distances are squared Euclidean.
+
+    Raises:
+        ValueError: k below 1, or embeddings that are not finite 2-D arrays of one dimension.
     """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     queries = _as_matrix(query_emb, "query embeddings")
     references = _as_matrix(ref_emb, "reference embeddings")
+    if queries.shape[1] != references.shape[1]:
+        raise ValueError(
+            f"query dimension {queries.shape[1]} != reference dimension {references.shape[1]}"
+        )
     k = min(k, len(references))
     indices = np.empty((len(queries), k), dtype=np.int64)
     distances = np.empty((len(queries), k), dtype=np.float64)
     step = _query_block(len(references))
     for start in range(0, len(queries), step):
         block = squared_distances(queries[start : start + step], references)
-        order = np.argsort(block, axis=1, kind="stable")[:, :k]
+        order = _sorted_top_k(block, k)
         indices[start : start + len(block)] = order
         distances[start : start + len(block)] = np.take_along_axis(block, order, axis=1)
     return indices, distances
@@ -125,15 +153,25 @@ def first_hit_ranks(
     query_labels: Sequence[str],
     ref_emb: np.ndarray,
     ref_labels: Sequence[str],
+    max_rank: int | None = None,
 ) -> np.ndarray:
-    """For each query, the 1-based rank of the nearest reference of its landmark (0: none)."""
+    """For each query, the 1-based rank of the nearest reference of its landmark.
+
+    Args:
+        max_rank: look only this deep (all references when None); a query whose first hit is
+            deeper gets 0, like a query whose landmark has no reference.
+
+    Returns:
+        ``int64`` ranks, 0 for no hit within ``max_rank``.
+    """
     queries, references = _check_pair(query_emb, query_labels, ref_emb, ref_labels)
     query_codes, ref_codes = _label_codes(query_labels, ref_labels)
+    depth = len(references) if max_rank is None else min(max_rank, len(references))
     ranks = np.zeros(len(queries), dtype=np.int64)
     step = _query_block(len(references))
     for start in range(0, len(queries), step):
         block = squared_distances(queries[start : start + step], references)
-        order = np.argsort(block, axis=1, kind="stable")
+        order = _sorted_top_k(block, depth)[:, :depth]
         matches = ref_codes[order] == query_codes[start : start + len(block), None]
         found = matches.any(axis=1)
         ranks[start : start + len(block)] = np.where(found, matches.argmax(axis=1) + 1, 0)
@@ -169,11 +207,13 @@ def hit_at_k(
     Raises:
         ValueError: shapes disagree, there are no queries or no references, or a k < 1.
     """
-    ranks = first_hit_ranks(query_emb, query_labels, ref_emb, ref_labels)
+    pairs = _clamped(ks, len(ref_labels))
+    if not pairs:
+        return {}
+    depth = max(clamped for _, clamped in pairs)
+    ranks = first_hit_ranks(query_emb, query_labels, ref_emb, ref_labels, max_rank=depth)
     hits = ranks > 0
-    return {
-        k: float(np.mean(hits & (ranks <= clamped))) for k, clamped in _clamped(ks, len(ref_labels))
-    }
+    return {k: float(np.mean(hits & (ranks <= clamped))) for k, clamped in pairs}
 
 
 def random_hit_at_k(

@@ -90,6 +90,25 @@ def test_nearest_references_breaks_distance_ties_by_reference_index() -> None:
     assert distances[0, 1] == pytest.approx(distances[0, 2])
 
 
+def test_nearest_references_keeps_ties_at_the_cut_in_index_order() -> None:
+    """References 1, 2 and 4 are the same point: with k=2 the cut falls inside the tie."""
+    refs = on_circle([50, 10, 10, 90, 10])
+    indices, _ = nearest_references(on_circle([0]), refs, 2)
+    assert indices.tolist() == [[1, 2]]
+
+
+def test_hit_at_k_with_duplicate_references_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(7)
+    distinct = unit_rows(rng, 6, 3)
+    refs = distinct[rng.integers(0, 6, 30)]
+    ref_labels = [str(label) for label in rng.integers(0, 4, 30)]
+    queries = distinct[rng.integers(0, 6, 12)]
+    query_labels = [str(label) for label in rng.integers(0, 4, 12)]
+    ks = range(1, 31)
+    expected = plain_loop_hit_at_k(queries, query_labels, refs, ref_labels, ks)
+    assert hit_at_k(queries, query_labels, refs, ref_labels, ks) == expected
+
+
 def test_random_hit_at_k_matches_values_derived_by_hand() -> None:
     """n = 6; query a has m = 3 references, b has 2, d none.
     k=1: (3/6 + 2/6 + 0 + 2/6) / 4 = 7/24; k=2: (1-3/15 + 1-6/15 + 0 + 1-6/15) / 4 = 1/2."""
