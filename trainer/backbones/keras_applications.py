@@ -5,9 +5,10 @@ them with ``weights="imagenet"`` raises :class:`PretrainedWeightsUnavailable` wi
 With ``weights=None`` they build offline (random initialisation).
 
 The network's own preprocessing is put in front of the first stage with built-in layers only:
-VGG16 and ResNet50 ("caffe" mode: RGB -> BGR, minus the ImageNet mean) get a frozen 1x1
-convolution whose kernel is the channel permutation and whose bias is minus the mean;
-InceptionV3 ("tf" mode) gets ``Rescaling(1/127.5, offset=-1)``.
+VGG16 and ResNet50 ("caffe" mode: RGB -> BGR, minus the ImageNet mean) get a ``Normalization``
+subtracting the mean in RGB order, and their first convolution's input channels are reversed,
+which is exactly the BGR network on RGB input (zero padding comes after the mean subtraction in
+both); InceptionV3 ("tf" mode) gets ``Rescaling(1/127.5, offset=-1)``. No weights are added.
 
 Stage boundaries are layers whose output is the only tensor flowing on (pooling after each VGG
 block, InceptionV3's ``mixedN`` concatenations, ResNet's last block of each group), so each stage
@@ -81,16 +82,15 @@ def _application(name: str, weights: str | None, input_size: int) -> keras.Model
         raise
 
 
-def _input_scaling(name: str, x: keras.KerasTensor) -> keras.KerasTensor:
+def _input_scaling(name: str, model: keras.Model, x: keras.KerasTensor) -> keras.KerasTensor:
+    """The application's ``preprocess_input`` as layers, taking RGB in 0..255."""
     if _PREPROCESSING_MODE[name] == "tf":
         return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="input_scaling")(x)
-    to_bgr = layers.Conv2D(3, 1, name="input_scaling", trainable=False)
-    out = to_bgr(x)
-    permutation = np.zeros((1, 1, 3, 3), dtype=np.float32)
-    for bgr_channel, rgb_channel in enumerate((2, 1, 0)):
-        permutation[0, 0, rgb_channel, bgr_channel] = 1.0
-    to_bgr.set_weights([permutation, -np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)])
-    return out
+    first_conv = next(layer for layer in model.layers if isinstance(layer, layers.Conv2D))
+    kernel, bias = first_conv.get_weights()
+    first_conv.set_weights([np.ascontiguousarray(kernel[:, :, ::-1, :]), bias])
+    mean_rgb = list(reversed(CAFFE_MEAN_BGR))
+    return layers.Normalization(mean=mean_rgb, variance=[1.0, 1.0, 1.0], name="input_scaling")(x)
 
 
 def _stage_ends(name: str, model: keras.Model) -> dict[str, str]:
@@ -111,12 +111,14 @@ def split_application(name: str, model: keras.Model) -> list[keras.Model]:
     """Re-apply the application's layers stage by stage onto fresh inputs (weights are shared).
 
     The first stage starts with the application's own input scaling, so the stages take RGB 0..255.
+    For the "caffe" networks this reverses the input channels of ``model``'s first convolution:
+    ``model`` itself then expects RGB and should not be used on its own any more.
     """
     boundaries = _stage_ends(name, model)
     stages: list[keras.Model] = []
     source = model.inputs[0]
     inputs = keras.Input(shape=tuple(source.shape[1:]), name=f"{_BOUNDARIES[name][0][0]}_input")
-    tensors: dict[int, Any] = {id(source): _input_scaling(name, inputs)}
+    tensors: dict[int, Any] = {id(source): _input_scaling(name, model, inputs)}
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue

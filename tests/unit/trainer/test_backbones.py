@@ -171,21 +171,32 @@ def test_unreachable_package_index_is_unavailable_with_a_clear_message(
 
 
 @pytest.mark.parametrize(("name", "size"), [("vgg16", 64), ("resnet50", 64), ("inception_v3", 75)])
-def test_keras_application_stages_compose_to_the_application_with_its_preprocessing(
+def test_keras_application_stages_equal_the_application_after_its_preprocess_input(
     name: str, size: int
 ) -> None:
+    reference = keras_applications._application(name, None, size)
     application = keras_applications._application(name, None, size)
+    for target, source in zip(application.layers, reference.layers, strict=True):
+        target.set_weights(source.get_weights())
     stages = keras_applications.split_application(name, application)
     assert tuple(stage.name for stage in stages) == stage_names(name)
-    x = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    preprocess = {
+    module = {
         "vgg16": keras.applications.vgg16,
         "resnet50": keras.applications.resnet50,
         "inception_v3": keras.applications.inception_v3,
-    }[name].preprocess_input
-    expected = np.asarray(application(preprocess(x.copy())))
+    }[name]
+    x = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(reference(module.preprocess_input(x.copy())))
     np.testing.assert_allclose(_compose(stages, x), expected, rtol=1e-4, atol=1e-4)
     assert expected.shape[-1] == BACKBONES[name].feature_dim
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "inception_v3"])
+def test_keras_application_stages_add_no_trainable_weights(name: str) -> None:
+    size = 75 if name == "inception_v3" else 64
+    application = keras_applications._application(name, None, size)
+    stages = keras_applications.split_application(name, application)
+    assert sum(len(s.trainable_weights) for s in stages) == len(application.trainable_weights)
 
 
 def _google_storage_reachable() -> bool:
