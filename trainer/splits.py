@@ -35,6 +35,7 @@ from typing import Any
 from trainer.data import (
     Photo,
     group_by_landmark,
+    read_google_landmarks_csv,
     read_landmark_folders,
     seeded_order,
     sort_photos,
@@ -344,7 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         "LANDMARK_DATA_DIR",
         str(repo_root.parent / "shared" / "data" / "landmarks"),
-        "folder of landmark folders",
+        "folder of landmark folders, or the images root of --csv",
+    )
+    add(
+        "--csv",
+        "LANDMARK_SPLIT_CSV",
+        None,
+        "Google-Landmarks id,url,landmark_id CSV whose photos are under --data",
+    )
+    add(
+        "--names-csv",
+        "LANDMARK_SPLIT_NAMES_CSV",
+        None,
+        "optional landmark_id,name (or category) CSV for --csv",
     )
     add("--out", "LANDMARK_SPLIT_DIR", None, "output folder (split.json and part folders)")
     add("--seed", "LANDMARK_SPLIT_SEED", "0", "seed of the split", type=int)
@@ -387,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_photos(args: argparse.Namespace) -> list[Photo]:
+    if args.csv is None:
+        return read_landmark_folders(args.data)
+    listing = read_google_landmarks_csv(args.csv, args.data, args.names_csv)
+    if listing.missing:
+        print(f"{len(listing.missing)} CSV rows have no photo on disk; left out", file=sys.stderr)
+    return listing.photos
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from trainer.data import cap_per_landmark
 
@@ -395,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --out (or LANDMARK_SPLIT_DIR) is required", file=sys.stderr)
         return 2
     try:
-        photos = read_landmark_folders(args.data)
+        photos = _read_photos(args)
         if args.cap is not None:
             photos = cap_per_landmark(photos, args.cap, args.seed)
         split = standard_split(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import Photo, read_landmark_folders, sort_photos
+from trainer.data import Photo, google_landmarks_photo_path, read_landmark_folders, sort_photos
 from trainer.splits import (
     MANIFEST_FILE,
     Split,
@@ -204,3 +204,19 @@ def test_split_command_writes_manifest_and_part_folders(tmp_path: Path) -> None:
     assert sorted(path.name for path in (tmp_path / "s").iterdir()) == sorted(
         [MANIFEST_FILE, "train", "val", "reference", "query", "heldout_reference", "heldout_query"]
     )
+
+
+def test_split_command_reads_a_google_landmarks_csv(tmp_path: Path) -> None:
+    rows = []
+    for landmark in ("11", "22"):
+        for i in range(6):
+            image_id = f"{landmark}{i:04d}ab"
+            path = google_landmarks_photo_path(tmp_path / "images", image_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            rows.append(f"{image_id},http://x,{landmark}")
+    (tmp_path / "train.csv").write_text("id,url,landmark_id\n" + "\n".join(rows) + "\n")
+    args = ["--data", str(tmp_path / "images"), "--csv", str(tmp_path / "train.csv")]
+    assert main([*args, "--out", str(tmp_path / "s"), "--hold-out-landmarks", "0"]) == 0
+    split = read_manifest(tmp_path / "s" / MANIFEST_FILE)
+    assert {p.landmark_id for p in split.parts["train"]} == {"11", "22"}
