@@ -124,7 +124,7 @@ def _check_inline_content_type(content_type: str) -> None:
 def _media_type(content_type: str) -> str:
     """The media type without parameters, lower-cased (``Image/JPEG; q=1`` → ``image/jpeg``)."""
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if not _CONTENT_TYPE.match(media_type):
+    if not _CONTENT_TYPE.fullmatch(media_type):
         raise schema_violation(f"image event: content-type {content_type[:64]!r} is malformed")
     return media_type
 

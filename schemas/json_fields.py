@@ -134,8 +134,9 @@ def check_text(
         where: Its path, for error messages.
         min_length: Fewest characters allowed.
         max_length: Most characters allowed, if limited.
-        pattern: A regular expression the whole string must match (``search`` semantics, as in
-            JSON Schema, so anchor it).
+        pattern: A regular expression the whole string must match. Matched with ``fullmatch``,
+            so that ``$`` cannot accept a trailing newline (Python's ``$`` does, ECMA 262's and
+            so JSON Schema's does not).
 
     Returns:
         The string.
@@ -153,7 +154,7 @@ def check_text(
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise schema_violation(f"{where}: contains unpaired surrogates") from None
-    if pattern is not None and not pattern.search(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise schema_violation(f"{where}: {value[:64]!r} does not match {pattern.pattern}")
     return value
 

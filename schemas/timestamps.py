@@ -70,7 +70,7 @@ def parse_rfc3339(text: str, name: str) -> datetime:
     Raises:
         InputError: ``schema_violation`` when the text is not an RFC 3339 date-time.
     """
-    if not _RFC3339.match(text):
+    if not _RFC3339.fullmatch(text):
         raise schema_violation(f"{name}: {text[:64]!r} is not an RFC 3339 date-time")
     try:
         return datetime.fromisoformat(text.upper()).astimezone(UTC)
