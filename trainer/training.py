@@ -354,7 +354,12 @@ class _Loop:
         self._compile()
         self._resume()
         if self.start_epoch == 0:
+            # The starting network is epoch 0: fine-tuning must beat it to be kept.
             self.summary.pretrained_val_hit_at_1 = self._val_hit_at_1()
+            self.summary.best_val_hit_at_1 = self.summary.pretrained_val_hit_at_1
+            if self.summary.best_val_hit_at_1 is not None:
+                self.checkpoints.mkdir(parents=True, exist_ok=True)
+                self.trainable.save_weights(self.checkpoints / BEST_WEIGHTS)
             self.log(f"before fine-tuning: val hit@1 {self.summary.pretrained_val_hit_at_1}")
         for epoch in range(self.start_epoch, self.settings.epochs):
             if self.val.labels.size and self.wait >= self.settings.patience:
