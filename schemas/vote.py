@@ -89,7 +89,7 @@ def _weight(neighbour: Neighbour, rank: int, weighting: Weighting) -> float:
 
 
 def nearest_first(neighbours: Sequence[Neighbour]) -> list[Neighbour]:
-    """Sort neighbours by distance, breaking ties by landmark id then reference id.
+    """Sort neighbours by distance, breaking ties by landmark id, reference id, landmark name.
 
     The vote sees neighbours in this order, so its decision does not depend on the order in
     which an index returned equally distant references.
@@ -100,7 +100,9 @@ def nearest_first(neighbours: Sequence[Neighbour]) -> list[Neighbour]:
     Returns:
         A new list, nearest first.
     """
-    return sorted(neighbours, key=lambda n: (n.distance, n.landmark_id, n.reference_id))
+    return sorted(
+        neighbours, key=lambda n: (n.distance, n.landmark_id, n.reference_id, n.landmark_name)
+    )
 
 
 def decide_landmark(
