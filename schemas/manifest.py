@@ -58,8 +58,8 @@ _KEYS = (
 def _check_json_object(value: object, where: str) -> dict[str, Any]:
     obj = check_object(value, where)
     try:
-        json.dumps(obj, allow_nan=False)
-    except (TypeError, ValueError) as error:
+        dump_json(obj)
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError (surrogates) is a ValueError
         raise schema_violation(f"{where}: not serialisable as JSON ({error})") from None
     return obj
 

@@ -59,11 +59,12 @@ _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
 }
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 #: JPEG photos are decoded at 1/2, 1/4 or 1/8 size in the DCT domain (``Image.draft``) so that
-#: the shorter side stays at least this many times the input, then resized with LANCZOS. Measured
-#: on the 80 camera-size photos (CPU time, median): 13 ms vs 26 ms for a full decode (24 vs 68 ms
-#: on photos of 3 MP and more), output within 48 dB PSNR of the full decode. Decoding to 1x the
-#: input is faster still (9 ms) but visibly softer/aliased (36 dB, worst 26 dB), a shift away from
-#: what the trainer sees on its smaller photos.
+#: the shorter side stays at least this many times the input, then resized with LANCZOS. On the
+#: 80 camera-size photos of the shared data (CPU time, median of per-photo best of 3): 14 ms vs
+#: 24 ms for a full decode with the same filter (27 vs 49 ms on photos of 3 MP and more), output
+#: within 48 dB PSNR (worst 33 dB) of the full decode. Decoding to 1x the input is faster still
+#: (9 ms) but softer and aliased (36 dB, worst 26 dB against a full LANCZOS decode), a shift away
+#: from what the trainer sees on its smaller photos.
 DRAFT_SIDE_FACTOR = 2
 RESAMPLE = Image.Resampling.LANCZOS
 #: Pillow first box-reduces by an integer factor while the image stays >= 3x the target, then
