@@ -1,0 +1,445 @@
+"""``landmark-demo``: the whole product on embedded defaults, end to end, on one machine.
+
+Set-up, the local Kafka, a split of a folder of landmark photos, a fine-tuned model (a few minutes
+on 2 CPU cores), the reference gallery in a Milvus Lite server, two workers in one consumer group,
+the held-out photos published to Kafka, the tag events followed back, and a table of what came
+out (photo, landmark, confidence, correct?) with the accuracy, the throughput and where the
+metrics are. Everything it started is stopped at the end, also on failure or Ctrl-C.
+
+The demo drives the product's own console commands as subprocesses (``landmark-train``,
+``landmark-load-gallery``, ``landmark-worker``, ``landmark-publish``, ``landmark-follow``) and
+the scripts in ``deploy/local/``: it imports nothing from ``trainer``, and shows exactly what a
+user would run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker import demo_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Settings of one demo run, built once from flags and environment variables."""
+
+    data: Path
+    work_dir: Path
+    sample_url: str
+    sample_labels_url: str
+    bootstrap: str
+    milvus_port: int
+    metrics_ports: tuple[int, ...]
+    cap: int
+    references: int
+    query: float
+    input_size: int
+    epochs: int
+    augment_views: int
+    trainable_from: str
+    max_photos: int
+    timeout_s: float
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's flags, each with its environment variable shown in ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="landmark-demo",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    def add(flag: str, env: str, default: str, help_text: str, **kwargs: Any) -> None:
+        parser.add_argument(
+            flag, default=_env(env, default), help=f"{help_text} [env: {env}]", **kwargs
+        )
+
+    add("--data", "LANDMARK_DATA_DIR", str(REPO_ROOT.parent / "shared/data/landmarks"),
+        "folder of landmark folders (<data>/<landmark>/<photo>)", type=Path)
+    add("--work-dir", "LANDMARK_DEMO_DIR", str(REPO_ROOT / ".run/demo"),
+        "where the split, model, gallery and results go", type=Path)
+    add("--sample-url", "LANDMARK_DEMO_SAMPLE_URL", demo_data.DEFAULT_SAMPLE_URL,
+        "archive of photos fetched when --data is missing (tar/zip of landmark folders, or "
+        "Google-Landmarks images with --sample-labels-url)")
+    add("--sample-labels-url", "LANDMARK_DEMO_SAMPLE_LABELS_URL",
+        demo_data.DEFAULT_SAMPLE_LABELS_URL,
+        "Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without landmark "
+        "folders ('' when the archive has landmark folders)")
+    add("--bootstrap-servers", "LANDMARK_KAFKA_BOOTSTRAP", "127.0.0.1:19092",
+        "Kafka bootstrap servers (a local broker is started on 127.0.0.1 when none answers)")
+    add("--milvus-port", "LANDMARK_DEMO_MILVUS_PORT", "19531",
+        "port of the Milvus Lite server the demo starts", type=int)
+    add("--metrics-ports", "LANDMARK_DEMO_METRICS_PORTS", "9108,9109",
+        "metrics/health ports of the two workers (Prometheus scrapes 9108-9117)")
+    add("--cap", "LANDMARK_DEMO_CAP", "24", "at most this many photos a landmark", type=int)
+    add("--references", "LANDMARK_DEMO_REFERENCES", "8",
+        "reference photos a landmark in the gallery", type=int)
+    add("--query", "LANDMARK_DEMO_QUERY", "0.2",
+        "share of each landmark's photos held out and published", type=float)
+    add("--input-size", "LANDMARK_DEMO_INPUT_SIZE", "160", "model input side in pixels", type=int)
+    add("--epochs", "LANDMARK_DEMO_EPOCHS", "3", "fine-tuning epochs", type=int)
+    add("--augment-views", "LANDMARK_DEMO_AUGMENT_VIEWS", "2",
+        "augmented views cached a training photo", type=int)
+    add("--trainable-from", "LANDMARK_DEMO_TRAINABLE_FROM", "block_16",
+        "first trainable stage of the backbone")
+    add("--max-photos", "LANDMARK_DEMO_MAX_PHOTOS", "400",
+        "publish at most this many held-out photos", type=int)
+    add("--timeout", "LANDMARK_DEMO_TIMEOUT", "300",
+        "seconds to wait for the tag events", type=float)
+    return parser
+
+
+def settings_from(argv: Sequence[str] | None) -> DemoSettings:
+    args = build_parser().parse_args(argv)
+    ports = tuple(int(p) for p in str(args.metrics_ports).split(",") if p.strip())
+    if len(ports) < 2:
+        raise SystemExit("error: --metrics-ports needs two ports, one a worker")
+    return DemoSettings(
+        data=Path(args.data), work_dir=Path(args.work_dir), sample_url=args.sample_url,
+        sample_labels_url=args.sample_labels_url, bootstrap=args.bootstrap_servers,
+        milvus_port=args.milvus_port, metrics_ports=ports[:2], cap=args.cap,
+        references=args.references, query=args.query, input_size=args.input_size,
+        epochs=args.epochs, augment_views=args.augment_views,
+        trainable_from=args.trainable_from, max_photos=args.max_photos,
+        timeout_s=args.timeout,
+    )
+
+
+class Demo:
+    """One run: the steps in order, and the clean-up of everything it started."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.s = settings
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
+        self.work = settings.work_dir
+        self.cleanups: list[tuple[str, Any]] = []
+        self.step_no = 0
+        self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self.milvus_uri = f"http://127.0.0.1:{settings.milvus_port}"
+        self.topics = {
+            "images": f"demo-{self.run_id}.images",
+            "tags": f"demo-{self.run_id}.landmark-tags",
+            "dlq": f"demo-{self.run_id}.images.dlq",
+        }
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def step(self, title: str) -> float:
+        self.step_no += 1
+        print(f"\n[{self.step_no}] {title}", flush=True)
+        return time.monotonic()
+
+    def run(self, cmd: Sequence[str], log: str | None = None, **env: str) -> None:
+        """Run a command; its output goes to the terminal, or to a log file under the work dir."""
+        shown = " ".join(str(c).replace(str(REPO_ROOT) + "/", "") for c in cmd)
+        print(f"  $ {shown}", flush=True)
+        full_env = dict(self.env, **env)
+        if log is None:
+            subprocess.run([str(c) for c in cmd], check=True, env=full_env, cwd=REPO_ROOT)
+            return
+        log_path = self.work / "logs" / log
+        with log_path.open("w") as out:
+            result = subprocess.run([str(c) for c in cmd], env=full_env, cwd=REPO_ROOT,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-25:]
+            raise RuntimeError(f"{shown} failed (exit {result.returncode}); last lines of "
+                               f"{log_path}:\n" + "\n".join(tail))
+
+    def ensure_data(self) -> Path:
+        t = self.step("Landmark photos")
+        if demo_data.looks_like_landmark_folders(self.s.data):
+            print(f"  using {self.s.data}")
+            return self.s.data
+        print(f"  {self.s.data} has no landmark folders; fetching the sample {self.s.sample_url}")
+        try:
+            root = demo_data.fetch_sample(
+                self.s.sample_url, self.work / "sample",
+                labels_url=self.s.sample_labels_url or None,
+            )
+        except demo_data.SampleUnavailable as error:
+            raise SystemExit(f"\nerror: {error}\n\n{demo_data.HOW_TO_PROVIDE_PHOTOS}") from None
+        print(f"  sample ready in {root} ({time.monotonic() - t:.0f}s)")
+        return root
+
+    def start_kafka(self) -> None:
+        self.step("Kafka")
+        host, _, port = self.s.bootstrap.rpartition(":")
+        status = subprocess.run([str(REPO_ROOT / "deploy/local/kafka.sh"), "status"],
+                                env=dict(self.env, KAFKA_PORT=port), capture_output=True)
+        if status.returncode == 0:
+            print(f"  a broker already answers on {self.s.bootstrap}; using it")
+            return
+        if host not in ("127.0.0.1", "localhost"):
+            raise SystemExit(f"error: no Kafka answers on {self.s.bootstrap}")
+        self.run([REPO_ROOT / "deploy/local/kafka.sh", "start"], KAFKA_PORT=port)
+        self.cleanups.append(("stop Kafka", lambda: self.run(
+            [REPO_ROOT / "deploy/local/kafka.sh", "stop"], KAFKA_PORT=port)))
+
+    def split_and_train(self, data: Path) -> Path:
+        t = self.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
+        self.run([sys.executable, "-m", "trainer.pretrained_weights", "fetch"])
+        split = self.work / "split"
+        self.run([sys.executable, "-m", "trainer.splits", "--data", data, "--out", split,
+                  "--seed", "0", "--hold-out-landmarks", "0", "--val", "0.1",
+                  "--query", str(self.s.query), "--references", str(self.s.references),
+                  "--cap", str(self.s.cap)], log="split.log")
+        self.run([BIN / "landmark-train", "--split", split / "split.json",
+                  "--data", data, "--output", self.work / "train",
+                  "--input-size", str(self.s.input_size), "--epochs", str(self.s.epochs),
+                  "--augment-views", str(self.s.augment_views),
+                  "--trainable-from", self.s.trainable_from, "--no-resume"])
+        print(f"  trained and exported in {time.monotonic() - t:.0f}s")
+        return self.work / "train" / "model"
+
+    def load_gallery(self, model_dir: Path) -> None:
+        t = self.step("Reference gallery into Milvus Lite (gRPC server)")
+        env = {"MILVUS_PORT": str(self.s.milvus_port),
+               "MILVUS_DATA_DIR": str(self.work / "milvus")}
+        self.run([REPO_ROOT / "deploy/local/milvus.sh", "start"], **env)
+        self.cleanups.append(("stop Milvus", lambda: self.run(
+            [REPO_ROOT / "deploy/local/milvus.sh", "stop"], **env)))
+        self.run([BIN / "landmark-load-gallery", "--model-dir", model_dir,
+                  "--data", self.work / "split" / "reference", "--milvus-uri", self.milvus_uri,
+                  "--gallery-version", f"demo{self.run_id}"])
+        print(f"  gallery loaded in {time.monotonic() - t:.0f}s")
+
+    def start_workers(self, model_dir: Path) -> list[subprocess.Popen[bytes]]:
+        self.step("Two workers in one consumer group")
+        workers: list[subprocess.Popen[bytes]] = []
+        for n, port in enumerate(self.s.metrics_ports, 1):
+            log = (self.work / "logs" / f"worker-{n}.log").open("wb")
+            cmd = [str(BIN / "landmark-worker"), "--model-dir", str(model_dir),
+                   "--milvus-uri", self.milvus_uri, "--bootstrap-servers", self.s.bootstrap,
+                   "--images-topic", self.topics["images"], "--tags-topic", self.topics["tags"],
+                   "--dead-letter-topic", self.topics["dlq"],
+                   "--group-id", f"demo-{self.run_id}", "--worker-id", f"demo-worker-{n}",
+                   "--http-port", str(port), "--auto-offset-reset", "earliest",
+                   "--log-format", "json"]
+            print(f"  $ landmark-worker ... --worker-id demo-worker-{n} --http-port {port}"
+                  f"  (log: {log.name})")
+            workers.append(subprocess.Popen(cmd, env=self.env, cwd=REPO_ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT))
+        self.cleanups.append(("stop workers", lambda: _stop_all(workers)))
+        deadline = time.monotonic() + 300
+        for port, proc in zip(self.s.metrics_ports, workers, strict=True):
+            while not _http_ok(f"http://127.0.0.1:{port}/readyz"):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker on port {port} exited with {proc.returncode}; "
+                                       f"see {self.work / 'logs'}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker on port {port} not ready after 300s")
+                time.sleep(1)
+            print(f"  ready: http://127.0.0.1:{port}/metrics")
+        return workers
+
+    def publish_and_follow(self) -> tuple[list[dict[str, Any]], dict[str, str], float]:
+        self.step("Publish the held-out photos, follow the landmark-tag events")
+        id_map = self.work / "published.jsonl"
+        started = time.monotonic()
+        self.run([BIN / "landmark-publish", self.work / "split" / "query",
+                  "--bootstrap-servers", self.s.bootstrap, "--topic", self.topics["images"],
+                  "--id-map", id_map, "--limit", str(self.s.max_photos),
+                  "--source", "landmark-demo"])
+        published = {}
+        for line in id_map.read_text().splitlines():
+            item = json.loads(line)
+            published[item["image_id"]] = item["path"]
+        events_file = self.work / "tag-events.jsonl"
+        with events_file.open("w") as out:
+            subprocess.run(
+                [str(BIN / "landmark-follow"), "--bootstrap-servers", self.s.bootstrap,
+                 "--topic", self.topics["tags"], "--dead-letter-topic", self.topics["dlq"],
+                 "--dead-letters", "--from-beginning", "--json",
+                 "--max-events", str(len(published)), "--timeout", str(self.s.timeout_s)],
+                check=True, env=self.env, cwd=REPO_ROOT, stdout=out)
+        elapsed = time.monotonic() - started
+        events = [json.loads(line) for line in events_file.read_text().splitlines() if line]
+        return events, published, elapsed
+
+    def cleanup(self) -> None:
+        for name, action in reversed(self.cleanups):
+            try:
+                action()
+            except Exception as error:  # noqa: BLE001 - clean-up goes on whatever failed
+                print(f"  ({name} failed: {error})", file=sys.stderr)
+        self.cleanups.clear()
+
+    def main(self) -> int:
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "logs").mkdir(exist_ok=True)
+        started = time.monotonic()
+        try:
+            data = self.ensure_data()
+            self.start_kafka()
+            model_dir = self.split_and_train(data)
+            self.load_gallery(model_dir)
+            self.start_workers(model_dir)
+            events, published, elapsed = self.publish_and_follow()
+            metrics = {port: _scrape(port) for port in self.s.metrics_ports}
+            report = summarise(events, published, elapsed, metrics)
+            (self.work / "results.json").write_text(json.dumps(report, indent=2))
+            print_report(report, self.s.metrics_ports, self.work)
+            print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+            return 0 if report["missing"] == 0 else 1
+        finally:
+            print("\nstopping what the demo started", flush=True)
+            self.cleanup()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The worker's outcome counters, read from its /metrics endpoint."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("landmark_worker_images_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            totals[outcome] = totals.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def _stop_all(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (the worker finishes its batch, commits and leaves the group), then SIGKILL."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def summarise(events: Sequence[dict[str, Any]], published: dict[str, str], elapsed_s: float,
+              metrics: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Join the tag events with what was published: one row a photo, accuracy, throughput."""
+    rows = []
+    seen: set[str] = set()
+    latencies = []
+    per_worker: dict[str, int] = {}
+    for event in events:
+        if event.get("kind") == "dead_letter":
+            image_id = event.get("original_key") or "?"
+            seen.add(image_id)
+            rows.append({"photo": _photo_name(published.get(image_id, image_id)),
+                         "truth": _truth(published.get(image_id, "")),
+                         "landmark": f"dead letter: {event['reason']}", "confidence": None,
+                         "correct": False})
+            continue
+        image_id = event["image_id"]
+        if image_id in seen or image_id not in published:
+            continue
+        seen.add(image_id)
+        truth = _truth(published[image_id])
+        landmark = event.get("landmark")
+        predicted = landmark["landmark_id"] if landmark else None
+        rows.append({"photo": _photo_name(published[image_id]), "truth": truth,
+                     "landmark": predicted or "(no landmark)",
+                     "confidence": event["confidence"], "correct": predicted == truth})
+        if event.get("latency_ms") is not None:
+            latencies.append(float(event["latency_ms"]))
+        per_worker[event["worker_id"]] = per_worker.get(event["worker_id"], 0) + 1
+    answered = [r for r in rows if r["confidence"] is not None and r["landmark"] != "(no landmark)"]
+    correct = sum(r["correct"] for r in rows)
+    return {
+        "published": len(published),
+        "tagged": len(seen),
+        "missing": len(published) - len(seen),
+        "accuracy": correct / len(published) if published else 0.0,
+        "answered": len(answered),
+        "precision_when_answered": (sum(r["correct"] for r in answered) / len(answered)
+                                    if answered else 0.0),
+        "seconds_publish_to_last_tag": round(elapsed_s, 2),
+        "photos_per_second": round(len(seen) / elapsed_s, 2) if elapsed_s > 0 else 0.0,
+        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_ms_p95": (round(statistics.quantiles(latencies, n=20)[-1], 1)
+                           if len(latencies) >= 20 else None),
+        "tagged_per_worker": per_worker,
+        "worker_metrics": {str(k): v for k, v in metrics.items()},
+        "rows": sorted(rows, key=lambda r: (r["truth"], r["photo"])),
+    }
+
+
+def _truth(path: str) -> str:
+    """The landmark of a published photo: the split folders are <part>/<landmark>/<photo>."""
+    return Path(path).parent.name
+
+
+def _photo_name(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
+
+
+def print_report(report: dict[str, Any], ports: Sequence[int], work: Path) -> None:
+    rows = report["rows"]
+    width = max([len(r["photo"]) for r in rows] + [5])
+    lwidth = max([len(r["landmark"]) for r in rows] + [8])
+    print(f"\n{'photo':<{width}}  {'landmark':<{lwidth}}  confidence  correct?")
+    for r in rows:
+        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
+        print(f"{r['photo']:<{width}}  {r['landmark']:<{lwidth}}  {conf:>10}  "
+              f"{'yes' if r['correct'] else 'no'}")
+    print(f"\nphotos published {report['published']}, tagged {report['tagged']}, "
+          f"missing {report['missing']}")
+    print(f"accuracy (right landmark / published): {report['accuracy']:.3f}; answered "
+          f"{report['answered']}, precision when answered "
+          f"{report['precision_when_answered']:.3f}")
+    print(f"throughput: {report['photos_per_second']} photos/s from first publish to last tag "
+          f"({report['seconds_publish_to_last_tag']}s); latency p50 "
+          f"{report['latency_ms_p50']} ms, p95 {report['latency_ms_p95']} ms")
+    print(f"tag events per worker: {report['tagged_per_worker']}")
+    for port in ports:
+        print(f"metrics: http://127.0.0.1:{port}/metrics  "
+              f"(counters at the end: {report['worker_metrics'].get(str(port), {})})")
+    print("Prometheus (make prometheus-start) scrapes ports 9108-9117 at http://127.0.0.1:19090; "
+          "Grafana dashboard: deploy/grafana/")
+    print(f"results: {work / 'results.json'}; logs: {work / 'logs'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(argv)
+    demo = Demo(settings)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return demo.main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        print(f"\ndemo failed: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
