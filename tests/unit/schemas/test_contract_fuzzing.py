@@ -93,9 +93,10 @@ def _mutated(draw: st.DrawFn, kind: str) -> tuple[dict[str, Any], set[str]]:
     """A valid document with one key removed, added or given another value (maybe nested)."""
     document: dict[str, Any] = draw(VALID_DOCUMENTS[kind])
     target = document
-    touched = set()
+    touched: set[str] = set()
     nested = [k for k, v in document.items() if isinstance(v, dict) and v]
-    if nested and draw(st.booleans()):
+    go_nested = draw(st.booleans())
+    if nested and go_nested:
         key = draw(st.sampled_from(sorted(nested)))
         touched.add(key)
         target = document[key]

@@ -167,7 +167,7 @@ def _without(document: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _with(document: dict[str, Any], path: str, value: object) -> dict[str, Any]:
-    copy = json.loads(json.dumps(document))
+    copy: dict[str, Any] = json.loads(json.dumps(document))
     *parents, last = path.split(".")
     target = copy
     for part in parents:

@@ -71,7 +71,9 @@ def _is_close(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 
 @pytest.mark.parametrize("path", ODD_FILES, ids=[p.name for p in ODD_FILES])
 def test_odd_format_file_decodes_to_model_input(path: Path) -> None:
     photo = decode_photo(path.read_bytes(), PreprocessingSpec())
-    assert (photo.shape, photo.dtype, photo.flags.c_contiguous) == ((224, 224, 3), np.uint8, True)
+    assert photo.shape == (224, 224, 3)
+    assert photo.dtype == np.dtype(np.uint8)
+    assert photo.flags.c_contiguous
 
 
 def test_odd_formats_folder_is_present() -> None:

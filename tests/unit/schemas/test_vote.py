@@ -25,14 +25,18 @@ def test_no_neighbours_decide_nothing_with_zero_confidence() -> None:
 def test_uniform_vote_counts_each_neighbour_once() -> None:
     found = [_n("r1", "a", 0.1), _n("r2", "b", 0.2), _n("r3", "b", 0.3), _n("r4", "a", 3.0)]
     settings = VoteSettings(k=3, weighting="uniform", threshold=0.5)
-    assert decide_landmark(found, settings) == (Landmark("b", "B"), pytest.approx(2 / 3))
+    landmark, confidence = decide_landmark(found, settings)
+    assert landmark == Landmark("b", "B")
+    assert confidence == pytest.approx(2 / 3)
 
 
 def test_inverse_rank_vote_weighs_one_over_rank_plus_one() -> None:
     found = [_n("r1", "a", 0.1), _n("r2", "b", 0.2), _n("r3", "b", 0.3)]
     settings = VoteSettings(k=3, weighting="inverse_rank", threshold=0.0)
     # a: 1, b: 1/2 + 1/3 = 5/6 -> a wins with 1 / (11/6).
-    assert decide_landmark(found, settings) == (Landmark("a", "A"), pytest.approx(6 / 11))
+    landmark, confidence = decide_landmark(found, settings)
+    assert landmark == Landmark("a", "A")
+    assert confidence == pytest.approx(6 / 11)
 
 
 def test_similarity_vote_weighs_cosine_similarity() -> None:
@@ -41,7 +45,9 @@ def test_similarity_vote_weighs_cosine_similarity() -> None:
     # cosine = 1 - d/2: a 0.8; b 0.5 + 0.4 = 0.9.
     eps = SIMILARITY_EPSILON
     expected = (0.9 + 2 * eps) / (1.7 + 3 * eps)
-    assert decide_landmark(found, settings) == (Landmark("b", "B"), pytest.approx(expected))
+    landmark, confidence = decide_landmark(found, settings)
+    assert landmark == Landmark("b", "B")
+    assert confidence == pytest.approx(expected)
 
 
 def test_only_the_first_k_neighbours_vote() -> None:
