@@ -369,6 +369,16 @@ class GalleryCollection:
         """
         self.client.flush(self.name, timeout=self.timeout_s)
 
+    def reload(self) -> None:
+        """Release and load again: Milvus Lite builds missing segment indexes while loading.
+
+        (After a flush it builds them in the background; until then those segments are
+        searched by brute force. Reloading before the alias moves means workers get the
+        approximate index they asked for from their first search.)
+        """
+        self.client.release_collection(self.name, timeout=self.timeout_s)
+        self.client.load_collection(self.name, timeout=self.timeout_s)
+
 
 def alias_target(client: MilvusClient, alias: str, timeout_s: float) -> str | None:
     """The collection an alias points to, None when the alias does not exist."""
@@ -471,6 +481,8 @@ def load_gallery(
     bad_photos = plan.bad_photos + bad_photos
     if inserted:
         collection.flush()
+        if layout.index_type != "FLAT":
+            collection.reload()
 
     row_count = collection.row_count()
     expected = len(present) + inserted

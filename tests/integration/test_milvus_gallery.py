@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +90,6 @@ def query_photos(landmark_photos: dict[str, list[Photo]]) -> list[Photo]:
 
 
 @pytest.fixture
-def gallery_folder(tmp_path: Path, gallery_photos: list[Photo]) -> Path:
-    """A folder of landmark folders holding symbolic links to the gallery subset."""
-    root = tmp_path / "references"
-    for photo in gallery_photos:
-        folder = root / photo.landmark_id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / photo.path.name).symlink_to(photo.path)
-    return root
-
-
-@pytest.fixture
 def lite_uri(tmp_path: Path) -> str:
     return str(tmp_path / "milvus.db")
 
@@ -148,39 +138,68 @@ def embed(exported: tuple[object, ModelManifest], photos: list[Photo]) -> np.nda
 # --- the command, Milvus Lite as a file -------------------------------------------------
 
 
-def test_command_puts_each_reference_once_behind_the_alias(
-    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
-) -> None:
-    run_command(export_dir, gallery_folder, lite_uri)
+@dataclass(frozen=True)
+class GalleryState:
+    """What is behind the alias after one run of the command."""
 
-    ids = references_behind_alias(lite_uri)
-    assert len(ids) == len(set(ids))
-    assert set(ids) == expected_ids(gallery_photos)
+    collection: str
+    reference_ids: list[str]
+    collections: list[str]
+
+
+@pytest.fixture(scope="module")
+def command_runs(
+    export_dir: Path, gallery_photos: list[Photo], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, GalleryState]:
+    """The command run three times on one Milvus Lite file: load, re-run, new gallery version.
+
+    (Each run loads the export afresh, which is what makes the command slow; the three runs
+    are shared by the tests below, each of which checks one behaviour.)
+    """
+    root = tmp_path_factory.mktemp("command")
+    data = root / "references"
+    for photo in gallery_photos:
+        folder = data / photo.landmark_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / photo.path.name).symlink_to(photo.path)
+    uri = str(root / "milvus.db")
+    states = {}
+    for run, extra in (("first", ()), ("rerun", ()), ("new_version", ("--gallery-version", "v2"))):
+        run_command(export_dir, data, uri, *extra)
+        client = MilvusClient(uri=uri)
+        states[run] = GalleryState(
+            alias_target(uri), references_behind_alias(uri), sorted(client.list_collections())
+        )
+        client.close()
+    return states
+
+
+def test_command_puts_each_reference_once_behind_the_alias(
+    command_runs: dict[str, GalleryState], gallery_photos: list[Photo]
+) -> None:
+    ids = command_runs["first"].reference_ids
+
+    assert sorted(ids) == sorted(expected_ids(gallery_photos))
 
 
 def test_rerunning_the_command_adds_no_duplicates(
-    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
+    command_runs: dict[str, GalleryState], gallery_photos: list[Photo]
 ) -> None:
-    run_command(export_dir, gallery_folder, lite_uri)
-    first = alias_target(lite_uri)
-    run_command(export_dir, gallery_folder, lite_uri)
+    first, rerun = command_runs["first"], command_runs["rerun"]
 
-    ids = references_behind_alias(lite_uri)
-    assert alias_target(lite_uri) == first
-    assert sorted(ids) == sorted(expected_ids(gallery_photos))
+    assert rerun.collection == first.collection
+    assert rerun.collections == first.collections
+    assert sorted(rerun.reference_ids) == sorted(expected_ids(gallery_photos))
 
 
 def test_new_gallery_version_moves_the_alias_and_keeps_one_copy(
-    export_dir: Path, gallery_folder: Path, gallery_photos: list[Photo], lite_uri: str
+    command_runs: dict[str, GalleryState], gallery_photos: list[Photo]
 ) -> None:
-    run_command(export_dir, gallery_folder, lite_uri, "--gallery-version", "v1")
-    run_command(export_dir, gallery_folder, lite_uri, "--gallery-version", "v2")
+    first, new = command_runs["first"], command_runs["new_version"]
 
-    ids = references_behind_alias(lite_uri)
-    assert alias_target(lite_uri).endswith("_v2")
-    assert sorted(ids) == sorted(expected_ids(gallery_photos))
-    client = MilvusClient(uri=lite_uri)
-    assert any(name.endswith("_v1") for name in client.list_collections())  # kept by default
+    assert new.collection.endswith("_v2")
+    assert sorted(new.reference_ids) == sorted(expected_ids(gallery_photos))
+    assert first.collection in new.collections  # the previous one is kept by default
 
 
 def test_drop_previous_removes_the_collection_the_alias_left(
@@ -281,6 +300,24 @@ def test_search_returns_each_gallery_photo_and_its_landmark_first(
     assert all(hits[0].distance < 1e-3 for hits in results)
     assert all(len(hits) == 5 for hits in results)
     assert all([h.distance for h in hits] == sorted(h.distance for h in hits) for hits in results)
+
+
+@pytest.mark.parametrize("index_type", ["HNSW", "IVF_FLAT"])
+def test_approximate_index_finds_each_gallery_photo_first(
+    exported: tuple[object, ModelManifest],
+    gallery_photos: list[Photo],
+    lite_uri: str,
+    index_type: str,
+) -> None:
+    model, manifest = exported
+    settings = GalleryLoadSettings(uri=lite_uri, index_type=index_type)  # type: ignore[arg-type]
+    load_gallery(MilvusClient(uri=lite_uri), model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+    index = MilvusReferenceIndex(lite_uri)
+
+    results = index.search(embed(exported, gallery_photos), k=3)
+
+    assert index.describe().layout.index_type == index_type
+    assert [hits[0].landmark_id for hits in results] == [p.landmark_id for p in gallery_photos]
 
 
 def test_search_finds_the_landmark_of_photos_not_in_the_gallery(
