@@ -73,38 +73,97 @@ def build_parser() -> argparse.ArgumentParser:
             flag, default=_env(env, default), help=f"{help_text} [env: {env}]", **kwargs
         )
 
-    add("--data", "LANDMARK_DATA_DIR", str(REPO_ROOT.parent / "shared/data/landmarks"),
-        "folder of landmark folders (<data>/<landmark>/<photo>)", type=Path)
-    add("--work-dir", "LANDMARK_DEMO_DIR", str(REPO_ROOT / ".run/demo"),
-        "where the split, model, gallery and results go", type=Path)
-    add("--sample-url", "LANDMARK_DEMO_SAMPLE_URL", demo_data.DEFAULT_SAMPLE_URL,
+    add(
+        "--data",
+        "LANDMARK_DATA_DIR",
+        str(REPO_ROOT.parent / "shared/data/landmarks"),
+        "folder of landmark folders (<data>/<landmark>/<photo>)",
+        type=Path,
+    )
+    add(
+        "--work-dir",
+        "LANDMARK_DEMO_DIR",
+        str(REPO_ROOT / ".run/demo"),
+        "where the split, model, gallery and results go",
+        type=Path,
+    )
+    add(
+        "--sample-url",
+        "LANDMARK_DEMO_SAMPLE_URL",
+        demo_data.DEFAULT_SAMPLE_URL,
         "archive of photos fetched when --data is missing (tar/zip of landmark folders, or "
-        "Google-Landmarks images with --sample-labels-url)")
-    add("--sample-labels-url", "LANDMARK_DEMO_SAMPLE_LABELS_URL",
+        "Google-Landmarks images with --sample-labels-url)",
+    )
+    add(
+        "--sample-labels-url",
+        "LANDMARK_DEMO_SAMPLE_LABELS_URL",
         demo_data.DEFAULT_SAMPLE_LABELS_URL,
         "Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without landmark "
-        "folders ('' when the archive has landmark folders)")
-    add("--bootstrap-servers", "LANDMARK_KAFKA_BOOTSTRAP", "127.0.0.1:19092",
-        "Kafka bootstrap servers (a local broker is started on 127.0.0.1 when none answers)")
-    add("--milvus-port", "LANDMARK_DEMO_MILVUS_PORT", "19531",
-        "port of the Milvus Lite server the demo starts", type=int)
-    add("--metrics-ports", "LANDMARK_DEMO_METRICS_PORTS", "9108,9109",
-        "metrics/health ports of the two workers (Prometheus scrapes 9108-9117)")
+        "folders ('' when the archive has landmark folders)",
+    )
+    add(
+        "--bootstrap-servers",
+        "LANDMARK_KAFKA_BOOTSTRAP",
+        "127.0.0.1:19092",
+        "Kafka bootstrap servers (a local broker is started on 127.0.0.1 when none answers)",
+    )
+    add(
+        "--milvus-port",
+        "LANDMARK_DEMO_MILVUS_PORT",
+        "19531",
+        "port of the Milvus Lite server the demo starts",
+        type=int,
+    )
+    add(
+        "--metrics-ports",
+        "LANDMARK_DEMO_METRICS_PORTS",
+        "9108,9109",
+        "metrics/health ports of the two workers (Prometheus scrapes 9108-9117)",
+    )
     add("--cap", "LANDMARK_DEMO_CAP", "24", "at most this many photos a landmark", type=int)
-    add("--references", "LANDMARK_DEMO_REFERENCES", "8",
-        "reference photos a landmark in the gallery", type=int)
-    add("--query", "LANDMARK_DEMO_QUERY", "0.2",
-        "share of each landmark's photos held out and published", type=float)
+    add(
+        "--references",
+        "LANDMARK_DEMO_REFERENCES",
+        "8",
+        "reference photos a landmark in the gallery",
+        type=int,
+    )
+    add(
+        "--query",
+        "LANDMARK_DEMO_QUERY",
+        "0.2",
+        "share of each landmark's photos held out and published",
+        type=float,
+    )
     add("--input-size", "LANDMARK_DEMO_INPUT_SIZE", "160", "model input side in pixels", type=int)
     add("--epochs", "LANDMARK_DEMO_EPOCHS", "3", "fine-tuning epochs", type=int)
-    add("--augment-views", "LANDMARK_DEMO_AUGMENT_VIEWS", "2",
-        "augmented views cached a training photo", type=int)
-    add("--trainable-from", "LANDMARK_DEMO_TRAINABLE_FROM", "block_16",
-        "first trainable stage of the backbone")
-    add("--max-photos", "LANDMARK_DEMO_MAX_PHOTOS", "400",
-        "publish at most this many held-out photos", type=int)
-    add("--timeout", "LANDMARK_DEMO_TIMEOUT", "300",
-        "seconds to wait for the tag events", type=float)
+    add(
+        "--augment-views",
+        "LANDMARK_DEMO_AUGMENT_VIEWS",
+        "2",
+        "augmented views cached a training photo",
+        type=int,
+    )
+    add(
+        "--trainable-from",
+        "LANDMARK_DEMO_TRAINABLE_FROM",
+        "block_16",
+        "first trainable stage of the backbone",
+    )
+    add(
+        "--max-photos",
+        "LANDMARK_DEMO_MAX_PHOTOS",
+        "400",
+        "publish at most this many held-out photos",
+        type=int,
+    )
+    add(
+        "--timeout",
+        "LANDMARK_DEMO_TIMEOUT",
+        "300",
+        "seconds to wait for the tag events",
+        type=float,
+    )
     return parser
 
 
@@ -114,12 +173,21 @@ def settings_from(argv: Sequence[str] | None) -> DemoSettings:
     if len(ports) < 2:
         raise SystemExit("error: --metrics-ports needs two ports, one a worker")
     return DemoSettings(
-        data=Path(args.data), work_dir=Path(args.work_dir), sample_url=args.sample_url,
-        sample_labels_url=args.sample_labels_url, bootstrap=args.bootstrap_servers,
-        milvus_port=args.milvus_port, metrics_ports=ports[:2], cap=args.cap,
-        references=args.references, query=args.query, input_size=args.input_size,
-        epochs=args.epochs, augment_views=args.augment_views,
-        trainable_from=args.trainable_from, max_photos=args.max_photos,
+        data=Path(args.data),
+        work_dir=Path(args.work_dir),
+        sample_url=args.sample_url,
+        sample_labels_url=args.sample_labels_url,
+        bootstrap=args.bootstrap_servers,
+        milvus_port=args.milvus_port,
+        metrics_ports=ports[:2],
+        cap=args.cap,
+        references=args.references,
+        query=args.query,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        augment_views=args.augment_views,
+        trainable_from=args.trainable_from,
+        max_photos=args.max_photos,
         timeout_s=args.timeout,
     )
 
@@ -147,7 +215,7 @@ class Demo:
         print(f"\n[{self.step_no}] {title}", flush=True)
         return time.monotonic()
 
-    def run(self, cmd: Sequence[str], log: str | None = None, **env: str) -> None:
+    def run(self, cmd: Sequence[str | Path], log: str | None = None, **env: str) -> None:
         """Run a command; its output goes to the terminal, or to a log file under the work dir."""
         shown = " ".join(str(c).replace(str(REPO_ROOT) + "/", "") for c in cmd)
         print(f"  $ {shown}", flush=True)
@@ -157,12 +225,19 @@ class Demo:
             return
         log_path = self.work / "logs" / log
         with log_path.open("w") as out:
-            result = subprocess.run([str(c) for c in cmd], env=full_env, cwd=REPO_ROOT,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            result = subprocess.run(
+                [str(c) for c in cmd],
+                env=full_env,
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         if result.returncode != 0:
             tail = log_path.read_text(errors="replace").splitlines()[-25:]
-            raise RuntimeError(f"{shown} failed (exit {result.returncode}); last lines of "
-                               f"{log_path}:\n" + "\n".join(tail))
+            raise RuntimeError(
+                f"{shown} failed (exit {result.returncode}); last lines of "
+                f"{log_path}:\n" + "\n".join(tail)
+            )
 
     def ensure_data(self) -> Path:
         t = self.step("Landmark photos")
@@ -172,7 +247,8 @@ class Demo:
         print(f"  {self.s.data} has no landmark folders; fetching the sample {self.s.sample_url}")
         try:
             root = demo_data.fetch_sample(
-                self.s.sample_url, self.work / "sample",
+                self.s.sample_url,
+                self.work / "sample",
                 labels_url=self.s.sample_labels_url or None,
             )
         except demo_data.SampleUnavailable as error:
@@ -183,43 +259,95 @@ class Demo:
     def start_kafka(self) -> None:
         self.step("Kafka")
         host, _, port = self.s.bootstrap.rpartition(":")
-        status = subprocess.run([str(REPO_ROOT / "deploy/local/kafka.sh"), "status"],
-                                env=dict(self.env, KAFKA_PORT=port), capture_output=True)
+        status = subprocess.run(
+            [str(REPO_ROOT / "deploy/local/kafka.sh"), "status"],
+            env=dict(self.env, KAFKA_PORT=port),
+            capture_output=True,
+        )
         if status.returncode == 0:
             print(f"  a broker already answers on {self.s.bootstrap}; using it")
             return
         if host not in ("127.0.0.1", "localhost"):
             raise SystemExit(f"error: no Kafka answers on {self.s.bootstrap}")
         self.run([REPO_ROOT / "deploy/local/kafka.sh", "start"], KAFKA_PORT=port)
-        self.cleanups.append(("stop Kafka", lambda: self.run(
-            [REPO_ROOT / "deploy/local/kafka.sh", "stop"], KAFKA_PORT=port)))
+        self.cleanups.append(
+            (
+                "stop Kafka",
+                lambda: self.run([REPO_ROOT / "deploy/local/kafka.sh", "stop"], KAFKA_PORT=port),
+            )
+        )
 
     def split_and_train(self, data: Path) -> Path:
         t = self.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
         self.run([sys.executable, "-m", "trainer.pretrained_weights", "fetch"])
         split = self.work / "split"
-        self.run([sys.executable, "-m", "trainer.splits", "--data", data, "--out", split,
-                  "--seed", "0", "--hold-out-landmarks", "0", "--val", "0.1",
-                  "--query", str(self.s.query), "--references", str(self.s.references),
-                  "--cap", str(self.s.cap)], log="split.log")
-        self.run([BIN / "landmark-train", "--split", split / "split.json",
-                  "--data", data, "--output", self.work / "train",
-                  "--input-size", str(self.s.input_size), "--epochs", str(self.s.epochs),
-                  "--augment-views", str(self.s.augment_views),
-                  "--trainable-from", self.s.trainable_from, "--no-resume"])
+        self.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer.splits",
+                "--data",
+                data,
+                "--out",
+                split,
+                "--seed",
+                "0",
+                "--hold-out-landmarks",
+                "0",
+                "--val",
+                "0.1",
+                "--query",
+                str(self.s.query),
+                "--references",
+                str(self.s.references),
+                "--cap",
+                str(self.s.cap),
+            ],
+            log="split.log",
+        )
+        self.run(
+            [
+                BIN / "landmark-train",
+                "--split",
+                split / "split.json",
+                "--data",
+                data,
+                "--output",
+                self.work / "train",
+                "--input-size",
+                str(self.s.input_size),
+                "--epochs",
+                str(self.s.epochs),
+                "--augment-views",
+                str(self.s.augment_views),
+                "--trainable-from",
+                self.s.trainable_from,
+                "--no-resume",
+            ]
+        )
         print(f"  trained and exported in {time.monotonic() - t:.0f}s")
         return self.work / "train" / "model"
 
     def load_gallery(self, model_dir: Path) -> None:
         t = self.step("Reference gallery into Milvus Lite (gRPC server)")
-        env = {"MILVUS_PORT": str(self.s.milvus_port),
-               "MILVUS_DATA_DIR": str(self.work / "milvus")}
+        env = {"MILVUS_PORT": str(self.s.milvus_port), "MILVUS_DATA_DIR": str(self.work / "milvus")}
         self.run([REPO_ROOT / "deploy/local/milvus.sh", "start"], **env)
-        self.cleanups.append(("stop Milvus", lambda: self.run(
-            [REPO_ROOT / "deploy/local/milvus.sh", "stop"], **env)))
-        self.run([BIN / "landmark-load-gallery", "--model-dir", model_dir,
-                  "--data", self.work / "split" / "reference", "--milvus-uri", self.milvus_uri,
-                  "--gallery-version", f"demo{self.run_id}"])
+        self.cleanups.append(
+            ("stop Milvus", lambda: self.run([REPO_ROOT / "deploy/local/milvus.sh", "stop"], **env))
+        )
+        self.run(
+            [
+                BIN / "landmark-load-gallery",
+                "--model-dir",
+                model_dir,
+                "--data",
+                self.work / "split" / "reference",
+                "--milvus-uri",
+                self.milvus_uri,
+                "--gallery-version",
+                f"demo{self.run_id}",
+            ]
+        )
         print(f"  gallery loaded in {time.monotonic() - t:.0f}s")
 
     def start_workers(self, model_dir: Path) -> list[subprocess.Popen[bytes]]:
@@ -227,24 +355,49 @@ class Demo:
         workers: list[subprocess.Popen[bytes]] = []
         for n, port in enumerate(self.s.metrics_ports, 1):
             log = (self.work / "logs" / f"worker-{n}.log").open("wb")
-            cmd = [str(BIN / "landmark-worker"), "--model-dir", str(model_dir),
-                   "--milvus-uri", self.milvus_uri, "--bootstrap-servers", self.s.bootstrap,
-                   "--images-topic", self.topics["images"], "--tags-topic", self.topics["tags"],
-                   "--dead-letter-topic", self.topics["dlq"],
-                   "--group-id", f"demo-{self.run_id}", "--worker-id", f"demo-worker-{n}",
-                   "--http-port", str(port), "--auto-offset-reset", "earliest",
-                   "--log-format", "json"]
-            print(f"  $ landmark-worker ... --worker-id demo-worker-{n} --http-port {port}"
-                  f"  (log: {log.name})")
-            workers.append(subprocess.Popen(cmd, env=self.env, cwd=REPO_ROOT, stdout=log,
-                                            stderr=subprocess.STDOUT))
+            cmd = [
+                str(BIN / "landmark-worker"),
+                "--model-dir",
+                str(model_dir),
+                "--milvus-uri",
+                self.milvus_uri,
+                "--bootstrap-servers",
+                self.s.bootstrap,
+                "--images-topic",
+                self.topics["images"],
+                "--tags-topic",
+                self.topics["tags"],
+                "--dead-letter-topic",
+                self.topics["dlq"],
+                "--group-id",
+                f"demo-{self.run_id}",
+                "--worker-id",
+                f"demo-worker-{n}",
+                "--http-port",
+                str(port),
+                "--auto-offset-reset",
+                "earliest",
+                "--log-format",
+                "json",
+            ]
+            print(
+                f"  $ landmark-worker ... --worker-id demo-worker-{n} --http-port {port}"
+                f"  (log: {log.name})"
+            )
+            workers.append(
+                subprocess.Popen(
+                    cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
         self.cleanups.append(("stop workers", lambda: _stop_all(workers)))
         deadline = time.monotonic() + 300
         for port, proc in zip(self.s.metrics_ports, workers, strict=True):
             while not _http_ok(f"http://127.0.0.1:{port}/readyz"):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"worker on port {port} exited with {proc.returncode}; "
-                                       f"see {self.work / 'logs'}")
+                    raise RuntimeError(
+                        f"worker on port {port} exited with {proc.returncode}; "
+                        f"see {self.work / 'logs'}"
+                    )
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker on port {port} not ready after 300s")
                 time.sleep(1)
@@ -255,10 +408,22 @@ class Demo:
         self.step("Publish the held-out photos, follow the landmark-tag events")
         id_map = self.work / "published.jsonl"
         started = time.monotonic()
-        self.run([BIN / "landmark-publish", self.work / "split" / "query",
-                  "--bootstrap-servers", self.s.bootstrap, "--topic", self.topics["images"],
-                  "--id-map", id_map, "--limit", str(self.s.max_photos),
-                  "--source", "landmark-demo"])
+        self.run(
+            [
+                BIN / "landmark-publish",
+                self.work / "split" / "query",
+                "--bootstrap-servers",
+                self.s.bootstrap,
+                "--topic",
+                self.topics["images"],
+                "--id-map",
+                id_map,
+                "--limit",
+                str(self.s.max_photos),
+                "--source",
+                "landmark-demo",
+            ]
+        )
         published = {}
         for line in id_map.read_text().splitlines():
             item = json.loads(line)
@@ -266,11 +431,27 @@ class Demo:
         events_file = self.work / "tag-events.jsonl"
         with events_file.open("w") as out:
             subprocess.run(
-                [str(BIN / "landmark-follow"), "--bootstrap-servers", self.s.bootstrap,
-                 "--topic", self.topics["tags"], "--dead-letter-topic", self.topics["dlq"],
-                 "--dead-letters", "--from-beginning", "--json",
-                 "--max-events", str(len(published)), "--timeout", str(self.s.timeout_s)],
-                check=True, env=self.env, cwd=REPO_ROOT, stdout=out)
+                [
+                    str(BIN / "landmark-follow"),
+                    "--bootstrap-servers",
+                    self.s.bootstrap,
+                    "--topic",
+                    self.topics["tags"],
+                    "--dead-letter-topic",
+                    self.topics["dlq"],
+                    "--dead-letters",
+                    "--from-beginning",
+                    "--json",
+                    "--max-events",
+                    str(len(published)),
+                    "--timeout",
+                    str(self.s.timeout_s),
+                ],
+                check=True,
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=out,
+            )
         elapsed = time.monotonic() - started
         events = [json.loads(line) for line in events_file.read_text().splitlines() if line]
         return events, published, elapsed
@@ -279,7 +460,7 @@ class Demo:
         for name, action in reversed(self.cleanups):
             try:
                 action()
-            except Exception as error:  # noqa: BLE001 - clean-up goes on whatever failed
+            except Exception as error:  # clean-up goes on whatever failed
                 print(f"  ({name} failed: {error})", file=sys.stderr)
         self.cleanups.clear()
 
@@ -341,8 +522,12 @@ def _stop_all(workers: Sequence[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def summarise(events: Sequence[dict[str, Any]], published: dict[str, str], elapsed_s: float,
-              metrics: dict[int, dict[str, float]]) -> dict[str, Any]:
+def summarise(
+    events: Sequence[dict[str, Any]],
+    published: dict[str, str],
+    elapsed_s: float,
+    metrics: dict[int, dict[str, float]],
+) -> dict[str, Any]:
     """Join the tag events with what was published: one row a photo, accuracy, throughput."""
     rows = []
     seen: set[str] = set()
@@ -352,10 +537,15 @@ def summarise(events: Sequence[dict[str, Any]], published: dict[str, str], elaps
         if event.get("kind") == "dead_letter":
             image_id = event.get("original_key") or "?"
             seen.add(image_id)
-            rows.append({"photo": _photo_name(published.get(image_id, image_id)),
-                         "truth": _truth(published.get(image_id, "")),
-                         "landmark": f"dead letter: {event['reason']}", "confidence": None,
-                         "correct": False})
+            rows.append(
+                {
+                    "photo": _photo_name(published.get(image_id, image_id)),
+                    "truth": _truth(published.get(image_id, "")),
+                    "landmark": f"dead letter: {event['reason']}",
+                    "confidence": None,
+                    "correct": False,
+                }
+            )
             continue
         image_id = event["image_id"]
         if image_id in seen or image_id not in published:
@@ -364,27 +554,35 @@ def summarise(events: Sequence[dict[str, Any]], published: dict[str, str], elaps
         truth = _truth(published[image_id])
         landmark = event.get("landmark")
         predicted = landmark["landmark_id"] if landmark else None
-        rows.append({"photo": _photo_name(published[image_id]), "truth": truth,
-                     "landmark": predicted or "(no landmark)",
-                     "confidence": event["confidence"], "correct": predicted == truth})
+        rows.append(
+            {
+                "photo": _photo_name(published[image_id]),
+                "truth": truth,
+                "landmark": predicted or "(no landmark)",
+                "confidence": event["confidence"],
+                "correct": predicted == truth,
+            }
+        )
         if event.get("latency_ms") is not None:
             latencies.append(float(event["latency_ms"]))
         per_worker[event["worker_id"]] = per_worker.get(event["worker_id"], 0) + 1
     answered = [r for r in rows if r["confidence"] is not None and r["landmark"] != "(no landmark)"]
-    correct = sum(r["correct"] for r in rows)
+    correct = sum(bool(r["correct"]) for r in rows)
     return {
         "published": len(published),
         "tagged": len(seen),
         "missing": len(published) - len(seen),
         "accuracy": correct / len(published) if published else 0.0,
         "answered": len(answered),
-        "precision_when_answered": (sum(r["correct"] for r in answered) / len(answered)
-                                    if answered else 0.0),
+        "precision_when_answered": (
+            sum(bool(r["correct"]) for r in answered) / len(answered) if answered else 0.0
+        ),
         "seconds_publish_to_last_tag": round(elapsed_s, 2),
         "photos_per_second": round(len(seen) / elapsed_s, 2) if elapsed_s > 0 else 0.0,
         "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_ms_p95": (round(statistics.quantiles(latencies, n=20)[-1], 1)
-                           if len(latencies) >= 20 else None),
+        "latency_ms_p95": (
+            round(statistics.quantiles(latencies, n=20)[-1], 1) if len(latencies) >= 20 else None
+        ),
         "tagged_per_worker": per_worker,
         "worker_metrics": {str(k): v for k, v in metrics.items()},
         "rows": sorted(rows, key=lambda r: (r["truth"], r["photo"])),
@@ -408,22 +606,34 @@ def print_report(report: dict[str, Any], ports: Sequence[int], work: Path) -> No
     print(f"\n{'photo':<{width}}  {'landmark':<{lwidth}}  confidence  correct?")
     for r in rows:
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
-        print(f"{r['photo']:<{width}}  {r['landmark']:<{lwidth}}  {conf:>10}  "
-              f"{'yes' if r['correct'] else 'no'}")
-    print(f"\nphotos published {report['published']}, tagged {report['tagged']}, "
-          f"missing {report['missing']}")
-    print(f"accuracy (right landmark / published): {report['accuracy']:.3f}; answered "
-          f"{report['answered']}, precision when answered "
-          f"{report['precision_when_answered']:.3f}")
-    print(f"throughput: {report['photos_per_second']} photos/s from first publish to last tag "
-          f"({report['seconds_publish_to_last_tag']}s); latency p50 "
-          f"{report['latency_ms_p50']} ms, p95 {report['latency_ms_p95']} ms")
+        print(
+            f"{r['photo']:<{width}}  {r['landmark']:<{lwidth}}  {conf:>10}  "
+            f"{'yes' if r['correct'] else 'no'}"
+        )
+    print(
+        f"\nphotos published {report['published']}, tagged {report['tagged']}, "
+        f"missing {report['missing']}"
+    )
+    print(
+        f"accuracy (right landmark / published): {report['accuracy']:.3f}; answered "
+        f"{report['answered']}, precision when answered "
+        f"{report['precision_when_answered']:.3f}"
+    )
+    print(
+        f"throughput: {report['photos_per_second']} photos/s from first publish to last tag "
+        f"({report['seconds_publish_to_last_tag']}s); latency p50 "
+        f"{report['latency_ms_p50']} ms, p95 {report['latency_ms_p95']} ms"
+    )
     print(f"tag events per worker: {report['tagged_per_worker']}")
     for port in ports:
-        print(f"metrics: http://127.0.0.1:{port}/metrics  "
-              f"(counters at the end: {report['worker_metrics'].get(str(port), {})})")
-    print("Prometheus (make prometheus-start) scrapes ports 9108-9117 at http://127.0.0.1:19090; "
-          "Grafana dashboard: deploy/grafana/")
+        print(
+            f"metrics: http://127.0.0.1:{port}/metrics  "
+            f"(counters at the end: {report['worker_metrics'].get(str(port), {})})"
+        )
+    print(
+        "Prometheus (make prometheus-start) scrapes ports 9108-9117 at http://127.0.0.1:19090; "
+        "Grafana dashboard: deploy/grafana/"
+    )
     print(f"results: {work / 'results.json'}; logs: {work / 'logs'}")
 
 

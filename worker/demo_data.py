@@ -53,8 +53,10 @@ def looks_like_landmark_folders(root: Path, min_landmarks: int = 2) -> bool:
         return False
     found = 0
     for child in root.iterdir():
-        if child.is_dir() and not child.name.startswith(".") and any(
-            p.suffix.lower() in PHOTO_SUFFIXES for p in child.iterdir()
+        if (
+            child.is_dir()
+            and not child.name.startswith(".")
+            and any(p.suffix.lower() in PHOTO_SUFFIXES for p in child.iterdir())
         ):
             found += 1
             if found >= min_landmarks:
@@ -105,11 +107,13 @@ def _members(archive: Path) -> Iterator[tuple[PurePosixPath, io.BufferedIOBase]]
                 name = _safe_name(member.name)
                 if name is None or not member.isfile():
                     continue
-                stream = tarred.extractfile(member)
-                if stream is not None:
-                    yield name, stream  # type: ignore[misc]
+                extracted = tarred.extractfile(member)
+                if extracted is not None:
+                    yield name, extracted  # type: ignore[misc]
     except tarfile.TarError as error:
-        raise SampleUnavailable(f"{archive.name} is neither a tar nor a zip archive: {error}")
+        raise SampleUnavailable(
+            f"{archive.name} is neither a tar nor a zip archive: {error}"
+        ) from error
 
 
 def unpack_photos(archive: Path, out_dir: Path) -> list[Path]:
@@ -150,7 +154,10 @@ def _labels_of(labels_csv: Path, wanted: set[str]) -> dict[str, str]:
 
 
 def fetch_sample(
-    url: str, dest: Path, labels_url: str | None = None, min_photos: int = 4,
+    url: str,
+    dest: Path,
+    labels_url: str | None = None,
+    min_photos: int = 4,
     timeout_s: float = 30.0,
 ) -> Path:
     """Download and unpack a sample; returns a folder of landmark folders.
