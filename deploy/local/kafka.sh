@@ -191,7 +191,7 @@ cmd_start() {
     say "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (log: ${LOG_FILE#"$REPO_ROOT"/})"
     # setsid: the broker outlives the shell that started it and does not receive its Ctrl-C.
     # shellcheck disable=SC2086
-    setsid "$(java_bin)" $KAFKA_HEAP_OPTS "$cds_opt" -Xlog:cds=off -Xlog:cds+dynamic=off \
+    setsid "$(java_bin)" $KAFKA_HEAP_OPTS "$cds_opt" "-Xlog:cds*=off" \
         -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$HERE/kafka-log4j2.xml" \
         -Dkafka.logs.dir="$RUN_DIR/logs" \
