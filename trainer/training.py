@@ -246,6 +246,8 @@ class _Loop:
             optimizer=keras.optimizers.Adam(self.settings.learning_rate),
             loss=TripletLoss(self.settings.mining, self.settings.margin, self.settings.reducer),
         )
+        # Built now so that weights saved before the first step carry the same optimizer slots.
+        self.trainable.optimizer.build(self.trainable.trainable_variables)
 
     def _targets(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.settings.mining == "random":
