@@ -300,7 +300,7 @@ def _composite_on_white(rgba: Image.Image) -> Image.Image:
 def _high_depth_grey_to_rgb(image: Image.Image) -> Image.Image:
     # 16-bit (I;16*) and 32-bit (I, F) greyscale: Pillow's own conversion clips at 255, which
     # turns most 16-bit photos white. Scale 16-bit ranges down by 256 instead.
-    values = np.asarray(image).astype(np.float64)
+    values = np.asarray(image).astype(np.float32)
     if image.mode.startswith("I;16") or values.max(initial=0.0) > 255.0:
         values = values / 256.0
     grey = np.clip(values, 0.0, 255.0).astype(np.uint8)
