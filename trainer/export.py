@@ -61,7 +61,7 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model_file = out_dir / MODEL_FILE
     partial = out_dir / f".{MODEL_FILE}.partial.keras"
-    model.save(partial)
+    _inference_copy(model).save(partial)
     partial.replace(model_file)
     manifest = ModelManifest(
         model_version=model_version_of(model_file),
@@ -77,6 +77,17 @@ def export_model(
     )
     manifest.write(out_dir)
     return manifest
+
+
+def _inference_copy(model: keras.Model) -> keras.Model:
+    """The same network and weights without training state (loss, optimizer, metrics).
+
+    A sub-model compiled for training would carry its loss (a ``trainer`` class) into the
+    ``.keras`` file, and the worker, which never imports ``trainer``, could not load it.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_export(directory: Path) -> tuple[keras.Model, ModelManifest]:

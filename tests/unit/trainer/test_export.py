@@ -79,3 +79,22 @@ def test_export_rejects_preprocessing_of_another_size(tmp_path):
 def test_load_export_of_a_folder_without_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model export"):
         load_export(tmp_path)
+
+
+def test_export_loads_in_a_process_that_never_imports_trainer(tmp_path):
+    """The worker loads exports with plain Keras: no training state (loss classes) in the file."""
+    import subprocess
+    import sys
+
+    export_model(_trained_model(), backbone="tiny", out_dir=tmp_path)
+    script = (
+        "import sys, keras\n"
+        f"m = keras.saving.load_model({str(tmp_path / MODEL_FILE)!r}, compile=False)\n"
+        "assert not any(name.startswith('trainer') for name in sys.modules), 'trainer imported'\n"
+        "print(m.output_shape[-1])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "5"

@@ -52,8 +52,7 @@ def test_zip_of_landmark_folders_becomes_the_data_folder(http_root, tmp_path):
 
 def test_google_landmarks_tar_with_labels_csv_is_grouped_by_landmark(http_root, tmp_path):
     served, base = http_root
-    ids = {f"{c}{c}{c}0000000000{n:03d}": ("7" if n < 4 else "9") for n, c in
-           enumerate("abcdefab")}
+    ids = {f"{c}{c}{c}0000000000{n:03d}": ("7" if n < 4 else "9") for n, c in enumerate("abcdefab")}
     with tarfile.open(served / "images_000.tar", "w") as archive:
         for photo_id in ids:
             data = _jpeg((1, 2, 3))
@@ -63,8 +62,9 @@ def test_google_landmarks_tar_with_labels_csv_is_grouped_by_landmark(http_root, 
     rows = ["id,url,landmark_id"] + [f"{i},http://x/{i}.jpg,{lm}" for i, lm in ids.items()]
     rows.append("ffff000000000999,http://x/y.jpg,5")  # a photo the archive does not hold
     (served / "train.csv").write_text("\n".join(rows) + "\n")
-    root = demo_data.fetch_sample(f"{base}/images_000.tar", tmp_path / "work",
-                                  labels_url=f"{base}/train.csv", min_photos=4)
+    root = demo_data.fetch_sample(
+        f"{base}/images_000.tar", tmp_path / "work", labels_url=f"{base}/train.csv", min_photos=4
+    )
     assert {p.name: len(list(p.iterdir())) for p in root.iterdir()} == {"7": 4, "9": 4}
 
 
