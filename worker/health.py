@@ -121,11 +121,14 @@ def _handler_for(state: HealthState,
                 self._send(404, b"not found\n", "text/plain")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the prober gave up waiting; nothing to answer
 
         def log_message(self, format: str, *args: object) -> None:
             """Scrapes every few seconds would drown the worker's own logs."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from schemas.dead_letter import DeadLetter
@@ -99,12 +99,29 @@ class ImageConsumer:
             fetch_max_wait_ms=100,
         )
         self._assigned: frozenset[Partition] = frozenset()
+        self._wait_for_topic(topic, timeout_s=30.0)
 
         def changed(partitions: frozenset[Partition]) -> None:
             self._assigned = partitions
             on_assignment(partitions)
 
         self._consumer.subscribe([topic], listener=_Listener(changed, lambda: self._consumer))
+
+    def _wait_for_topic(self, topic: str, timeout_s: float) -> None:
+        """Know the topic's partitions before joining the group.
+
+        A group leader that joins before it has the topic's metadata assigns nothing, and
+        kafka-python may then sit with an empty assignment until its next metadata refresh.
+
+        Raises:
+            KafkaTimeoutError: the topic has no partitions after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                self._consumer.close(autocommit=False)
+                raise KafkaTimeoutError(f"topic {topic!r} has no partitions (does it exist?)")
+            time.sleep(0.2)
 
     @property
     def assigned(self) -> frozenset[Partition]:

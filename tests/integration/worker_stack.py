@@ -2,7 +2,8 @@
 
 The model is the project's own embedding model (MobileNetV2 with ImageNet weights from the offline
 checkpoint, 96 px, 64-d projection, not fine-tuned) exported by ``trainer.export``; the gallery is
-loaded by ``trainer.gallery_loader`` into a Milvus Lite file. Workers run as real
+loaded by ``trainer.gallery_loader`` into Milvus Lite run as its gRPC server (a Milvus Lite
+``.db`` file admits one process only, and the tests run several workers). Workers run as real
 ``landmark-worker`` processes.
 """
 
@@ -16,9 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.milvus_server import MilvusLiteServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 96
@@ -33,6 +36,7 @@ class Stack:
     model_version: str
     gallery_version: str
     query_photos: tuple[Path, ...]
+    server: MilvusLiteServer
 
 
 def build_stack(directory: Path, landmarks_dir: Path) -> Stack:
@@ -51,26 +55,47 @@ def build_stack(directory: Path, landmarks_dir: Path) -> Stack:
     for photo in sorted(photos, key=lambda p: str(p.path)):
         by_landmark.setdefault(photo.landmark_id, []).append(photo)
     references = [p for group in by_landmark.values() for p in group[:REFERENCES_PER_LANDMARK]]
-    queries = tuple(p.path for group in by_landmark.values()
-                    for p in group[REFERENCES_PER_LANDMARK:REFERENCES_PER_LANDMARK + 4])
+    queries = tuple(
+        p.path
+        for group in by_landmark.values()
+        for p in group[REFERENCES_PER_LANDMARK : REFERENCES_PER_LANDMARK + 4]
+    )
 
-    parts = build_embedding_model(EmbeddingModelConfig(
-        backbone="mobilenet_v2", input_size=INPUT_SIZE, embedding_dim=64), weights="imagenet")
+    parts = build_embedding_model(
+        EmbeddingModelConfig(backbone="mobilenet_v2", input_size=INPUT_SIZE, embedding_dim=64),
+        weights="imagenet",
+    )
     model = assemble(parts)
     model_dir = directory / "model"
-    manifest = export_model(model, backbone="mobilenet_v2", out_dir=model_dir,
-                            preprocessing=PreprocessingSpec(input_size=INPUT_SIZE),
-                            vote=VoteSettings(k=5, weighting="similarity", threshold=0.0))
-    milvus_uri = str(directory / "gallery.db")
-    client = MilvusClient(uri=milvus_uri)
+    manifest = export_model(
+        model,
+        backbone="mobilenet_v2",
+        out_dir=model_dir,
+        preprocessing=PreprocessingSpec(input_size=INPUT_SIZE),
+        vote=VoteSettings(k=5, weighting="similarity", threshold=0.0),
+    )
+    server = MilvusLiteServer(directory / "milvus-data")
+    server.start()
+    client = MilvusClient(uri=server.uri)
     try:
-        report = load_gallery(client, model, manifest, references,
-                              GalleryLoadSettings(uri=milvus_uri), progress=lambda _p: None)
+        report = load_gallery(
+            client,
+            model,
+            manifest,
+            references,
+            GalleryLoadSettings(uri=server.uri),
+            progress=lambda _p: None,
+        )
     finally:
         client.close()
-    return Stack(model_dir=model_dir, milvus_uri=milvus_uri,
-                 model_version=manifest.model_version,
-                 gallery_version=report.gallery_version, query_photos=queries)
+    return Stack(
+        model_dir=model_dir,
+        milvus_uri=server.uri,
+        model_version=manifest.model_version,
+        gallery_version=report.gallery_version,
+        query_photos=queries,
+        server=server,
+    )
 
 
 def free_port() -> int:
@@ -82,28 +107,63 @@ def free_port() -> int:
 class WorkerProcess:
     """A ``landmark-worker`` subprocess with its own status port and log file."""
 
-    def __init__(self, stack: Stack, *, bootstrap: str, images_topic: str, tags_topic: str,
-                 dead_letter_topic: str, group_id: str, worker_id: str, log_path: Path,
-                 reference_root: Path | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        bootstrap: str,
+        images_topic: str,
+        tags_topic: str,
+        dead_letter_topic: str,
+        group_id: str,
+        worker_id: str,
+        log_path: Path,
+        reference_root: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.worker_id = worker_id
         self.log_path = log_path
         args = [
-            sys.executable, "-m", "worker.cli_worker",
-            "--model-dir", str(stack.model_dir), "--milvus-uri", stack.milvus_uri,
-            "--bootstrap-servers", bootstrap, "--images-topic", images_topic,
-            "--tags-topic", tags_topic, "--dead-letter-topic", dead_letter_topic,
-            "--group-id", group_id, "--worker-id", worker_id,
-            "--http-port", str(self.port), "--batch-max-records", "8",
-            "--batch-max-wait-ms", "200", "--decode-threads", "2", "--log-format", "json",
-            "--reload-check-interval-s", "1",
+            sys.executable,
+            "-m",
+            "worker.cli_worker",
+            "--model-dir",
+            str(stack.model_dir),
+            "--milvus-uri",
+            stack.milvus_uri,
+            "--bootstrap-servers",
+            bootstrap,
+            "--images-topic",
+            images_topic,
+            "--tags-topic",
+            tags_topic,
+            "--dead-letter-topic",
+            dead_letter_topic,
+            "--group-id",
+            group_id,
+            "--worker-id",
+            worker_id,
+            "--http-port",
+            str(self.port),
+            "--batch-max-records",
+            "8",
+            "--batch-max-wait-ms",
+            "200",
+            "--decode-threads",
+            "2",
+            "--log-format",
+            "json",
+            "--reload-check-interval-s",
+            "1",
             *([] if reference_root is None else ["--reference-root", str(reference_root)]),
             *extra_args,
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
         self._log = log_path.open("wb")
-        self.process = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     @property
     def url(self) -> str:
@@ -116,7 +176,7 @@ class WorkerProcess:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
+    def wait_ready(self, timeout_s: float = 240.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,13 +198,15 @@ class WorkerProcess:
         total = 0.0
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in (labels or {}).items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()
+                ):
                     total += sample.value
         return total
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def terminate(self, timeout_s: float = 30.0) -> int:
@@ -162,14 +224,21 @@ class WorkerProcess:
         self._log.close()
 
 
-def read_outputs(bootstrap: str, topics: Sequence[str], expected: int,
-                 timeout_s: float = 120.0) -> dict[str, list[bytes]]:
-    """Read ``topics`` from the beginning until ``expected`` records in all or the timeout."""
+def read_outputs(
+    bootstrap: str,
+    topics: Sequence[str],
+    expected: int,
+    timeout_s: float = 120.0,
+    until: Callable[[dict[str, list[bytes]]], bool] | None = None,
+) -> dict[str, list[bytes]]:
+    """Read ``topics`` from the beginning until ``expected`` records (or ``until`` holds).
+
+    Gives up after ``timeout_s``; then reads one more second, so that duplicates are seen too.
+    """
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
         partitions = []
         for topic in topics:
@@ -184,7 +253,8 @@ def read_outputs(bootstrap: str, topics: Sequence[str], expected: int,
         values: dict[str, list[bytes]] = {t: [] for t in topics}
         deadline = time.monotonic() + timeout_s
         count = 0
-        while count < expected and time.monotonic() < deadline:
+        while (count < expected and time.monotonic() < deadline
+               and not (until is not None and until(values))):
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     values[record.topic].append(record.value)
@@ -200,7 +270,79 @@ def read_outputs(bootstrap: str, topics: Sequence[str], expected: int,
         consumer.close()
 
 
-def ids_of(tag_values: Sequence[bytes], dead_values: Sequence[bytes]) -> tuple[list[str], list[str]]:
+def ids_of(
+    tag_values: Sequence[bytes], dead_values: Sequence[bytes]
+) -> tuple[list[str], list[str]]:
     tagged = [json.loads(v)["image_id"] for v in tag_values]
     dead = [json.loads(v)["original_key"] for v in dead_values]
     return tagged, dead
+
+
+_STACKS: dict[Path, Stack] = {}
+
+
+def shared_stack(landmarks_dir: Path) -> Stack:
+    """One stack per test session (both integration modules of the worker use it)."""
+    if landmarks_dir not in _STACKS:
+        import atexit
+        import shutil
+        import tempfile
+
+        directory = Path(tempfile.mkdtemp(prefix="landmark-worker-stack-"))
+        stack = build_stack(directory, landmarks_dir)
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        atexit.register(stack.server.stop)
+        _STACKS[landmarks_dir] = stack
+    return _STACKS[landmarks_dir]
+
+
+def publish(
+    bootstrap: str, topic: str, paths: Sequence[Path], id_map: Path, *extra: str
+) -> list[dict[str, str]]:
+    """Publish with the real ``landmark-publish`` command (in-process); returns its id map."""
+    from worker.cli_publish import main as publish_main
+
+    status = publish_main(
+        [
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic",
+            topic,
+            "--quiet",
+            "--id-map",
+            str(id_map),
+            *extra,
+            *map(str, paths),
+        ]
+    )
+    if status != 0:
+        raise AssertionError(f"landmark-publish exited with {status}")
+    return [json.loads(line) for line in id_map.read_text().splitlines()]
+
+
+def create_topics(bootstrap: str, prefix: str, partitions: int = 4) -> tuple[str, str, str]:
+    """Fresh images, tags and dead-letter topics."""
+    import uuid
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    stem = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    names = (f"{stem}-images", f"{stem}-tags", f"{stem}-dlq")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="worker-tests")
+    try:
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        admin.close()
+    return names
+
+
+def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="worker-tests")
+    try:
+        admin.delete_topics(list(names))
+    except Exception:  # the broker may already have gone; nothing to clean then
+        pass
+    finally:
+        admin.close()
