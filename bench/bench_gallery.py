@@ -32,7 +32,7 @@ from schemas.gallery import (
     collection_name,
     collection_properties,
 )
-from trainer.gallery_loader import GalleryCollection, move_alias
+from trainer.gallery_loader import LONG_CALL_GRPC_OPTIONS, GalleryCollection, move_alias
 from worker.milvus_index import MilvusReferenceIndex
 
 MODEL_VERSION = "0000000000bench0"
@@ -68,7 +68,7 @@ def load_collection(
     if client.has_collection(name):
         client.drop_collection(name)
     dim = vectors.shape[1]
-    collection = GalleryCollection(client, name, timeout_s=600.0)
+    collection = GalleryCollection(client, name, timeout_s=600.0, index_timeout_s=7200.0)
     collection.open_or_create(
         GalleryLayout.with_preset(dim, "FLAT"), collection_properties(MODEL_VERSION, name, dim)
     )
@@ -100,8 +100,8 @@ def switch_index(client: MilvusClient, name: str, layout: GalleryLayout) -> floa
         client.drop_index(name, index_name)
     params = client.prepare_index_params()
     params.add_index(FIELD_EMBEDDING, index_name=FIELD_EMBEDDING, **layout.index_spec())
-    client.create_index(name, params, timeout=3600)
-    client.load_collection(name, timeout=3600)
+    client.create_index(name, params, timeout=7200)
+    client.load_collection(name, timeout=7200)
     return time.perf_counter() - started
 
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
     if uri is None:
         owned_dir = tempfile.TemporaryDirectory(prefix="bench-gallery-")
         uri = str(Path(owned_dir.name) / "milvus.db")
-    client = MilvusClient(uri=uri, timeout=600)
+    client = MilvusClient(uri=uri, timeout=600, grpc_options=LONG_CALL_GRPC_OPTIONS)
     load_lines = []
     search_lines = []
     header = (

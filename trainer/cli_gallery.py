@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--decode-workers", "LANDMARK_GALLERY_DECODE_WORKERS", 2, "photo-decoding threads", type=int
     )
     add("--timeout", "LANDMARK_MILVUS_TIMEOUT", 120.0, "seconds per Milvus call", type=float)
+    add(
+        "--index-timeout",
+        "LANDMARK_GALLERY_INDEX_TIMEOUT",
+        3600.0,
+        "seconds for building the index, flushing and loading",
+        type=float,
+    )
     add("--log-level", "LANDMARK_LOG_LEVEL", "info", "log level")
     return parser
 
@@ -159,10 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from pymilvus import MilvusClient
-
     from trainer.export import load_export
-    from trainer.gallery_loader import GalleryLoadError, GalleryLoadSettings, load_gallery
+    from trainer.gallery_loader import GalleryLoadError, GalleryLoadSettings, connect, load_gallery
 
     try:
         settings = GalleryLoadSettings(
@@ -176,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             insert_batch_size=args.insert_batch_size,
             decode_workers=args.decode_workers,
             timeout_s=args.timeout,
+            index_timeout_s=args.index_timeout,
         )
         photos = _read_photos(args)
         model, manifest = load_export(Path(args.model_dir))
@@ -189,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redact_uri(settings.uri),
         settings.alias,
     )
-    client = MilvusClient(uri=settings.uri, token=settings.token, timeout=settings.timeout_s)
+    client = connect(settings)
     try:
         report = load_gallery(client, model, manifest, photos, settings)
     except GalleryLoadError as error:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from schemas.gallery import (
     DEFAULT_ALIAS,
@@ -61,6 +62,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: gRPC keepalive for calls that run for minutes (index builds): the Milvus Lite server, like
+#: any gRPC server with default settings, answers pings more often than every 5 minutes on a
+#: quiet connection with GOAWAY "too_many_pings", which pymilvus (pinging every 10 s) turns
+#: into UNAVAILABLE and a retry of a call that is still running.
+LONG_CALL_GRPC_OPTIONS: dict[str, int] = {"grpc.keepalive_time_ms": 360_000}
+
+
+def connect(settings: GalleryLoadSettings) -> MilvusClient:
+    """A Milvus client for the loader (token passed, never logged)."""
+    return MilvusClient(
+        uri=settings.uri,
+        token=settings.token,
+        timeout=settings.timeout_s,
+        grpc_options=LONG_CALL_GRPC_OPTIONS,
+    )
+
+
 class GalleryLoadError(Exception):
     """The load cannot go on: the target collection belongs to another model, counts disagree."""
 
@@ -79,7 +97,9 @@ class GalleryLoadSettings:
         embed_batch_size: photos embedded per model call.
         insert_batch_size: rows per Milvus insert call.
         decode_workers: photo-decoding threads.
-        timeout_s: time limit of each Milvus call.
+        timeout_s: time limit of each Milvus call that moves no bulk data.
+        index_timeout_s: time limit of building the index, flushing and loading (HNSW on
+            100k rows took minutes on this machine).
     """
 
     uri: str = "milvus.db"
@@ -92,12 +112,13 @@ class GalleryLoadSettings:
     insert_batch_size: int = 2000
     decode_workers: int = 2
     timeout_s: float = 120.0
+    index_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.embed_batch_size < 1 or self.insert_batch_size < 1 or self.decode_workers < 1:
             raise ValueError("batch sizes and decode_workers must be at least 1")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+        if self.timeout_s <= 0 or self.index_timeout_s <= 0:
+            raise ValueError("timeout_s and index_timeout_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -284,10 +305,13 @@ def gallery_schema(layout: GalleryLayout, description: str) -> Any:
 class GalleryCollection:
     """One gallery collection in Milvus, with the operations the loader needs."""
 
-    def __init__(self, client: MilvusClient, name: str, timeout_s: float) -> None:
+    def __init__(
+        self, client: MilvusClient, name: str, timeout_s: float, index_timeout_s: float = 3600.0
+    ) -> None:
         self.client = client
         self.name = name
         self.timeout_s = timeout_s
+        self.index_timeout_s = index_timeout_s
 
     def open_or_create(self, layout: GalleryLayout, properties: dict[str, str]) -> bool:
         """Create the collection (with its index, loaded) or reopen it to resume a load.
@@ -311,14 +335,30 @@ class GalleryCollection:
                 timeout=self.timeout_s,
             )
             created = True
-        if not self.client.list_indexes(self.name, field_name=FIELD_EMBEDDING):
-            index_params = self.client.prepare_index_params()
-            index_params.add_index(
-                FIELD_EMBEDDING, index_name=FIELD_EMBEDDING, **layout.index_spec()
-            )
-            self.client.create_index(self.name, index_params, timeout=self.timeout_s)
-        self.client.load_collection(self.name, timeout=self.timeout_s)
+        existing = self.client.list_indexes(self.name, field_name=FIELD_EMBEDDING)
+        if existing:
+            info = self.client.describe_index(self.name, existing[0], timeout=self.timeout_s)
+            if str(info.get("index_type", "")).upper() != layout.index_type:
+                logger.warning(
+                    "collection %s keeps its %s index; %s applies to new gallery versions",
+                    self.name,
+                    info.get("index_type"),
+                    layout.index_type,
+                )
+        else:
+            self.create_index(layout)
+        self.client.load_collection(self.name, timeout=self.index_timeout_s)
         return created
+
+    def create_index(self, layout: GalleryLayout) -> None:
+        """Build the vector index (tolerating a retry of a build that had in fact succeeded)."""
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(FIELD_EMBEDDING, index_name=FIELD_EMBEDDING, **layout.index_spec())
+        try:
+            self.client.create_index(self.name, index_params, timeout=self.index_timeout_s)
+        except MilvusException:
+            if not self.client.list_indexes(self.name, field_name=FIELD_EMBEDDING):
+                raise
 
     def _check_existing(self, properties: dict[str, str]) -> None:
         info = self.client.describe_collection(self.name, timeout=self.timeout_s)
@@ -367,7 +407,7 @@ class GalleryCollection:
         Milvus Lite keeps up to 128 MiB of fresh rows in a memory table that it searches by
         brute force; only flushed segments get the HNSW or IVF index.
         """
-        self.client.flush(self.name, timeout=self.timeout_s)
+        self.client.flush(self.name, timeout=self.index_timeout_s)
 
     def reload(self) -> None:
         """Release and load again: Milvus Lite builds missing segment indexes while loading.
@@ -376,8 +416,8 @@ class GalleryCollection:
         searched by brute force. Reloading before the alias moves means workers get the
         approximate index they asked for from their first search.)
         """
-        self.client.release_collection(self.name, timeout=self.timeout_s)
-        self.client.load_collection(self.name, timeout=self.timeout_s)
+        self.client.release_collection(self.name, timeout=self.index_timeout_s)
+        self.client.load_collection(self.name, timeout=self.index_timeout_s)
 
 
 def alias_target(client: MilvusClient, alias: str, timeout_s: float) -> str | None:
@@ -447,7 +487,7 @@ def load_gallery(
     gallery_version = settings.gallery_version or gallery_version_of(plan.references)
     name = collection_name(manifest.model_version, gallery_version)
     layout = GalleryLayout.with_preset(manifest.embedding_dim, settings.index_type)
-    collection = GalleryCollection(client, name, settings.timeout_s)
+    collection = GalleryCollection(client, name, settings.timeout_s, settings.index_timeout_s)
     created = collection.open_or_create(
         layout,
         collection_properties(manifest.model_version, gallery_version, manifest.embedding_dim),
@@ -492,9 +532,13 @@ def load_gallery(
         )
     previous = move_alias(client, settings.alias, name, settings.timeout_s)
     dropped = False
-    if previous not in (None, name) and not settings.keep_previous:
-        client.drop_collection(previous, timeout=settings.timeout_s)
-        dropped = True
+    if previous is not None and previous != name and not settings.keep_previous:
+        others = client.list_aliases(previous, timeout=settings.timeout_s).get("aliases", [])
+        if others:
+            logger.warning("previous collection %s kept: aliases %s still use it", previous, others)
+        else:
+            client.drop_collection(previous, timeout=settings.timeout_s)
+            dropped = True
     logger.info(
         "alias %s -> %s (%d references, gallery %s); previous %s%s",
         settings.alias,

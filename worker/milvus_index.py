@@ -59,6 +59,9 @@ TRANSIENT_GRPC_CODES = frozenset(
     }
 )
 MAX_BACKOFF_S = 10.0
+#: pymilvus pings every 10 s; a gRPC server with default settings (Milvus Lite's) takes pings
+#: on a quiet connection more often than every 5 minutes as abuse and hangs up (GOAWAY).
+_GRPC_OPTIONS: dict[str, int] = {"grpc.keepalive_time_ms": 360_000}
 #: Milvus's error code for a collection that exists but is not loaded into memory.
 COLLECTION_NOT_LOADED = 101
 
@@ -300,7 +303,10 @@ class MilvusReferenceIndex:
         self._sleep = sleep
         self._expected: tuple[str, int] | None = None
         self._client = self._with_retries(
-            "connect", lambda: MilvusClient(uri=uri, token=token, timeout=timeout_s)
+            "connect",
+            lambda: MilvusClient(
+                uri=uri, token=token, timeout=timeout_s, grpc_options=_GRPC_OPTIONS
+            ),
         )
         self._description = self._describe_alias_target()
         self._ensure_loaded(self._description.collection)
