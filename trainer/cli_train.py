@@ -119,11 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Dense projection size (0: none)",
         type=_optional_int,
     )
-    add("--mining", "LANDMARK_MINING", "batch_hard", "random, batch_hard or batch_semi_hard")
+    add(
+        "--mining",
+        "LANDMARK_MINING",
+        "random",
+        "random (the paper's; best on unseen landmarks here), batch_hard or batch_semi_hard",
+        choices=("random", "batch_hard", "batch_semi_hard"),
+    )
     add("--margin", "LANDMARK_MARGIN", "0.1", "triplet margin alpha", type=float)
     add("--p", "LANDMARK_P", "8", "landmarks per batch", type=int)
     add("--k", "LANDMARK_K", "4", "photos per landmark in a batch", type=int)
-    add("--epochs", "LANDMARK_EPOCHS", "10", "most epochs", type=int)
+    add("--epochs", "LANDMARK_EPOCHS", "12", "most epochs", type=int)
     add("--lr", "LANDMARK_LR", "1e-4", "Adam learning rate", type=float)
     add("--patience", "LANDMARK_PATIENCE", "3", "early stopping patience (epochs)", type=int)
     add(
