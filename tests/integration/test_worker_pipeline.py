@@ -177,13 +177,17 @@ def test_sigkill_of_one_worker_mid_stream_loses_nothing(
 ) -> None:
     victim, survivor = pair.workers
     before = survivor.metric("landmark_worker_images_total")
+    victim_before = victim.metric("landmark_worker_images_total")
     first = publish(
         pair.bootstrap, pair.images, _photos(landmarks_dir, 2, 60), tmp_path / "first.jsonl"
     )
     deadline = time.monotonic() + 60
-    while victim.metric("landmark_worker_images_total") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    victim.kill()
+    while (
+        victim.metric("landmark_worker_images_total") == victim_before
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    victim.kill()  # SIGKILL while the rest of the first wave is still being read
     second = publish(
         pair.bootstrap, pair.images, _photos(landmarks_dir, 3, 30), tmp_path / "second.jsonl"
     )
