@@ -82,7 +82,7 @@ def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
     if args.group_id is not None:
         consumer.subscribe(topics)
         return consumer
-    partitions = []
+    partitions: list[TopicPartition] = []
     deadline = time.monotonic() + 30
     for topic in topics:
         found = consumer.partitions_for_topic(topic)

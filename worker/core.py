@@ -230,7 +230,8 @@ def _checked_embeddings(result: np.ndarray, n: int, dim: int) -> np.ndarray:
 def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     finite = np.isfinite(embeddings).all(axis=1)
     norms = np.linalg.norm(np.where(finite[:, None], embeddings, 0.0), axis=1)
-    return finite & (np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)
+    unit: np.ndarray = finite & (np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)
+    return unit
 
 
 def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int,

@@ -146,7 +146,7 @@ def _compiled_inference(model: Any) -> Callable[[np.ndarray], Any]:
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
         def infer(batch: Any) -> Any:
             return model(tf.cast(batch, tf.float32), training=False)
 

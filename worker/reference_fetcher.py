@@ -150,7 +150,7 @@ def _too_large(uri: str, size: int | None, limit: int) -> InputError:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(  # type: ignore[override]
+    def redirect_request(
         self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object,
         newurl: str,
     ) -> None:

@@ -57,7 +57,8 @@ class Gallery(Protocol):
 
 
 class Source(Protocol):
-    assigned: frozenset[Partition]
+    @property
+    def assigned(self) -> frozenset[Partition]: ...
 
     def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]: ...
     def commit(self, records: Sequence[KafkaRecord]) -> None: ...
