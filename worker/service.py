@@ -266,6 +266,8 @@ class WorkerService:
         try:
             if self._gallery.refresh():
                 self._announce_versions()
+                log.info("gallery switched", gallery_version=self.gallery_version,
+                         model_version=self.model_version)
         except Exception as error:
             # GalleryMismatchError: the alias moved to a gallery of a model we do not have yet;
             # the index keeps searching the previous collection. Unreachable: retried later.

@@ -346,3 +346,34 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
         pass
     finally:
         admin.close()
+
+
+def reference_photos(landmarks_dir: Path, offset: int = 0) -> list:
+    """``REFERENCES_PER_LANDMARK`` photos of each test landmark, starting at ``offset``."""
+    from trainer.data import read_landmark_folders
+
+    by_landmark: dict[str, list] = {}
+    for photo in sorted(read_landmark_folders(landmarks_dir), key=lambda p: str(p.path)):
+        if photo.landmark_id in LANDMARKS:
+            by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    return [p for group in by_landmark.values()
+            for p in group[offset:offset + REFERENCES_PER_LANDMARK]]
+
+
+def load_gallery_into(milvus_uri: str, model_dir: Path, alias: str, photos: Sequence,
+                      gallery_version: str) -> None:
+    """Embed ``photos`` with the export in ``model_dir`` and move ``alias`` to them."""
+    from pymilvus import MilvusClient
+
+    from trainer.export import load_export
+    from trainer.gallery_loader import GalleryLoadSettings, load_gallery
+
+    model, manifest = load_export(model_dir)
+    client = MilvusClient(uri=milvus_uri)
+    try:
+        load_gallery(client, model, manifest, photos,
+                     GalleryLoadSettings(uri=milvus_uri, alias=alias,
+                                         gallery_version=gallery_version),
+                     progress=lambda _p: None)
+    finally:
+        client.close()
