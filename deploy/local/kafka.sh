@@ -13,7 +13,8 @@
 #   KAFKA_VERSION          Kafka release from Maven Central     (default 4.1.1)
 #   KAFKA_PORT             client port on 127.0.0.1             (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1   (default KAFKA_PORT + 1)
-#   KAFKA_DATA_DIR         storage, generated config, cluster id (default .run/kafka)
+#   KAFKA_DATA_DIR         storage, generated config, cluster id (default .run/kafka, or
+#                          .run/kafka-PORT when KAFKA_PORT is not 19092; pid file and log alike)
 #   KAFKA_HEAP_OPTS        JVM heap                             (default -Xms256m -Xmx512m)
 #   KAFKA_START_TIMEOUT    seconds to wait for readiness        (default 120)
 #   KAFKA_STOP_TIMEOUT     seconds before SIGKILL on stop       (default 30)
@@ -28,15 +29,19 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
-KAFKA_DATA_DIR="$(realpath -m "${KAFKA_DATA_DIR:-$REPO_ROOT/.run/kafka}")"
+# Brokers on other ports (a second checkout, a CI run beside a dev stack) get their own data
+# folder, pid file and log, so that the two never touch each other's files.
+INSTANCE="kafka"
+[[ "$KAFKA_PORT" == 19092 ]] || INSTANCE="kafka-$KAFKA_PORT"
+KAFKA_DATA_DIR="$(realpath -m "${KAFKA_DATA_DIR:-$REPO_ROOT/.run/$INSTANCE}")"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 KAFKA_PROBE_PYTHON="${KAFKA_PROBE_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 
 RUN_DIR="$REPO_ROOT/.run"
-PID_FILE="$RUN_DIR/kafka.pid"
-LOG_FILE="$RUN_DIR/logs/kafka.log"
+PID_FILE="$RUN_DIR/$INSTANCE.pid"
+LOG_FILE="$RUN_DIR/logs/$INSTANCE.log"
 LIB_DIR="$REPO_ROOT/.cache/kafka/$KAFKA_VERSION/libs"
 # Class-data sharing archive of the broker's classes: the first broker writes it when it stops,
 # later ones map it instead of loading and verifying ~5,000 classes (seconds on a busy box).

@@ -14,7 +14,8 @@
 #
 # Settings (environment):
 #   PROMETHEUS_PORT           listen port on 127.0.0.1     (default 19090)
-#   PROMETHEUS_DATA_DIR       TSDB storage                 (default .run/prometheus/data)
+#   PROMETHEUS_DATA_DIR       TSDB storage                 (default .run/prometheus/data, or
+#                             .run/prometheus/data-PORT when PROMETHEUS_PORT is not 19090)
 #   PROMETHEUS_CONFIG         configuration file           (default deploy/prometheus/prometheus.yml)
 #   PROMETHEUS_START_TIMEOUT  seconds to wait for /-/ready (default 60)
 #   PROMETHEUS_STOP_TIMEOUT   seconds before SIGKILL       (default 20)
@@ -26,14 +27,17 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 PROMETHEUS_HOST=127.0.0.1
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
-PROMETHEUS_DATA_DIR="$(realpath -m "${PROMETHEUS_DATA_DIR:-$REPO_ROOT/.run/prometheus/data}")"
+# Instances on other ports get their own storage, pid file and log.
+INSTANCE="prometheus"
+[[ "$PROMETHEUS_PORT" == 19090 ]] || INSTANCE="prometheus-$PROMETHEUS_PORT"
+PROMETHEUS_DATA_DIR="$(realpath -m "${PROMETHEUS_DATA_DIR:-$REPO_ROOT/.run/prometheus/data${INSTANCE#prometheus}}")"
 PROMETHEUS_CONFIG="$(realpath -m "${PROMETHEUS_CONFIG:-$REPO_ROOT/deploy/prometheus/prometheus.yml}")"
 PROMETHEUS_START_TIMEOUT="${PROMETHEUS_START_TIMEOUT:-60}"
 PROMETHEUS_STOP_TIMEOUT="${PROMETHEUS_STOP_TIMEOUT:-20}"
 
 RUN_DIR="$REPO_ROOT/.run"
-PID_FILE="$RUN_DIR/prometheus.pid"
-LOG_FILE="$RUN_DIR/logs/prometheus.log"
+PID_FILE="$RUN_DIR/$INSTANCE.pid"
+LOG_FILE="$RUN_DIR/logs/$INSTANCE.log"
 TARGETS_DIR="$RUN_DIR/prometheus/targets"
 URL="http://$PROMETHEUS_HOST:$PROMETHEUS_PORT"
 

@@ -22,6 +22,7 @@ if [[ $# -eq 0 ]]; then
 fi
 
 started=()
+# shellcheck disable=SC2317  # called from the EXIT trap
 stop_started() {
     local i
     # Reverse order of starting.
