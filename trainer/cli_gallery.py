@@ -161,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pymilvus probes the in-process Milvus Lite server for a call it does not implement
+    # (AllocTimestamp) and copes; the server's traceback for it would only alarm the reader.
+    logging.getLogger("grpc._server").addFilter(
+        lambda record: "Method not implemented" not in record.getMessage()
+    )
     if not args.model_dir:
         print("error: --model-dir (or LANDMARK_MODEL_DIR) is required", file=sys.stderr)
         return 2
