@@ -29,6 +29,7 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import ErrorCode, MilvusException, MilvusUnavailableException
 
 from schemas.gallery import (
+    DEFAULT_ALIAS,
     FIELD_EMBEDDING,
     FIELD_LANDMARK_ID,
     FIELD_LANDMARK_NAME,
@@ -289,7 +290,7 @@ class MilvusReferenceIndex:
         self,
         uri: str,
         token: str = "",
-        alias: str = "landmarks",
+        alias: str = DEFAULT_ALIAS,
         timeout_s: float = 10.0,
         retries: int = 3,
         backoff_s: float = 0.2,
