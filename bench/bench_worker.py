@@ -1,0 +1,473 @@
+"""Benchmark the worker end to end against the bare model, on the same machine, in one run.
+
+1. Bare: the same model export (:class:`worker.embedder.KerasEmbedder`, the worker's own adapter)
+   embeds already-decoded ``uint8`` photos in batches of the worker's batch size; images/s with
+   the warm-up excluded. Measured before *and* after the end-to-end part, so that a change of load
+   on a shared machine shows up as a gap between the two. Decoding alone (the shared
+   preprocessing function, one thread and a pool of the worker's decode threads) is timed too.
+2. End to end: N landmark photos are published inline to a fresh topic (4 partitions) *before*
+   the worker starts; then ``landmark-worker`` (real Kafka, a Milvus Lite server holding a
+   reference gallery, the model) consumes them. Its throughput is taken from its own records: the
+   window runs from the start of its first batch (the first ``batch committed`` log line's time
+   minus that batch's stage times) to its last commit, and the per-stage seconds come from its
+   Prometheus histograms ``landmark_worker_stage_seconds``. Group join and model load are outside
+   the window; polling between batches is inside it (it is the worker's own overhead).
+3. Printed: bare images/s, end-to-end images/s, their ratio, the stage breakdown (seconds, share of
+   the window, ms a photo) and decoding throughput. Timings only; nothing is asserted.
+
+    .venv/bin/python bench/bench_worker.py --model-dir .run/bench/model        # N=800, batch 32
+    .venv/bin/python bench/bench_worker.py --quick                            # N=160
+    LANDMARK_BENCH_WORKERS=2 .venv/bin/python bench/bench_worker.py ...       # two workers
+
+Without ``--model-dir`` (or when it does not exist) a model is fine-tuned quickly first
+(``landmark-train``, one epoch at ``--input-size``). Kafka is the local broker
+(``deploy/local/kafka.sh``; one already running is used and left running); the Milvus Lite
+server is started on its own port and stopped at the end unless it was already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STAGES = ("decode", "embed", "search", "vote", "publish", "commit")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    data: Path
+    work_dir: Path
+    model_dir: Path | None
+    n: int
+    batch: int
+    batch_wait_ms: int
+    decode_threads: int
+    workers: int
+    partitions: int
+    input_size: int
+    bootstrap: str
+    milvus_port: int
+    metrics_port: int
+    timeout_s: float
+    output: Path | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench_worker",
+        description="Worker end-to-end throughput against the bare model's batched throughput.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    def add(flag: str, env: str, default: Any, help_text: str, **kwargs: Any) -> None:
+        parser.add_argument(flag, default=os.environ.get(env, default),
+                            help=f"{help_text} [env: {env}]", **kwargs)
+
+    add("--data", "LANDMARK_DATA_DIR", str(REPO_ROOT.parent / "shared/data/landmarks"),
+        "folder of landmark folders", type=Path)
+    add("--work-dir", "LANDMARK_BENCH_DIR", str(REPO_ROOT / ".run/bench"),
+        "split, model, gallery, logs", type=Path)
+    add("--model-dir", "LANDMARK_BENCH_MODEL_DIR", None,
+        "model export to use (default: fine-tune one quickly into the work dir)", type=Path)
+    add("--n", "LANDMARK_BENCH_N", "800", "photos published and consumed", type=int)
+    add("--batch", "LANDMARK_BENCH_BATCH", "32", "worker batch size = bare batch size", type=int)
+    add("--batch-wait-ms", "LANDMARK_BENCH_BATCH_WAIT_MS", "200", "worker batch max wait",
+        type=int)
+    add("--decode-threads", "LANDMARK_BENCH_DECODE_THREADS", "2", "worker decode threads",
+        type=int)
+    add("--workers", "LANDMARK_BENCH_WORKERS", "1", "workers in the consumer group", type=int)
+    add("--partitions", "LANDMARK_BENCH_PARTITIONS", "4", "partitions of the images topic",
+        type=int)
+    add("--input-size", "LANDMARK_BENCH_INPUT_SIZE", "160",
+        "input size of the model trained when there is none", type=int)
+    add("--bootstrap-servers", "LANDMARK_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka")
+    add("--milvus-port", "LANDMARK_BENCH_MILVUS_PORT", "19541", "Milvus Lite server port",
+        type=int)
+    add("--metrics-port", "LANDMARK_BENCH_METRICS_PORT", "9128",
+        "first worker's metrics port (next workers: +1, +2, …)", type=int)
+    add("--timeout", "LANDMARK_BENCH_TIMEOUT", "900", "seconds to wait for the worker(s)",
+        type=float)
+    add("--output", "LANDMARK_BENCH_OUTPUT", None, "also write the table (markdown) here",
+        type=Path)
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run: N=160 (overrides --n)")
+    return parser
+
+
+def settings_from(argv: Sequence[str] | None) -> BenchSettings:
+    a = build_parser().parse_args(argv)
+    n = 160 if a.quick else int(a.n)
+    if n < 2 * int(a.batch):
+        raise SystemExit(f"error: --n ({n}) must be at least two batches ({2 * int(a.batch)})")
+    return BenchSettings(
+        data=Path(a.data), work_dir=Path(a.work_dir).resolve(),
+        model_dir=Path(a.model_dir).resolve() if a.model_dir else None,
+        n=n, batch=int(a.batch), batch_wait_ms=int(a.batch_wait_ms),
+        decode_threads=int(a.decode_threads), workers=int(a.workers),
+        partitions=int(a.partitions), input_size=int(a.input_size), bootstrap=a.bootstrap_servers,
+        milvus_port=int(a.milvus_port), metrics_port=int(a.metrics_port),
+        timeout_s=float(a.timeout), output=Path(a.output) if a.output else None,
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+
+def sh(cmd: Sequence[str | Path], log: Path | None = None, check: bool = True,
+       **env: str) -> subprocess.CompletedProcess[bytes]:
+    full = dict(ENV, **env)
+    args = [str(c) for c in cmd]
+    if log is None:
+        return subprocess.run(args, env=full, cwd=REPO_ROOT, check=check)
+    with log.open("wb") as out:
+        result = subprocess.run(args, env=full, cwd=REPO_ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)
+    if check and result.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        raise RuntimeError(f"{' '.join(args[:3])} … failed ({result.returncode}):\n"
+                           + "\n".join(tail))
+    return result
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+    except OSError:
+        return ""
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+_SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN|\+Inf)$')
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """label text → value, for one metric name, summed over the exposition."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == name:
+            values[m.group(2) or ""] = values.get(m.group(2) or "", 0.0) + float(m.group(3))
+    return values
+
+
+def images_done(text: str) -> float:
+    return sum(metric_values(text, "landmark_worker_images_total").values())
+
+
+def stage_sums(text: str) -> dict[str, float]:
+    sums = metric_values(text, "landmark_worker_stage_seconds_sum")
+    out = {}
+    for labels, value in sums.items():
+        m = re.search(r'stage="(\w+)"', labels)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + value
+    return out
+
+
+# -- the bench --------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, s: BenchSettings) -> None:
+        self.s = s
+        self.work = s.work_dir
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
+        self.cleanups: list[Any] = []
+        self.logs = self.work / "logs" / self.run_id
+        self.milvus_env = {"MILVUS_PORT": str(s.milvus_port),
+                           "MILVUS_DATA_DIR": str(self.work / "milvus")}
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} load {load_average()}] {text}", flush=True)
+
+    # set-up
+    def split(self) -> Path:
+        split = self.work / "split"
+        if not (split / "split.json").is_file():
+            sh([sys.executable, "-m", "trainer.splits", "--data", self.s.data, "--out", split,
+                "--seed", "0", "--hold-out-landmarks", "0", "--val", "0.1", "--query", "0.2",
+                "--references", "8", "--cap", "24"], log=self.logs / "split.log")
+        return split
+
+    def model(self, split: Path) -> Path:
+        if self.s.model_dir is not None and (self.s.model_dir / "manifest.json").is_file():
+            return self.s.model_dir
+        if self.s.model_dir is not None:
+            raise SystemExit(f"error: no model export (manifest.json) in {self.s.model_dir}")
+        out = self.work / "train"
+        if not (out / "model" / "manifest.json").is_file():
+            self.say("no model export given: fine-tuning one quickly (1 epoch)")
+            sh([sys.executable, "-m", "trainer.pretrained_weights", "fetch"])
+            sh([BIN / "landmark-train", "--split", split / "split.json", "--data", self.s.data,
+                "--output", out, "--input-size", str(self.s.input_size), "--epochs", "1",
+                "--augment-views", "1", "--trainable-from", "block_16", "--no-resume"],
+               log=self.logs / "train.log")
+        return out / "model"
+
+    def kafka(self) -> None:
+        port = self.s.bootstrap.rpartition(":")[2]
+        status = sh([REPO_ROOT / "deploy/local/kafka.sh", "status"], log=self.logs / "kafka.log",
+                    check=False, KAFKA_PORT=port)
+        if status.returncode == 0:
+            return
+        sh([REPO_ROOT / "deploy/local/kafka.sh", "start"], log=self.logs / "kafka.log",
+           KAFKA_PORT=port)
+        self.cleanups.append(lambda: sh([REPO_ROOT / "deploy/local/kafka.sh", "stop"],
+                                        check=False, KAFKA_PORT=port))
+
+    def gallery(self, model_dir: Path, split: Path) -> str:
+        uri = f"http://127.0.0.1:{self.s.milvus_port}"
+        running = sh([REPO_ROOT / "deploy/local/milvus.sh", "status"], check=False,
+                     log=self.logs / "milvus-status.log", **self.milvus_env).returncode == 0
+        if not running:
+            sh([REPO_ROOT / "deploy/local/milvus.sh", "start"], log=self.logs / "milvus.log",
+               **self.milvus_env)
+            self.cleanups.append(lambda: sh([REPO_ROOT / "deploy/local/milvus.sh", "stop"],
+                                            check=False, log=self.logs / "milvus-stop.log",
+                                            **self.milvus_env))
+        version = json.loads((model_dir / "manifest.json").read_text())["model_version"]
+        sh([BIN / "landmark-load-gallery", "--model-dir", model_dir,
+            "--data", split / "reference", "--milvus-uri", uri,
+            "--gallery-version", f"bench{version}"], log=self.logs / "gallery.log")
+        return uri
+
+    def photos(self) -> list[Path]:
+        every = sorted(self.s.data.glob("*/*.jpg"))
+        if len(every) < self.s.n:
+            raise SystemExit(f"error: {self.s.data} has {len(every)} photos, --n is {self.s.n}")
+        step = len(every) / self.s.n
+        return [every[int(i * step)] for i in range(self.s.n)]
+
+    # measurements
+    def decode_all(self, blobs: list[bytes], spec: Any) -> tuple[np.ndarray, float, float]:
+        from schemas.preprocessing import decode_photo
+
+        started = time.perf_counter()
+        images = [decode_photo(b, spec) for b in blobs]
+        one_thread = len(blobs) / (time.perf_counter() - started)
+        with ThreadPoolExecutor(self.s.decode_threads) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda b: decode_photo(b, spec), blobs))
+            pooled = len(blobs) / (time.perf_counter() - started)
+        return np.stack(images), one_thread, pooled
+
+    def bare(self, embedder: Any, images: np.ndarray) -> float:
+        b = self.s.batch
+        batches = [images[i:i + b] for i in range(0, len(images) - b + 1, b)]
+        for batch in batches[:2]:  # warm-up
+            embedder.embed(batch)
+        started = time.perf_counter()
+        for batch in batches:
+            embedder.embed(batch)
+        return len(batches) * b / (time.perf_counter() - started)
+
+    def end_to_end(self, model_dir: Path, uri: str, files: list[Path]) -> dict[str, Any]:
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        topics = {k: f"bench-{self.run_id}.{k}" for k in ("images", "tags", "dlq")}
+        admin = KafkaAdminClient(bootstrap_servers=self.s.bootstrap, client_id="bench-worker")
+        try:
+            admin.create_topics([NewTopic(t, self.s.partitions, 1) for t in topics.values()])
+        finally:
+            admin.close()
+        self.say(f"publishing {len(files)} photos inline to {topics['images']} "
+                 f"({self.s.partitions} partitions)")
+        sh([BIN / "landmark-publish", *files, "--bootstrap-servers", self.s.bootstrap,
+            "--topic", topics["images"], "--as", "inline", "--quiet",
+            "--source", "bench-worker"], log=self.logs / "publish.log")
+        ports = [self.s.metrics_port + i for i in range(self.s.workers)]
+        procs: list[subprocess.Popen[bytes]] = []
+        self.say(f"starting {self.s.workers} worker(s), batch {self.s.batch}, "
+                 f"decode threads {self.s.decode_threads}")
+        for i, port in enumerate(ports):
+            log = (self.logs / f"worker-{i + 1}.log").open("wb")
+            procs.append(subprocess.Popen(
+                [str(BIN / "landmark-worker"), "--model-dir", str(model_dir),
+                 "--milvus-uri", uri, "--bootstrap-servers", self.s.bootstrap,
+                 "--images-topic", topics["images"], "--tags-topic", topics["tags"],
+                 "--dead-letter-topic", topics["dlq"], "--group-id", f"bench-{self.run_id}",
+                 "--worker-id", f"bench-worker-{i + 1}", "--http-port", str(port),
+                 "--batch-max-records", str(self.s.batch),
+                 "--batch-max-wait-ms", str(self.s.batch_wait_ms),
+                 "--decode-threads", str(self.s.decode_threads),
+                 "--auto-offset-reset", "earliest", "--log-format", "json"],
+                env=ENV, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT))
+        self.cleanups.append(lambda: stop_all(procs))
+        deadline = time.monotonic() + self.s.timeout_s
+        while True:
+            done = sum(images_done(scrape(p)) for p in ports)
+            if done >= self.s.n:
+                break
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.logs}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done}/{self.s.n} photos after {self.s.timeout_s}s")
+            time.sleep(0.5)
+        texts = [scrape(p) for p in ports]
+        stop_all(procs)
+        batches = []
+        for i in range(self.s.workers):
+            for line in (self.logs / f"worker-{i + 1}.log").read_text().splitlines():
+                if '"batch committed"' not in line:
+                    continue
+                event = json.loads(line)
+                end = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                spent = sum(float(event[k]) for k in ("decode", "embed", "search", "vote",
+                                                      "publish_s", "commit_s"))
+                batches.append((end.timestamp() - spent, end.timestamp(), int(event["records"])))
+        window = max(b[1] for b in batches) - min(b[0] for b in batches)
+        sums: dict[str, float] = {}
+        for text in texts:
+            for stage, value in stage_sums(text).items():
+                sums[stage] = sums.get(stage, 0.0) + value
+        return {"images": sum(b[2] for b in batches), "batches": len(batches),
+                "window_s": window, "stage_s": sums,
+                "outcomes": {k: v for t in texts
+                             for k, v in metric_values(t, "landmark_worker_images_total").items()}}
+
+    def cleanup(self) -> None:
+        for action in reversed(self.cleanups):
+            try:
+                action()
+            except Exception as error:
+                print(f"(clean-up failed: {error})", file=sys.stderr)
+        self.cleanups.clear()
+
+    def main(self) -> dict[str, Any]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        load_start = load_average()
+        try:
+            split = self.split()
+            model_dir = self.model(split)
+            self.kafka()
+            self.say(f"gallery: {split / 'reference'} into Milvus Lite :{self.s.milvus_port}")
+            uri = self.gallery(model_dir, split)
+            files = self.photos()
+            blobs = [f.read_bytes() for f in files]
+
+            from worker.embedder import KerasEmbedder
+
+            embedder = KerasEmbedder.from_export(model_dir)
+            embedder.warm_up((self.s.batch,))
+            self.say(f"decoding {len(blobs)} photos (1 thread, then {self.s.decode_threads})")
+            images, decode_1, decode_pool = self.decode_all(blobs, embedder.manifest.preprocessing)
+            self.say("bare embedding (before)")
+            bare_before = self.bare(embedder, images)
+            e2e = self.end_to_end(model_dir, uri, files)
+            self.say("bare embedding (after)")
+            bare_after = self.bare(embedder, images)
+        finally:
+            self.cleanup()
+        return {"n": self.s.n, "batch": self.s.batch, "workers": self.s.workers,
+                "decode_threads": self.s.decode_threads, "input_size": embedder.input_size,
+                "model_version": embedder.model_version, "load_start": load_start,
+                "load_end": load_average(), "decode_1": decode_1, "decode_pool": decode_pool,
+                "bare_before": bare_before, "bare_after": bare_after, "e2e": e2e}
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def table(r: dict[str, Any]) -> str:
+    e = r["e2e"]
+    bare = (r["bare_before"] + r["bare_after"]) / 2
+    e2e_rate = e["images"] / e["window_s"]
+    window = e["window_s"] * r["workers"]  # worker-seconds
+    serial_bound = 1 / (1 / r["decode_pool"] + 1 / bare)
+    lines = [
+        f"worker benchmark: N={r['n']} photos, batch {r['batch']}, {r['workers']} worker(s), "
+        f"{r['decode_threads']} decode threads, input {r['input_size']} px, "
+        f"model {r['model_version']}, {os.cpu_count()} CPUs",
+        f"load average at start {r['load_start']}, at end {r['load_end']}",
+        "",
+        "| figure | images/s |",
+        "| --- | ---: |",
+        f"| bare embedding, before end-to-end | {r['bare_before']:.1f} |",
+        f"| bare embedding, after end-to-end | {r['bare_after']:.1f} |",
+        f"| bare embedding, mean (B) | {bare:.1f} |",
+        f"| decode alone, 1 thread | {r['decode_1']:.1f} |",
+        f"| decode alone, {r['decode_threads']} threads | {r['decode_pool']:.1f} |",
+        f"| decode then embed, serial bound 1/(1/decode+1/B) | {serial_bound:.1f} |",
+        f"| **end to end** ({e['images']} photos, {e['batches']} batches, "
+        f"{e['window_s']:.1f} s) (E) | **{e2e_rate:.1f}** |",
+        "",
+        f"**ratio E/B = {e2e_rate / bare:.3f}** (target ≥ 0.9); against the serial "
+        f"decode+embed bound: {e2e_rate / serial_bound:.3f}",
+        "",
+        "| stage | seconds | share of window | ms a photo |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    accounted = 0.0
+    for stage in STAGES:
+        sec = e["stage_s"].get(stage, 0.0)
+        accounted += sec
+        lines.append(f"| {stage} | {sec:.2f} | {sec / window:.1%} | "
+                     f"{1000 * sec / e['images']:.2f} |")
+    other = window - accounted
+    lines.append(f"| other (poll, logs, metrics) | {other:.2f} | {other / window:.1%} | "
+                 f"{1000 * other / e['images']:.2f} |")
+    lines.append(f"| window{' (worker-seconds)' if r['workers'] > 1 else ''} | {window:.2f} | "
+                 f"100% | {1000 * window / e['images']:.2f} |")
+    lines.append(f"| bare embed, for comparison | {e['images'] / bare:.2f} | "
+                 f"{e['images'] / bare / window:.1%} | {1000 / bare:.2f} |")
+    lines.append("")
+    lines.append(f"outcomes: {json.dumps(e['outcomes'])}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(argv)
+    bench = Bench(settings)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    result = bench.main()
+    text = table(result)
+    print("\n" + text)
+    (bench.logs / "result.json").write_text(json.dumps(result, indent=2))
+    if settings.output is not None:
+        with settings.output.open("a") as out:
+            out.write(f"\n## run {bench.run_id} UTC\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
