@@ -36,6 +36,20 @@ def _number(text: str) -> float | int:
     return int(text) if str(text).isdigit() else float(text)
 
 
+#: First trainable stage measured best per backbone (docs/results); others use the backbone's own.
+MEASURED_TRAINABLE_FROM = {"mobilenet_v2": "block_15"}
+
+
+def _auto_trainable_from(backbone: str) -> str:
+    from trainer.backbones import BACKBONES
+
+    if backbone in MEASURED_TRAINABLE_FROM:
+        return MEASURED_TRAINABLE_FROM[backbone]
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
+    return BACKBONES[backbone].default_trainable_from
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="landmark-train",
@@ -108,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--trainable-from",
         "LANDMARK_TRAINABLE_FROM",
-        "block_15",
-        "first trainable stage (none: all frozen)",
+        "auto",
+        "first trainable stage (none: all frozen; auto: block_15 for mobilenet_v2, "
+        "else the backbone's default)",
         type=_optional_str,
     )
     add(
@@ -222,6 +237,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     split = _split(args, output)
     cache_dir = Path(args.cache_dir)
+    if args.trainable_from == "auto":
+        args.trainable_from = _auto_trainable_from(args.backbone)
     config = EmbeddingModelConfig(
         args.backbone, args.input_size, args.embedding_dim, args.trainable_from, seed=args.seed
     )
