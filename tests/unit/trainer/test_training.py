@@ -137,3 +137,11 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
     assert [h["epoch"] for h in result.summary.history] == [1, 2]
     assert result.summary.epochs_run == 2
     assert (tmp_path / "run" / "checkpoints" / "last.keras").exists()
+
+
+def test_every_landmark_train_flag_shows_its_environment_variable():
+    from trainer.cli_train import build_parser
+
+    actions = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    missing = [a.option_strings[0] for a in actions if "[env: LANDMARK_" not in (a.help or "")]
+    assert actions and missing == []
