@@ -92,6 +92,13 @@ def _retrying(what: str, connect: Callable[[], T], retry_on: tuple[type[BaseExce
         pause = min(settings.backoff_max_s, pause * 2)
 
 
+def _load_warm(directory: Path, batch_max_records: int) -> KerasEmbedder:
+    """Load an export and compile it for the usual batch length before it serves."""
+    model = KerasEmbedder.from_export(directory)
+    model.warm_up((batch_max_records,))
+    return model
+
+
 def _open_gallery(settings: WorkerSettings) -> Gallery:
     from worker.milvus_index import MilvusReferenceIndex
 
@@ -105,10 +112,9 @@ def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: Hea
     from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError
 
     try:
-        model = KerasEmbedder.from_export(settings.model_dir)
+        model = _load_warm(settings.model_dir, settings.batch_max_records)
     except (ModelExportError, OSError, ValueError) as error:
         raise _StartupRefused(f"cannot load the model export {settings.model_dir}: {error}") from error
-    model.warm_up((settings.batch_max_records,))
     log.info("model loaded", model_version=model.model_version,
              embedding_dim=model.embedding_dim, backbone=model.manifest.backbone)
     try:
@@ -162,7 +168,7 @@ def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: Hea
     return WorkerService(
         loop_settings, model=model, gallery=gallery, source=source, sink=sink, fetcher=fetcher,
         metrics=metrics, health=health,
-        load_model=lambda directory: KerasEmbedder.from_export(Path(directory)),
+        load_model=lambda directory: _load_warm(Path(directory), settings.batch_max_records),
         open_gallery=lambda: _open_gallery(settings),
     )
 
