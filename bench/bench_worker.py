@@ -507,6 +507,10 @@ class Bench:
                 )
                 batches.append((end.timestamp() - spent, end.timestamp(), int(event["records"])))
         window = max(b[1] for b in batches) - min(b[0] for b in batches)
+        outcomes: dict[str, float] = {}
+        for text in texts:
+            for labels, value in metric_values(text, "landmark_worker_images_total").items():
+                outcomes[labels] = outcomes.get(labels, 0.0) + value
         sums: dict[str, float] = {}
         for text in texts:
             for stage, value in stage_sums(text).items():
@@ -516,11 +520,7 @@ class Bench:
             "batches": len(batches),
             "window_s": window,
             "stage_s": sums,
-            "outcomes": {
-                k: v
-                for t in texts
-                for k, v in metric_values(t, "landmark_worker_images_total").items()
-            },
+            "outcomes": outcomes,
         }
 
     def cleanup(self) -> None:
@@ -592,7 +592,7 @@ def table(r: dict[str, Any]) -> str:
     window = e["window_s"] * r["workers"]  # worker-seconds
     serial_bound = 1 / (1 / r["decode_pool"] + 1 / bare)
     in_situ = (
-        e["images"] / e["stage_s"]["embed"] / r["workers"]
+        e["images"] * r["workers"] / e["stage_s"]["embed"]
         if e["stage_s"].get("embed")
         else float("nan")
     )
