@@ -350,8 +350,20 @@ class Demo:
         )
         print(f"  gallery loaded in {time.monotonic() - t:.0f}s")
 
+    def create_topics(self, partitions: int = 4) -> None:
+        """The run's own topics, with several partitions so that the two workers share them."""
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=self.s.bootstrap, client_id="landmark-demo")
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1) for name in self.topics.values()])
+        finally:
+            admin.close()
+        print(f"  topics {', '.join(self.topics.values())} ({partitions} partitions each)")
+
     def start_workers(self, model_dir: Path) -> list[subprocess.Popen[bytes]]:
         self.step("Two workers in one consumer group")
+        self.create_topics()
         workers: list[subprocess.Popen[bytes]] = []
         for n, port in enumerate(self.s.metrics_ports, 1):
             log = (self.work / "logs" / f"worker-{n}.log").open("wb")
@@ -646,8 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (RuntimeError, subprocess.CalledProcessError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
+    except Exception as error:  # a clear one-line failure; the clean-up already ran
+        print(f"\ndemo failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 
 
