@@ -30,7 +30,9 @@ venv: $(VENV_STAMP) ## Create .venv and install the project with its worker, tra
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[$(EXTRAS)]' || \
+		{ echo "pip install failed; retrying once with its output shown"; \
+		  $(PY) -m pip install --disable-pip-version-check -e '.[$(EXTRAS)]'; }
 	@touch $@
 
 weights: venv ## Fetch and convert the offline ImageNet checkpoints into .cache/

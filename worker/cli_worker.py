@@ -102,7 +102,9 @@ def _load_warm(directory: Path, batch_max_records: int) -> KerasEmbedder:
 def _open_gallery(settings: WorkerSettings) -> Gallery:
     from worker.milvus_index import MilvusReferenceIndex
 
-    index: Gallery = MilvusReferenceIndex(uri=settings.milvus_uri, alias=settings.gallery_alias)
+    index: Gallery = MilvusReferenceIndex(
+        uri=settings.milvus_uri, token=settings.milvus_token, alias=settings.gallery_alias
+    )
     return index
 
 

@@ -33,6 +33,8 @@ class WorkerSettings:
 
     model_dir: Path
     milvus_uri: str
+    # Never logged or shown: repr=False keeps it out of the settings' repr.
+    milvus_token: str = field(default="", repr=False)
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
     images_topic: str = IMAGES_TOPIC
     tags_topic: str = TAGS_TOPIC
@@ -163,6 +165,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
           help="exported model directory (model.keras + manifest.json); watched for new exports")
     f.add("--milvus-uri", env="LANDMARK_MILVUS_URI", required=True,
           help="Milvus URI: a Milvus Lite .db file path or http://host:19530")
+    f.add("--milvus-token", env="LANDMARK_MILVUS_TOKEN", default="",
+          help="Milvus token (user:password or API key); never logged")
     f.add("--gallery-alias", env="LANDMARK_GALLERY_ALIAS", default="landmarks",
           help="Milvus collection alias of the reference gallery")
     f.add("--bootstrap-servers", env="LANDMARK_KAFKA_BOOTSTRAP", default=DEFAULT_BOOTSTRAP,
@@ -219,6 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     return WorkerSettings(
         model_dir=args.model_dir,
         milvus_uri=args.milvus_uri,
+        milvus_token=args.milvus_token,
         gallery_alias=args.gallery_alias,
         bootstrap_servers=args.bootstrap_servers,
         images_topic=args.images_topic,

@@ -74,3 +74,12 @@ def test_settings_are_frozen() -> None:
     settings = parse(REQUIRED)
     with pytest.raises(AttributeError):
         settings.group_id = "other"  # type: ignore[misc]
+
+
+def test_milvus_token_is_read_from_the_environment_and_kept_out_of_repr(tmp_path):
+    from worker.settings import build_parser, settings_from_args
+
+    args = build_parser({"LANDMARK_MILVUS_TOKEN": "root:s3cret"}).parse_args(["--model-dir", str(tmp_path), "--milvus-uri", "http://m:1"])
+    settings = settings_from_args(args)
+    assert settings.milvus_token == "root:s3cret"
+    assert "s3cret" not in repr(settings)
