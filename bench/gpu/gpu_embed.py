@@ -2,7 +2,7 @@
 
 Run on a machine with JAX and a GPU but no TensorFlow::
 
-    KERAS_BACKEND=jax python bench/gpu_embed.py --cache-dir .gpu/cache --export .gpu/model
+    KERAS_BACKEND=jax python bench/gpu/gpu_embed.py --cache-dir .gpu/cache --export .gpu/model
 
 Prints a table: MobileNetV2 embedding throughput (fp32 and mixed bf16, batch 64/256, 224 px,
 host→device transfer included), the worker's own embedder on an export, and the throughput of
