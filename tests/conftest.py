@@ -18,23 +18,21 @@ import os
 # Before anything imports TensorFlow: its C++ start-up chatter buries test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import contextlib
 import json
 import logging
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError
 
-with warnings.catch_warnings():
-    # kafka-python 3.0 loads its protocol schemas at import time with importlib.resources
-    # calls that Python 3.11 deprecates (hundreds of warnings that say nothing about us).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka.admin import KafkaAdminClient
+from tests.kafka_topics import wait_for_leaders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
@@ -43,12 +41,6 @@ PROMETHEUS_TARGETS_DIR = REPO_ROOT / ".run" / "prometheus" / "targets"
 
 # kafka-python logs every refused connection; the skip reason already says what is wrong.
 logging.getLogger("kafka").setLevel(logging.CRITICAL)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # The same kafka-python deprecations, should a test module import it first.
-    config.addinivalue_line("filterwarnings", "ignore:read_text is deprecated:DeprecationWarning")
-    config.addinivalue_line("filterwarnings", "ignore:open_text is deprecated:DeprecationWarning")
 
 
 def _setting_path(name: str, default: Path) -> Path:
@@ -65,7 +57,7 @@ def kafka_bootstrap() -> str:
             bootstrap_servers=bootstrap,
             client_id="landmark-tests-probe",
             request_timeout_ms=5000,
-            bootstrap_timeout_ms=5000,
+            api_version_auto_timeout_ms=5000,
         )
         try:
             admin.describe_cluster()
@@ -100,16 +92,15 @@ def kafka_topic_factory(kafka_admin: KafkaAdminClient) -> Iterator[Callable[...,
         if partitions < 1:
             raise ValueError(f"a topic needs at least one partition, got {partitions}")
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        kafka_admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1}},
-            wait_for_metadata=True,
-        )
+        kafka_admin.create_topics([NewTopic(name, partitions, 1)])
+        wait_for_leaders(kafka_admin, name, partitions)
         created.append(name)
         return name
 
     yield create
     if created:
-        kafka_admin.delete_topics(created, raise_errors=False)
+        with contextlib.suppress(KafkaError):  # already gone: nothing left to clean
+            kafka_admin.delete_topics(created)
 
 
 @pytest.fixture

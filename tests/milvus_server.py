@@ -67,6 +67,11 @@ class MilvusLiteServer:
         return f"http://{_HOST}:{self.port}"
 
     @property
+    def log_path(self) -> Path:
+        """The server's output (appended to across restarts)."""
+        return self._log_path
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -96,6 +101,7 @@ class MilvusLiteServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"milvus-lite server exited early:\n{self._log_tail()}")
             if self._answers():
+                self._note(f"answering after {time.monotonic() - deadline + self.start_timeout_s:.1f} s")
                 return
             time.sleep(0.2)
         self.stop()
@@ -109,17 +115,23 @@ class MilvusLiteServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        for send, wait_s in (
-            (lambda: process.send_signal(signal.SIGINT), 10.0),
-            (process.terminate, 5.0),
-            (process.kill, 5.0),
+        started = time.monotonic()
+        for name, send, wait_s in (
+            ("SIGINT", lambda: process.send_signal(signal.SIGINT), 30.0),
+            ("SIGTERM", process.terminate, 5.0),
+            ("SIGKILL", process.kill, 5.0),
         ):
             send()
             try:
                 process.wait(timeout=wait_s)
-                return
             except subprocess.TimeoutExpired:
                 continue
+            self._note(f"stopped by {name} after {time.monotonic() - started:.1f} s")
+            return
+
+    def _note(self, line: str) -> None:
+        with open(self._log_path, "a") as log:
+            log.write(f"[test harness] {line}\n")
 
     def _answers(self) -> bool:
         try:

@@ -167,7 +167,7 @@ class ImageConsumer:
         partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
         if not partitions:
             return {}
-        ends = self._consumer.end_offsets(partitions, timeout_ms=timeout_ms)
+        ends = self._consumer.end_offsets(partitions)
         lag: dict[Partition, int] = {}
         for tp in partitions:
             position = self._consumer.position(tp, timeout_ms=timeout_ms)

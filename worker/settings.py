@@ -151,6 +151,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The ``landmark-worker`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -208,6 +216,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
           help="how often to look for a new model export or gallery between batches")
     f.add("--backoff-max-s", env="LANDMARK_BACKOFF_MAX_S", type=non_negative_float,
           default=30.0, help="longest wait between retries while Kafka or Milvus is down")
+    f.add("--publish-timeout-s", env="LANDMARK_PUBLISH_TIMEOUT_S", type=positive_float,
+          default=30.0, help="how long a batch's outputs may wait for the broker's "
+          "acknowledgement before the batch is retried, in seconds")
+    f.add("--session-timeout-ms", env="LANDMARK_SESSION_TIMEOUT_MS", type=positive_int,
+          default=10_000, help="how long the group waits for a silent worker's heartbeat "
+          "before moving its partitions, in ms")
     f.add("--auto-offset-reset", env="LANDMARK_AUTO_OFFSET_RESET", default="earliest",
           choices=("earliest", "latest"), help="where a new group starts reading")
     f.add("--log-format", env="LANDMARK_LOG_FORMAT", default="auto",
@@ -245,6 +259,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         http_port=args.http_port,
         reload_check_interval_s=args.reload_check_interval_s,
         backoff_max_s=args.backoff_max_s,
+        publish_timeout_s=args.publish_timeout_s,
+        session_timeout_ms=args.session_timeout_ms,
         auto_offset_reset=args.auto_offset_reset,
         log_format=args.log_format,
         log_level=args.log_level,

@@ -149,10 +149,12 @@ EOF
 
 format_storage() {
     [[ -f "$LOG_DIRS/meta.properties" ]] && return 0
-    if [[ ! -s "$CLUSTER_ID_FILE" ]]; then
-        # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
+    # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding. One that starts with '-'
+    # would read as an option to the storage tool, so draw again (an unformatted folder may
+    # still hold one from an older version of this script).
+    while [[ ! -s "$CLUSTER_ID_FILE" || "$(<"$CLUSTER_ID_FILE")" == -* ]]; do
         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22 >"$CLUSTER_ID_FILE"
-    fi
+    done
     say "formatting storage in ${KAFKA_DATA_DIR#"$REPO_ROOT"/} (cluster id $(<"$CLUSTER_ID_FILE"))"
     "$(java_bin)" -Xmx256m -cp "$LIB_DIR/*" -Dlog4j2.configurationFile="$HERE/kafka-log4j2.xml" \
         kafka.tools.StorageTool format --ignore-formatted \

@@ -45,7 +45,7 @@ def _cluster_id(bootstrap: str, request_timeout_ms: int) -> str:
         bootstrap_servers=bootstrap,
         client_id="landmark-local-kafka-probe",
         request_timeout_ms=request_timeout_ms,
-        bootstrap_timeout_ms=request_timeout_ms,
+        api_version_auto_timeout_ms=request_timeout_ms,
         reconnect_backoff_max_ms=500,
     )
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import kafka.record.util
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, OffsetSpec
+from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
@@ -136,12 +136,10 @@ def test_manually_committed_offsets_are_what_the_admin_client_reads_back(
         next_offsets[partition] = max(next_offsets.get(partition, 0), record.offset + 1)
     consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()})
 
-    committed = kafka_admin.list_group_offsets({group_id: None})[group_id]
-    latest = kafka_admin.list_partition_offsets(
-        {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(PARTITIONS)}
-    )
+    committed = kafka_admin.list_consumer_group_offsets(group_id)
+    latest = consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
     assert {tp: meta.offset for tp, meta in committed.items()} == next_offsets
-    assert {tp: spec.offset for tp, spec in latest.items() if spec.offset > 0} == next_offsets
+    assert {tp: offset for tp, offset in latest.items() if offset > 0} == next_offsets
 
 
 @pytest.mark.integration
@@ -157,12 +155,12 @@ def test_an_active_consumer_group_is_listed_and_described(
     consumer = group_consumer(topic, group_id)
     assert len(_consume(consumer, 3)) == 3
 
-    listed = {group["group_id"] for group in kafka_admin.list_groups()}
-    described = kafka_admin.describe_groups([group_id])
+    listed = {group_id for group_id, _protocol in kafka_admin.list_consumer_groups()}
+    (described,) = kafka_admin.describe_consumer_groups([group_id])
 
     assert group_id in listed
-    assert described[group_id]["group_state"] == "Stable"
-    assert len(described[group_id]["members"]) == 1
+    assert described.state == "Stable"
+    assert len(described.members) == 1
 
 
 @pytest.mark.integration

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.worker_stack import (
+    LOG_FILES,
     WorkerProcess,
     create_topics,
     delete_topics,
@@ -35,6 +36,7 @@ def test_worker_backs_off_while_milvus_is_down_and_loses_nothing(
     stack = shared_stack(landmarks_dir)
     server = MilvusLiteServer(tmp_path / "milvus")
     server.start()
+    LOG_FILES.append(server.log_path)
     topics = create_topics(kafka_bootstrap, "worker-backoff")
     worker = None
     restarted = MilvusLiteServer(tmp_path / "milvus", port=server.port)

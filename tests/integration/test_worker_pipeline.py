@@ -27,11 +27,7 @@ from tests.integration.worker_stack import (
     shared_stack,
 )
 
-# Known bug (issue 5's closing note): kafka-python 3.0.12 consumers joining at the same moment
-# sometimes never get partitions back after a rebalance (poll blocks in ensure_coordinator_ready).
-# One rerun, with fresh workers and topics, keeps this suite's other assertions in CI while the
-# bug is open; every assertion stays as strict as before.
-pytestmark = [pytest.mark.integration, pytest.mark.flaky(reruns=1, reruns_delay=2)]
+pytestmark = pytest.mark.integration
 
 
 class Pair:
@@ -221,8 +217,8 @@ def test_sigterm_finishes_the_batch_commits_and_leaves_the_group(
 
     admin = KafkaAdminClient(bootstrap_servers=pair.bootstrap)
     try:
-        group = admin.describe_groups([pair.group])[pair.group]
-        committed = admin.list_group_offsets(pair.group)[pair.group]
+        (group,) = admin.describe_consumer_groups([pair.group])
+        committed = admin.list_consumer_group_offsets(pair.group)
     finally:
         admin.close()
     consumed_keys = _keys_below(pair.bootstrap, {tp: meta.offset for tp, meta in committed.items()})
@@ -230,7 +226,7 @@ def test_sigterm_finishes_the_batch_commits_and_leaves_the_group(
     answered = {t["image_id"] for t in tags} | {d["original_key"] for d in dead}
 
     assert codes == [0] * len(running)
-    assert group["members"] == []
+    assert group.members == []
     assert consumed_keys - answered == set()
     assert all("worker stopped" in w.log() for w in running)
 

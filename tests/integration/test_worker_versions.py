@@ -23,11 +23,7 @@ from tests.integration.worker_stack import (
     shared_stack,
 )
 
-# Known bug (issue 5's closing note): kafka-python 3.0.12 consumers joining at the same moment
-# sometimes never get partitions back after a rebalance (poll blocks in ensure_coordinator_ready).
-# One rerun, with fresh workers and topics, keeps this suite's other assertions in CI while the
-# bug is open; every assertion stays as strict as before.
-pytestmark = [pytest.mark.integration, pytest.mark.flaky(reruns=1, reruns_delay=2)]
+pytestmark = pytest.mark.integration
 
 
 def _reexport(source: Path, target: Path) -> str:

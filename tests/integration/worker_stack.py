@@ -21,12 +21,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.kafka_topics import wait_for_leaders
 from tests.milvus_server import MilvusLiteServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 96
 LANDMARKS = ("tajmahal", "charminar", "india_gate", "golden_temple")
 REFERENCES_PER_LANDMARK = 6
+
+#: Log files of the worker processes (and Milvus servers) started by the tests; a failing
+#: integration test quotes the ones written during it (``tests/integration/conftest.py``).
+LOG_FILES: list[Path] = []
+
+#: Lines that say nothing about the failure: gRPC's keepalive chatter and traceback frames.
+_NOISE_PREFIXES = ("I1", "E1", "W1", "  ", "\t", "Traceback", "During handling", "The above")
+
+
+def log_digest(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` meaningful lines of a log file (noise and traceback frames dropped)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as error:
+        return f"(cannot read {path}: {error})"
+    kept = [line[:400] for line in text.splitlines()
+            if line.strip() and not line.startswith(_NOISE_PREFIXES)]
+    return "\n".join(kept[-lines:])
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,7 @@ class WorkerProcess:
         self.port = free_port()
         self.worker_id = worker_id
         self.log_path = log_path
+        LOG_FILES.append(log_path)
         args = [
             sys.executable,
             "-m",
@@ -331,6 +351,8 @@ def create_topics(bootstrap: str, prefix: str, partitions: int = 4) -> tuple[str
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="worker-tests")
     try:
         admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        for name in names:
+            wait_for_leaders(admin, name, partitions)
     finally:
         admin.close()
     return names

@@ -1,0 +1,129 @@
+"""While Kafka does not answer, the worker backs off without committing, then catches up.
+
+The broker is a private one (``deploy/local/kafka.sh`` on a free port, its own data folder), so
+that freezing it cannot disturb the other tests. ``SIGSTOP`` freezes it mid-stream: connections
+stay open but nothing answers, the way a hung or partitioned broker looks to a client. The
+worker's acknowledgement wait is 3 s, so batches in flight fail to publish and are retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.worker_stack import (
+    REPO_ROOT,
+    WorkerProcess,
+    create_topics,
+    free_port,
+    publish,
+    read_outputs,
+    shared_stack,
+)
+
+pytestmark = pytest.mark.integration
+
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"
+PAUSE_S = 12.0
+
+
+@dataclasses.dataclass
+class PrivateBroker:
+    bootstrap: str
+    pid: int
+
+
+@pytest.fixture
+def private_broker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A second single-node Kafka on a free port (``kafka_bootstrap``: the jars are there)."""
+    port = free_port()
+    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
+           "KAFKA_DATA_DIR": str(tmp_path / "kafka"), "KAFKA_STOP_TIMEOUT": "10"}
+    started = subprocess.run([str(KAFKA_SCRIPT), "start"], env=env, cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=240)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((REPO_ROOT / ".run" / f"kafka-{port}.pid").read_text().split()[0])
+    try:
+        yield PrivateBroker(f"127.0.0.1:{port}", pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        subprocess.run([str(KAFKA_SCRIPT), "stop"], env=env, cwd=REPO_ROOT,
+                       capture_output=True, timeout=120)
+
+
+def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
+        private_broker: PrivateBroker, landmarks_dir: Path, tmp_path: Path) -> None:
+    stack = shared_stack(landmarks_dir)
+    bootstrap = private_broker.bootstrap
+    topics = create_topics(bootstrap, "worker-kafka-outage")
+    worker = WorkerProcess(stack, bootstrap=bootstrap, images_topic=topics[0],
+                           tags_topic=topics[1], dead_letter_topic=topics[2],
+                           group_id=f"{topics[0]}-group", worker_id="worker-outage",
+                           log_path=tmp_path / "worker.log",
+                           extra_args=["--batch-max-records", "4", "--publish-timeout-s", "3",
+                                       "--backoff-max-s", "2"])
+    try:
+        worker.wait_ready()
+        photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::11][:120]
+        ids = {p["image_id"] for p in publish(bootstrap, topics[0], photos,
+                                              tmp_path / "ids.jsonl")}
+        deadline = time.monotonic() + 120
+        while worker.metric("landmark_worker_images_total") == 0:
+            assert time.monotonic() < deadline, "the worker tagged nothing before the outage"
+            time.sleep(0.05)
+
+        os.kill(private_broker.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        during_ready = []
+        while time.monotonic() - frozen_at < PAUSE_S:
+            during_ready.append(worker.get("/readyz")[0])
+            time.sleep(0.5)
+        failures = worker.metric("landmark_worker_errors_total", {"kind": "publish_failed"})
+        alive_during = worker.process.poll() is None
+        os.kill(private_broker.pid, signal.SIGCONT)
+
+        values = read_outputs(
+            bootstrap, [topics[1], topics[2]], expected=10**9, timeout_s=120,
+            until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]})
+        tagged = [json.loads(v)["image_id"] for v in values[topics[1]]]
+        committed = _committed(bootstrap, f"{topics[0]}-group", topics[0])
+
+        assert alive_during and worker.process.poll() is None
+        assert failures > 0
+        assert 503 in during_ready
+        assert values[topics[2]] == []
+        assert set(tagged) == ids  # every photo tagged; a retried batch may repeat a few
+        assert len(tagged) - len(ids) <= 40  # only batches retried during the outage repeat
+        assert committed == 120
+        assert worker.get("/readyz")[0] == 200
+    finally:
+        worker.kill()
+
+
+def _committed(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> int:
+    """Offsets the group has committed on ``topic``, summed over partitions (once all are in)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        while time.monotonic() < deadline:
+            offsets = admin.list_consumer_group_offsets(group)
+            total = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+            if total >= 120:
+                break
+            time.sleep(0.5)
+        return total
+    finally:
+        admin.close()
