@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_accounting import CpuSample, per_photo_ms, pid_from_file, sample
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STAGES = ("decode", "embed", "search", "vote", "publish", "commit")
@@ -385,24 +388,27 @@ class Bench:
     def decode_all(self, blobs: list[bytes], spec: Any) -> tuple[np.ndarray, float, float]:
         from schemas.preprocessing import decode_photo
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         images = [decode_photo(b, spec) for b in blobs]
         one_thread = len(blobs) / (time.perf_counter() - started)
+        self.decode_cpu_ms = 1000.0 * (time.process_time() - cpu_started) / len(blobs)
         with ThreadPoolExecutor(self.s.decode_threads) as pool:
             started = time.perf_counter()
             list(pool.map(lambda b: decode_photo(b, spec), blobs))
             pooled = len(blobs) / (time.perf_counter() - started)
         return np.stack(images), one_thread, pooled
 
-    def bare(self, embedder: Any, images: np.ndarray) -> float:
+    def bare(self, embedder: Any, images: np.ndarray) -> tuple[float, float]:
+        """Images/s of the bare model, and its CPU milliseconds per image (all threads)."""
         b = self.s.batch
         batches = [images[i : i + b] for i in range(0, len(images) - b + 1, b)]
         for batch in batches[:2]:  # warm-up
             embedder.embed(batch)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for batch in batches:
             embedder.embed(batch)
-        return len(batches) * b / (time.perf_counter() - started)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return len(batches) * b / wall, 1000.0 * cpu / (len(batches) * b)
 
     def end_to_end(self, model_dir: Path, uri: str, files: list[Path]) -> dict[str, Any]:
         from kafka.admin import KafkaAdminClient, NewTopic
@@ -482,16 +488,25 @@ class Bench:
             )
         self.cleanups.append(lambda: stop_all(procs))
         deadline = time.monotonic() + self.s.timeout_s
+        pids = {
+            "worker": [p.pid for p in procs],
+            "milvus": [pid for pid in [self.milvus_pid()] if pid],
+            "kafka": [pid for pid in [self.kafka_pid()] if pid],
+        }
+        first: CpuSample | None = None
         while True:
             done = sum(images_done(scrape(p)) for p in ports)
+            if first is None and done > 0:
+                first = sample(pids, done)
             if done >= self.s.n:
+                last = sample(pids, done)
                 break
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.logs}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done}/{self.s.n} photos after {self.s.timeout_s}s")
-            time.sleep(0.5)
+            time.sleep(0.1)
         texts = [scrape(p) for p in ports]
         stop_all(procs)
         batches = []
@@ -521,7 +536,16 @@ class Bench:
             "window_s": window,
             "stage_s": sums,
             "outcomes": outcomes,
+            "cpu_ms": per_photo_ms(first, last) if first is not None else {},
         }
+
+    def milvus_pid(self) -> int | None:
+        return pid_from_file(REPO_ROOT / ".run" / f"milvus-{self.s.milvus_port}.pid")
+
+    def kafka_pid(self) -> int | None:
+        port = self.s.bootstrap.rpartition(":")[2]
+        name = "kafka" if port == "19092" else f"kafka-{port}"
+        return pid_from_file(REPO_ROOT / ".run" / f"{name}.pid")
 
     def cleanup(self) -> None:
         for action in reversed(self.cleanups):
@@ -550,10 +574,10 @@ class Bench:
             self.say(f"decoding {len(blobs)} photos (1 thread, then {self.s.decode_threads})")
             images, decode_1, decode_pool = self.decode_all(blobs, embedder.manifest.preprocessing)
             self.say("bare embedding (before)")
-            bare_before = self.bare(embedder, images)
+            bare_before, bare_cpu_before = self.bare(embedder, images)
             e2e = self.end_to_end(model_dir, uri, files)
             self.say("bare embedding (after)")
-            bare_after = self.bare(embedder, images)
+            bare_after, bare_cpu_after = self.bare(embedder, images)
         finally:
             self.cleanup()
         return {
@@ -569,6 +593,8 @@ class Bench:
             "decode_pool": decode_pool,
             "bare_before": bare_before,
             "bare_after": bare_after,
+            "bare_cpu_ms": (bare_cpu_before + bare_cpu_after) / 2,
+            "decode_cpu_ms": self.decode_cpu_ms,
             "e2e": e2e,
         }
 
@@ -642,9 +668,39 @@ def table(r: dict[str, Any]) -> str:
         f"| bare embed, for comparison | {e['images'] / bare:.2f} | "
         f"{e['images'] / bare / window:.1%} | {1000 / bare:.2f} |"
     )
+    lines += ["", *cpu_table(r, bare, e2e_rate)]
     lines.append("")
     lines.append(f"outcomes: {json.dumps(e['outcomes'])}")
     return "\n".join(lines)
+
+
+def cpu_table(r: dict[str, Any], bare: float, e2e_rate: float) -> list[str]:
+    """CPU milliseconds per photo by process, and the throughput bound they imply."""
+    cpu = r["e2e"].get("cpu_ms") or {}
+    if not cpu:
+        return ["(no CPU accounting: the window had no progress samples)"]
+    cores = os.cpu_count() or 1
+    lines = [
+        "| CPU per photo | ms |",
+        "| --- | ---: |",
+        f"| bare embedding (this process, all threads) | {r['bare_cpu_ms']:.2f} |",
+        f"| decode alone (1 thread) | {r['decode_cpu_ms']:.2f} |",
+    ]
+    for name in ("worker", "milvus", "kafka"):
+        if name in cpu:
+            lines.append(f"| end to end: {name} process | {cpu[name]:.2f} |")
+    involved = sum(cpu.get(n, 0.0) for n in ("worker", "milvus", "kafka"))
+    lines.append(f"| end to end: worker + Milvus + Kafka | {involved:.2f} |")
+    lines.append(f"| end to end: whole machine (other tenants too) | {cpu['machine']:.2f} |")
+    bound = 1000.0 * cores / involved if involved else float("nan")
+    lines += [
+        "",
+        f"With {cores} cores fully used, photos/s ≤ {cores} * 1000 / {involved:.2f} ms = "
+        f"**{bound:.1f}**, i.e. **E/B ≤ {bound / bare:.3f}** whatever the overlap; "
+        f"measured E is {e2e_rate / bound:.1%} of that bound. The bare model keeps "
+        f"{r['bare_cpu_ms'] * bare / 1000.0:.2f} cores busy.",
+    ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

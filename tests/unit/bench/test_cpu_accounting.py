@@ -1,0 +1,50 @@
+"""The benchmark's CPU accounting reads /proc correctly and divides by the photos done."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+
+from cpu_accounting import (
+    CpuSample,
+    machine_busy_s,
+    per_photo_ms,
+    pid_from_file,
+    process_cpu_s,
+)
+
+
+def test_process_cpu_time_matches_what_python_measures_for_itself() -> None:
+    before, own_before = process_cpu_s(os.getpid()), time.process_time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    spent, own_spent = process_cpu_s(os.getpid()) - before, time.process_time() - own_before
+    assert abs(spent - own_spent) < 0.05
+
+
+def test_machine_busy_time_grows_while_this_process_works() -> None:
+    before = machine_busy_s()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    assert machine_busy_s() - before >= 0.15
+
+
+def test_a_gone_process_counts_zero_and_a_stale_pid_file_reads_none(tmp_path: Path) -> None:
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text("999999999\n")
+    assert process_cpu_s(999_999_999) == 0.0
+    assert pid_from_file(pid_file) is None
+    assert pid_from_file(tmp_path / "missing.pid") is None
+
+
+def test_per_photo_milliseconds_divide_the_cpu_seconds_by_the_photos_done() -> None:
+    start = CpuSample(processes={"worker": 1.0, "kafka": 2.0}, machine=10.0, images=100)
+    end = CpuSample(processes={"worker": 3.0, "kafka": 2.5}, machine=14.0, images=500)
+    assert per_photo_ms(start, end) == {"worker": 5.0, "kafka": 1.25, "machine": 10.0}
+    assert per_photo_ms(end, end) == {}
