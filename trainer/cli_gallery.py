@@ -172,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from trainer.export import load_export
-    from trainer.gallery_loader import GalleryLoadError, GalleryLoadSettings, connect, load_gallery
+    from trainer.gallery_collection import GalleryLoadError
+    from trainer.gallery_loader import GalleryLoadSettings, connect, load_gallery
 
     try:
         settings = GalleryLoadSettings(
