@@ -230,7 +230,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from trainer.activation_cache import ActivationCacheSettings
     from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
     from trainer.export import export_model
-    from trainer.training import TrainingSettings, evaluate_split, fine_tune
+    from trainer.split_evaluation import evaluate_split
+    from trainer.training import fine_tune
+    from trainer.training_run import TrainingSettings
 
     started = time.monotonic()
     output = Path(args.output)

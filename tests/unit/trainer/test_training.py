@@ -16,7 +16,8 @@ from trainer.augmentation import augmented_view, view_rng
 from trainer.data import Photo, read_landmark_folders
 from trainer.embedding_model import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
 from trainer.photo_loading import load_photos
-from trainer.training import TrainingSettings, fine_tune
+from trainer.training import fine_tune
+from trainer.training_run import TrainingSettings
 
 SIZE = 32
 REPO = Path(__file__).resolve().parents[3]
