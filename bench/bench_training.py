@@ -28,7 +28,7 @@ from trainer.activation_cache import ActivationCacheSettings
 from trainer.embedding_model import EmbeddingModelConfig, build_embedding_model
 from trainer.evaluation import random_hit_at_k
 from trainer.split_evaluation import EVALUATION_PAIRS, evaluate_split
-from trainer.splits import MANIFEST_FILE, read_manifest
+from trainer.split_manifest import MANIFEST_FILE, read_manifest
 from trainer.training_run import TrainingSettings
 
 KS = list(range(1, 51))

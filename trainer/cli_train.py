@@ -185,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split(args: argparse.Namespace, output: Path) -> Any:
-    from trainer import splits
+    from trainer import split_manifest, splits
     from trainer.data import cap_per_landmark, read_google_landmarks_csv, read_landmark_folders
 
     if args.split:
-        return splits.read_manifest(args.split)
+        return split_manifest.read_manifest(args.split)
     if args.csv:
         listing = read_google_landmarks_csv(args.csv, args.data)
         photos = listing.photos
@@ -214,8 +214,8 @@ def _split(args: argparse.Namespace, output: Path) -> Any:
         if k
         in {"cap", "hold_out_landmarks", "val", "query", "references", "heldout_references", "csv"}
     }
-    splits.write_manifest(
-        output / splits.MANIFEST_FILE,
+    split_manifest.write_manifest(
+        output / split_manifest.MANIFEST_FILE,
         split,
         seed=args.seed,
         parameters=parameters,

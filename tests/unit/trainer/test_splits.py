@@ -1,4 +1,4 @@
-"""Tests for trainer.splits: seeded per-landmark splits, held-out landmarks, manifests, links."""
+"""Seeded per-landmark splits, held-out landmarks, manifests, links, and the split command."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from trainer.cli_split import main
 from trainer.data import Photo, google_landmarks_photo_path, read_landmark_folders, sort_photos
-from trainer.splits import (
-    MANIFEST_FILE,
-    Split,
-    hold_out_landmarks,
-    main,
-    materialise,
-    read_manifest,
-    split_per_landmark,
-    write_manifest,
-)
+from trainer.split_manifest import MANIFEST_FILE, materialise, read_manifest, write_manifest
+from trainer.splits import Split, hold_out_landmarks, split_per_landmark
 
 
 def photos_of(landmark: str, count: int, root: Path = Path("/data")) -> list[Photo]:
