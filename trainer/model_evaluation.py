@@ -2,8 +2,9 @@
 
 Loads exports (``trainer.export.load_export``) or builds ``pretrained:<backbone>`` networks
 (ImageNet backbone, global average pooling, L2 normalisation), embeds both photo sets once per
-preprocessing, measures hit@k, the kNN vote and GAP (:mod:`trainer.evaluation`), and draws the
-Figure-8 and Figure-9 style PNGs (:mod:`trainer.plots`).
+preprocessing, measures hit@k (:mod:`trainer.evaluation`), the kNN vote and GAP
+(:mod:`trainer.recognition_metrics`), and draws the Figure-8 and Figure-9 style PNGs
+(:mod:`trainer.plots`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings, Weighting
-from trainer import evaluation
+from trainer import evaluation, recognition_metrics
 from trainer.data import Photo, read_landmark_folders, summarize
 from trainer.photo_loading import iter_photo_batches, load_photos
 from trainer.plots import RetrievalRow, plot_hit_at_k, plot_retrieval_grid
@@ -299,12 +300,14 @@ def measure(model: EvaluatedModel, references: list[Photo], queries: list[Photo]
     ref_labels = [p.landmark_id for p in references]
     query_labels = [p.landmark_id for p in queries]
     hits = evaluation.hit_at_k(q, query_labels, r, ref_labels)
-    vote = evaluation.vote_accuracy(
+    vote = recognition_metrics.vote_accuracy(
         q, query_labels, r, ref_labels, [p.landmark_name for p in references], model.vote
     )
     known = set(ref_labels)
     truths = [label if label in known else None for label in query_labels]
-    gap = evaluation.gap(vote.predictions, vote.confidences, truths) if any(truths) else None
+    gap = (
+        recognition_metrics.gap(vote.predictions, vote.confidences, truths) if any(truths) else None
+    )
     return {
         **model.description,
         "input_size": model.spec.input_size,
