@@ -14,182 +14,22 @@ user would run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from worker import demo_data
+from worker.demo_report import print_report, scrape_outcomes, summarise
+from worker.demo_settings import REPO_ROOT, DemoSettings, settings_from
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Settings of one demo run, built once from flags and environment variables."""
-
-    data: Path
-    work_dir: Path
-    sample_url: str
-    sample_labels_url: str
-    bootstrap: str
-    milvus_port: int
-    metrics_ports: tuple[int, ...]
-    cap: int
-    references: int
-    query: float
-    input_size: int
-    epochs: int
-    augment_views: int
-    trainable_from: str
-    max_photos: int
-    timeout_s: float
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The demo's flags, each with its environment variable shown in ``--help``."""
-    parser = argparse.ArgumentParser(
-        prog="landmark-demo",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-    def add(flag: str, env: str, default: str, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=_env(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    add(
-        "--data",
-        "LANDMARK_DATA_DIR",
-        str(REPO_ROOT.parent / "shared/data/landmarks"),
-        "folder of landmark folders (<data>/<landmark>/<photo>)",
-        type=Path,
-    )
-    add(
-        "--work-dir",
-        "LANDMARK_DEMO_DIR",
-        str(REPO_ROOT / ".run/demo"),
-        "where the split, model, gallery and results go",
-        type=Path,
-    )
-    add(
-        "--sample-url",
-        "LANDMARK_DEMO_SAMPLE_URL",
-        demo_data.DEFAULT_SAMPLE_URL,
-        "archive of photos fetched when --data is missing (tar/zip of landmark folders, or "
-        "Google-Landmarks images with --sample-labels-url)",
-    )
-    add(
-        "--sample-labels-url",
-        "LANDMARK_DEMO_SAMPLE_LABELS_URL",
-        demo_data.DEFAULT_SAMPLE_LABELS_URL,
-        "Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without landmark "
-        "folders ('' when the archive has landmark folders)",
-    )
-    add(
-        "--bootstrap-servers",
-        "LANDMARK_KAFKA_BOOTSTRAP",
-        "127.0.0.1:19092",
-        "Kafka bootstrap servers (a local broker is started on 127.0.0.1 when none answers)",
-    )
-    add(
-        "--milvus-port",
-        "LANDMARK_DEMO_MILVUS_PORT",
-        "19531",
-        "port of the Milvus Lite server the demo starts",
-        type=int,
-    )
-    add(
-        "--metrics-ports",
-        "LANDMARK_DEMO_METRICS_PORTS",
-        "9108,9109",
-        "metrics/health ports of the two workers (Prometheus scrapes 9108-9117)",
-    )
-    add("--cap", "LANDMARK_DEMO_CAP", "24", "at most this many photos a landmark", type=int)
-    add(
-        "--references",
-        "LANDMARK_DEMO_REFERENCES",
-        "8",
-        "reference photos a landmark in the gallery",
-        type=int,
-    )
-    add(
-        "--query",
-        "LANDMARK_DEMO_QUERY",
-        "0.2",
-        "share of each landmark's photos held out and published",
-        type=float,
-    )
-    add("--input-size", "LANDMARK_DEMO_INPUT_SIZE", "160", "model input side in pixels", type=int)
-    add("--epochs", "LANDMARK_DEMO_EPOCHS", "3", "fine-tuning epochs", type=int)
-    add(
-        "--augment-views",
-        "LANDMARK_DEMO_AUGMENT_VIEWS",
-        "2",
-        "augmented views cached a training photo",
-        type=int,
-    )
-    add(
-        "--trainable-from",
-        "LANDMARK_DEMO_TRAINABLE_FROM",
-        "block_16",
-        "first trainable stage of the backbone",
-    )
-    add(
-        "--max-photos",
-        "LANDMARK_DEMO_MAX_PHOTOS",
-        "400",
-        "publish at most this many held-out photos",
-        type=int,
-    )
-    add(
-        "--timeout",
-        "LANDMARK_DEMO_TIMEOUT",
-        "300",
-        "seconds to wait for the tag events",
-        type=float,
-    )
-    return parser
-
-
-def settings_from(argv: Sequence[str] | None) -> DemoSettings:
-    args = build_parser().parse_args(argv)
-    ports = tuple(int(p) for p in str(args.metrics_ports).split(",") if p.strip())
-    if len(ports) < 2:
-        raise SystemExit("error: --metrics-ports needs two ports, one a worker")
-    return DemoSettings(
-        data=Path(args.data),
-        work_dir=Path(args.work_dir),
-        sample_url=args.sample_url,
-        sample_labels_url=args.sample_labels_url,
-        bootstrap=args.bootstrap_servers,
-        milvus_port=args.milvus_port,
-        metrics_ports=ports[:2],
-        cap=args.cap,
-        references=args.references,
-        query=args.query,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        augment_views=args.augment_views,
-        trainable_from=args.trainable_from,
-        max_photos=args.max_photos,
-        timeout_s=args.timeout,
-    )
 
 
 class Demo:
@@ -487,7 +327,7 @@ class Demo:
             self.load_gallery(model_dir)
             self.start_workers(model_dir)
             events, published, elapsed = self.publish_and_follow()
-            metrics = {port: _scrape(port) for port in self.s.metrics_ports}
+            metrics = {port: scrape_outcomes(port) for port in self.s.metrics_ports}
             report = summarise(events, published, elapsed, metrics)
             (self.work / "results.json").write_text(json.dumps(report, indent=2))
             print_report(report, self.s.metrics_ports, self.work)
@@ -506,21 +346,6 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """The worker's outcome counters, read from its /metrics endpoint."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("landmark_worker_images_total{"):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            totals[outcome] = totals.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
-
-
 def _stop_all(workers: Sequence[subprocess.Popen[bytes]]) -> None:
     """SIGTERM (the worker finishes its batch, commits and leaves the group), then SIGKILL."""
     for proc in workers:
@@ -532,121 +357,6 @@ def _stop_all(workers: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def summarise(
-    events: Sequence[dict[str, Any]],
-    published: dict[str, str],
-    elapsed_s: float,
-    metrics: dict[int, dict[str, float]],
-) -> dict[str, Any]:
-    """Join the tag events with what was published: one row a photo, accuracy, throughput."""
-    rows = []
-    seen: set[str] = set()
-    latencies = []
-    per_worker: dict[str, int] = {}
-    for event in events:
-        if event.get("kind") == "dead_letter":
-            image_id = event.get("original_key") or "?"
-            seen.add(image_id)
-            rows.append(
-                {
-                    "photo": _photo_name(published.get(image_id, image_id)),
-                    "truth": _truth(published.get(image_id, "")),
-                    "landmark": f"dead letter: {event['reason']}",
-                    "confidence": None,
-                    "correct": False,
-                }
-            )
-            continue
-        image_id = event["image_id"]
-        if image_id in seen or image_id not in published:
-            continue
-        seen.add(image_id)
-        truth = _truth(published[image_id])
-        landmark = event.get("landmark")
-        predicted = landmark["landmark_id"] if landmark else None
-        rows.append(
-            {
-                "photo": _photo_name(published[image_id]),
-                "truth": truth,
-                "landmark": predicted or "(no landmark)",
-                "confidence": event["confidence"],
-                "correct": predicted == truth,
-            }
-        )
-        if event.get("latency_ms") is not None:
-            latencies.append(float(event["latency_ms"]))
-        per_worker[event["worker_id"]] = per_worker.get(event["worker_id"], 0) + 1
-    answered = [r for r in rows if r["confidence"] is not None and r["landmark"] != "(no landmark)"]
-    correct = sum(bool(r["correct"]) for r in rows)
-    return {
-        "published": len(published),
-        "tagged": len(seen),
-        "missing": len(published) - len(seen),
-        "accuracy": correct / len(published) if published else 0.0,
-        "answered": len(answered),
-        "precision_when_answered": (
-            sum(bool(r["correct"]) for r in answered) / len(answered) if answered else 0.0
-        ),
-        "seconds_publish_to_last_tag": round(elapsed_s, 2),
-        "photos_per_second": round(len(seen) / elapsed_s, 2) if elapsed_s > 0 else 0.0,
-        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_ms_p95": (
-            round(statistics.quantiles(latencies, n=20)[-1], 1) if len(latencies) >= 20 else None
-        ),
-        "tagged_per_worker": per_worker,
-        "worker_metrics": {str(k): v for k, v in metrics.items()},
-        "rows": sorted(rows, key=lambda r: (r["truth"], r["photo"])),
-    }
-
-
-def _truth(path: str) -> str:
-    """The landmark of a published photo: the split folders are <part>/<landmark>/<photo>."""
-    return Path(path).parent.name
-
-
-def _photo_name(path: str) -> str:
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}"
-
-
-def print_report(report: dict[str, Any], ports: Sequence[int], work: Path) -> None:
-    rows = report["rows"]
-    width = max([len(r["photo"]) for r in rows] + [5])
-    lwidth = max([len(r["landmark"]) for r in rows] + [8])
-    print(f"\n{'photo':<{width}}  {'landmark':<{lwidth}}  confidence  correct?")
-    for r in rows:
-        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else "-"
-        print(
-            f"{r['photo']:<{width}}  {r['landmark']:<{lwidth}}  {conf:>10}  "
-            f"{'yes' if r['correct'] else 'no'}"
-        )
-    print(
-        f"\nphotos published {report['published']}, tagged {report['tagged']}, "
-        f"missing {report['missing']}"
-    )
-    print(
-        f"accuracy (right landmark / published): {report['accuracy']:.3f}; answered "
-        f"{report['answered']}, precision when answered "
-        f"{report['precision_when_answered']:.3f}"
-    )
-    print(
-        f"throughput: {report['photos_per_second']} photos/s from first publish to last tag "
-        f"({report['seconds_publish_to_last_tag']}s); latency p50 "
-        f"{report['latency_ms_p50']} ms, p95 {report['latency_ms_p95']} ms"
-    )
-    print(f"tag events per worker: {report['tagged_per_worker']}")
-    for port in ports:
-        print(
-            f"metrics: http://127.0.0.1:{port}/metrics  "
-            f"(counters at the end: {report['worker_metrics'].get(str(port), {})})"
-        )
-    print(
-        "Prometheus (make prometheus-start) scrapes ports 9108-9117 at http://127.0.0.1:19090; "
-        "Grafana dashboard: deploy/grafana/"
-    )
-    print(f"results: {work / 'results.json'}; logs: {work / 'logs'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
