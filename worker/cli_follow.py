@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError
 from schemas.tag_event import TagEvent
+from worker.kafka_io import CONSUMER_SIZE_LIMITS
 from worker.settings import (
     DEAD_LETTER_TOPIC,
     DEFAULT_BOOTSTRAP,
@@ -78,6 +79,7 @@ def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
         client_id="landmark-follow",
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=args.group_id is not None,
+        **CONSUMER_SIZE_LIMITS,
     )
     if args.group_id is not None:
         consumer.subscribe(topics)

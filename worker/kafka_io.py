@@ -22,6 +22,17 @@ from schemas.tag_event import TagEvent
 
 Partition = tuple[str, int]
 
+#: Size limits for every consumer of this project's topics. kafka-python refuses any network frame
+#: above ``receive_message_max_bytes`` (1 MB by default) and closes the connection, while a fetch
+#: of a few inline photos easily returns more; the broker (``deploy/local/kafka.sh``) accepts
+#: record batches up to 40 MiB, and a fetch always returns at least one whole batch, so frames of
+#: that size plus the response's framing must be readable.
+CONSUMER_SIZE_LIMITS: dict[str, int] = {
+    "fetch_max_bytes": 32 * 1024 * 1024,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
+    "receive_message_max_bytes": 48 * 1024 * 1024,
+}
+
 
 class PublishError(Exception):
     """The broker did not acknowledge every output of a batch in time."""
@@ -97,6 +108,7 @@ class ImageConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             fetch_max_wait_ms=100,
+            **CONSUMER_SIZE_LIMITS,
         )
         self._assigned: frozenset[Partition] = frozenset()
         self._wait_for_topic(topic, timeout_s=30.0)

@@ -26,6 +26,7 @@ from tests.integration.worker_stack import (
     read_outputs,
     shared_stack,
 )
+from worker.kafka_io import CONSUMER_SIZE_LIMITS
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +234,8 @@ def test_sigterm_finishes_the_batch_commits_and_leaves_the_group(
 
 def _keys_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> set[str | None]:
     """Keys of the records before the given offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             **CONSUMER_SIZE_LIMITS)
     try:
         consumer.assign(list(offsets))
         consumer.seek_to_beginning(*offsets)

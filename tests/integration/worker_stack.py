@@ -258,7 +258,10 @@ def read_outputs(
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    from worker.kafka_io import CONSUMER_SIZE_LIMITS
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             **CONSUMER_SIZE_LIMITS)
     try:
         partitions = []
         for topic in topics:
