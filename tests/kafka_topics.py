@@ -22,5 +22,6 @@ def wait_for_leaders(admin: Any, topic: str, partitions: int, timeout_s: float =
         if led >= partitions:
             return
         time.sleep(0.1)
-    raise TimeoutError(f"topic {topic!r}: {led} of {partitions} partitions have a leader "
-                       f"after {timeout_s:.0f} s")
+    raise TimeoutError(
+        f"topic {topic!r}: {led} of {partitions} partitions have a leader after {timeout_s:.0f} s"
+    )

@@ -101,7 +101,9 @@ class MilvusLiteServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"milvus-lite server exited early:\n{self._log_tail()}")
             if self._answers():
-                self._note(f"answering after {time.monotonic() - deadline + self.start_timeout_s:.1f} s")
+                self._note(
+                    f"answering after {time.monotonic() - deadline + self.start_timeout_s:.1f} s"
+                )
                 return
             time.sleep(0.2)
         self.stop()

@@ -37,45 +37,82 @@ def format_tag_event(event: TagEvent) -> str:
     """One aligned line: time, image id, landmark (or '-'), confidence, latency, versions."""
     landmark = event.landmark.name if event.landmark is not None else "- (no landmark)"
     latency = f"{event.latency_ms:8.0f} ms" if event.latency_ms is not None else "       ? ms"
-    return (f"{event.tagged_at:%H:%M:%S}  {event.image_id[:40]:<40}  {landmark[:28]:<28}  "
-            f"{event.confidence:5.2f}  {latency}  model {event.model_version} "
-            f"gallery {event.gallery_version}  {event.worker_id}")
+    return (
+        f"{event.tagged_at:%H:%M:%S}  {event.image_id[:40]:<40}  {landmark[:28]:<28}  "
+        f"{event.confidence:5.2f}  {latency}  model {event.model_version} "
+        f"gallery {event.gallery_version}  {event.worker_id}"
+    )
 
 
 def format_dead_letter(letter: DeadLetter) -> str:
     """One line for a dead letter: time, original key, reason, message."""
     key = letter.original_key if letter.original_key is not None else "(no key)"
-    return (f"{letter.failed_at:%H:%M:%S}  {key[:40]:<40}  DEAD LETTER {letter.reason.value}: "
-            f"{letter.message[:120]}")
+    return (
+        f"{letter.failed_at:%H:%M:%S}  {key[:40]:<40}  DEAD LETTER {letter.reason.value}: "
+        f"{letter.message[:120]}"
+    )
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="landmark-follow",
-                                     description="Print landmark-tag events as they arrive.")
+    parser = argparse.ArgumentParser(
+        prog="landmark-follow", description="Print landmark-tag events as they arrive."
+    )
     f = EnvDefaultsParser(parser, environ)
-    f.add("--bootstrap-servers", env="LANDMARK_KAFKA_BOOTSTRAP", default=DEFAULT_BOOTSTRAP,
-          help="Kafka bootstrap servers")
+    f.add(
+        "--bootstrap-servers",
+        env="LANDMARK_KAFKA_BOOTSTRAP",
+        default=DEFAULT_BOOTSTRAP,
+        help="Kafka bootstrap servers",
+    )
     f.add("--topic", env="LANDMARK_TAGS_TOPIC", default=TAGS_TOPIC, help="tag event topic")
-    f.add("--dead-letter-topic", env="LANDMARK_DLQ_TOPIC", default=DEAD_LETTER_TOPIC,
-          help="dead-letter topic (read with --dead-letters)")
-    f.add_switch("--dead-letters", env="LANDMARK_FOLLOW_DEAD_LETTERS",
-                 help="also follow the dead-letter topic")
-    f.add_switch("--from-beginning", env="LANDMARK_FOLLOW_FROM_BEGINNING",
-                 help="start at the oldest event instead of the next new one")
-    f.add_switch("--json", env="LANDMARK_FOLLOW_JSON",
-                 help="print each event as one JSON line (dead letters get kind=dead_letter)")
-    f.add("--max-events", env="LANDMARK_FOLLOW_MAX_EVENTS", type=positive_int, default=None,
-          help="stop after this many events (tag events plus dead letters)")
-    f.add("--timeout", env="LANDMARK_FOLLOW_TIMEOUT", type=non_negative_float, default=None,
-          help="stop after this many seconds without a new event")
-    f.add("--group-id", env="LANDMARK_FOLLOW_GROUP_ID", default=None,
-          help="consumer group to read (and commit) in; default: none")
+    f.add(
+        "--dead-letter-topic",
+        env="LANDMARK_DLQ_TOPIC",
+        default=DEAD_LETTER_TOPIC,
+        help="dead-letter topic (read with --dead-letters)",
+    )
+    f.add_switch(
+        "--dead-letters",
+        env="LANDMARK_FOLLOW_DEAD_LETTERS",
+        help="also follow the dead-letter topic",
+    )
+    f.add_switch(
+        "--from-beginning",
+        env="LANDMARK_FOLLOW_FROM_BEGINNING",
+        help="start at the oldest event instead of the next new one",
+    )
+    f.add_switch(
+        "--json",
+        env="LANDMARK_FOLLOW_JSON",
+        help="print each event as one JSON line (dead letters get kind=dead_letter)",
+    )
+    f.add(
+        "--max-events",
+        env="LANDMARK_FOLLOW_MAX_EVENTS",
+        type=positive_int,
+        default=None,
+        help="stop after this many events (tag events plus dead letters)",
+    )
+    f.add(
+        "--timeout",
+        env="LANDMARK_FOLLOW_TIMEOUT",
+        type=non_negative_float,
+        default=None,
+        help="stop after this many seconds without a new event",
+    )
+    f.add(
+        "--group-id",
+        env="LANDMARK_FOLLOW_GROUP_ID",
+        default=None,
+        help="consumer group to read (and commit) in; default: none",
+    )
     return parser
 
 
 def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
     consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap_servers, group_id=args.group_id,
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group_id,
         client_id="landmark-follow",
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         enable_auto_commit=args.group_id is not None,
@@ -127,8 +164,9 @@ def follow(consumer: KafkaConsumer, args: argparse.Namespace, out: TextIO) -> in
             for record in records:
                 if args.max_events is not None and count >= args.max_events:
                     break
-                out.write(_render(record.topic == args.dead_letter_topic, record.value,
-                                  args.json) + "\n")
+                out.write(
+                    _render(record.topic == args.dead_letter_topic, record.value, args.json) + "\n"
+                )
                 count += 1
                 last_event = time.monotonic()
         out.flush()
@@ -164,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         consumer.close()
     if args.max_events is not None and count < args.max_events:
-        print(f"landmark-follow: {count} of {args.max_events} events before the timeout",
-              file=sys.stderr)
+        print(
+            f"landmark-follow: {count} of {args.max_events} events before the timeout",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

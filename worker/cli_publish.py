@@ -26,8 +26,9 @@ from kafka.errors import KafkaError
 from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
 from worker.settings import DEFAULT_BOOTSTRAP, IMAGES_TOPIC, EnvDefaultsParser, positive_int
 
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-                            ".mpo"})
+PHOTO_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
+)
 #: Inline values above this go as references in ``auto`` mode (Kafka's default limit is 1 MB).
 DEFAULT_MAX_INLINE_BYTES = 900 * 1024
 
@@ -54,10 +55,10 @@ def find_photos(inputs: Sequence[Path], id_scheme: str) -> list[PhotoFile]:
     photos: list[PhotoFile] = []
     for item in inputs:
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*")
-                           if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-            photos.extend(PhotoFile(p, _image_id(p, p.relative_to(item), id_scheme))
-                          for p in files)
+            files = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+            )
+            photos.extend(PhotoFile(p, _image_id(p, p.relative_to(item), id_scheme)) for p in files)
         elif item.is_file():
             photos.append(PhotoFile(item, _image_id(item, Path(item.name), id_scheme)))
         else:
@@ -71,8 +72,9 @@ def _image_id(path: Path, relative: Path, id_scheme: str) -> str:
     return relative.as_posix()
 
 
-def _events(photos: Sequence[PhotoFile], mode: str, max_inline_bytes: int,
-            source: str) -> Iterator[tuple[PhotoFile, InlinePhoto | PhotoReference, int]]:
+def _events(
+    photos: Sequence[PhotoFile], mode: str, max_inline_bytes: int, source: str
+) -> Iterator[tuple[PhotoFile, InlinePhoto | PhotoReference, int]]:
     for photo in photos:
         size = photo.path.stat().st_size
         inline = mode == "inline" or (mode == "auto" and size <= max_inline_bytes)
@@ -81,18 +83,41 @@ def _events(photos: Sequence[PhotoFile], mode: str, max_inline_bytes: int,
             content_type = mimetypes.guess_type(photo.path.name)[0] or "application/octet-stream"
             if not content_type.startswith("image/"):
                 content_type = "application/octet-stream"
-            yield photo, InlinePhoto(image_id=photo.image_id, data=photo.path.read_bytes(),
-                                     content_type=content_type, published_at=now,
-                                     source=source), size
+            yield (
+                photo,
+                InlinePhoto(
+                    image_id=photo.image_id,
+                    data=photo.path.read_bytes(),
+                    content_type=content_type,
+                    published_at=now,
+                    source=source,
+                ),
+                size,
+            )
         else:
-            yield photo, PhotoReference(image_id=photo.image_id,
-                                        uri=photo.path.resolve().as_uri(),
-                                        published_at=now, source=source), 0
+            yield (
+                photo,
+                PhotoReference(
+                    image_id=photo.image_id,
+                    uri=photo.path.resolve().as_uri(),
+                    published_at=now,
+                    source=source,
+                ),
+                0,
+            )
 
 
-def publish(photos: Sequence[PhotoFile], producer: KafkaProducer, topic: str, mode: str,
-            max_inline_bytes: int, source: str, progress: TextIO | None,
-            id_map: TextIO | None, timeout_s: float) -> tuple[int, int]:
+def publish(
+    photos: Sequence[PhotoFile],
+    producer: KafkaProducer,
+    topic: str,
+    mode: str,
+    max_inline_bytes: int,
+    source: str,
+    progress: TextIO | None,
+    id_map: TextIO | None,
+    timeout_s: float,
+) -> tuple[int, int]:
     """Publish every photo and wait for the broker's acknowledgements.
 
     Returns:
@@ -102,14 +127,24 @@ def publish(photos: Sequence[PhotoFile], producer: KafkaProducer, topic: str, mo
     total = len(photos)
     started = time.monotonic()
     last_report = 0.0
-    for done, (photo, event, _size) in enumerate(_events(photos, mode, max_inline_bytes, source), 1):
+    for done, (photo, event, _size) in enumerate(
+        _events(photos, mode, max_inline_bytes, source), 1
+    ):
         record = encode_image_event(event)
-        futures.append(producer.send(topic, key=record.key, value=record.value,
-                                     headers=list(record.headers)))
+        futures.append(
+            producer.send(topic, key=record.key, value=record.value, headers=list(record.headers))
+        )
         if id_map is not None:
-            id_map.write(json.dumps({
-                "image_id": photo.image_id, "path": str(photo.path),
-                "as": "inline" if isinstance(event, InlinePhoto) else "reference"}) + "\n")
+            id_map.write(
+                json.dumps(
+                    {
+                        "image_id": photo.image_id,
+                        "path": str(photo.path),
+                        "as": "inline" if isinstance(event, InlinePhoto) else "reference",
+                    }
+                )
+                + "\n"
+            )
         now = time.monotonic()
         if progress is not None and (now - last_report > 0.5 or done == total):
             last_report = now
@@ -136,25 +171,61 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("paths", nargs="+", type=Path, help="photo files and/or folders")
     f = EnvDefaultsParser(parser, environ)
-    f.add("--bootstrap-servers", env="LANDMARK_KAFKA_BOOTSTRAP", default=DEFAULT_BOOTSTRAP,
-          help="Kafka bootstrap servers")
+    f.add(
+        "--bootstrap-servers",
+        env="LANDMARK_KAFKA_BOOTSTRAP",
+        default=DEFAULT_BOOTSTRAP,
+        help="Kafka bootstrap servers",
+    )
     f.add("--topic", env="LANDMARK_IMAGES_TOPIC", default=IMAGES_TOPIC, help="images topic")
-    f.add("--as", env="LANDMARK_PUBLISH_AS", default="auto",
-          choices=("auto", "inline", "reference"),
-          help="send bytes inline, file:// references, or inline unless over --max-inline-bytes")
-    f.add("--max-inline-bytes", env="LANDMARK_PUBLISH_MAX_INLINE_BYTES", type=positive_int,
-          default=DEFAULT_MAX_INLINE_BYTES, help="largest photo sent inline in auto mode")
-    f.add("--id-scheme", env="LANDMARK_PUBLISH_ID_SCHEME", default="hash",
-          choices=("hash", "path"),
-          help="image id: content hash (stable) or path relative to the folder given")
-    f.add("--source", env="LANDMARK_PUBLISH_SOURCE", default="landmark-publish",
-          help="value of the source header")
-    f.add("--id-map", env="LANDMARK_PUBLISH_ID_MAP", type=Path, default=None,
-          help="write one JSON line per photo (image_id, path, as) to this file")
-    f.add("--limit", env="LANDMARK_PUBLISH_LIMIT", type=positive_int, default=None,
-          help="publish at most this many photos")
-    f.add("--timeout-s", env="LANDMARK_PUBLISH_TIMEOUT_S", type=float, default=60.0,
-          help="how long to wait for the broker's acknowledgements")
+    f.add(
+        "--as",
+        env="LANDMARK_PUBLISH_AS",
+        default="auto",
+        choices=("auto", "inline", "reference"),
+        help="send bytes inline, file:// references, or inline unless over --max-inline-bytes",
+    )
+    f.add(
+        "--max-inline-bytes",
+        env="LANDMARK_PUBLISH_MAX_INLINE_BYTES",
+        type=positive_int,
+        default=DEFAULT_MAX_INLINE_BYTES,
+        help="largest photo sent inline in auto mode",
+    )
+    f.add(
+        "--id-scheme",
+        env="LANDMARK_PUBLISH_ID_SCHEME",
+        default="hash",
+        choices=("hash", "path"),
+        help="image id: content hash (stable) or path relative to the folder given",
+    )
+    f.add(
+        "--source",
+        env="LANDMARK_PUBLISH_SOURCE",
+        default="landmark-publish",
+        help="value of the source header",
+    )
+    f.add(
+        "--id-map",
+        env="LANDMARK_PUBLISH_ID_MAP",
+        type=Path,
+        default=None,
+        help="write one JSON line per photo (image_id, path, as) to this file",
+    )
+    f.add(
+        "--limit",
+        env="LANDMARK_PUBLISH_LIMIT",
+        type=positive_int,
+        default=None,
+        help="publish at most this many photos",
+    )
+    f.add(
+        "--timeout-s",
+        env="LANDMARK_PUBLISH_TIMEOUT_S",
+        type=float,
+        default=60.0,
+        help="how long to wait for the broker's acknowledgements",
+    )
     f.add_switch("--quiet", env="LANDMARK_PUBLISH_QUIET", help="no progress output")
     return parser
 
@@ -170,22 +241,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None:
         photos = photos[: args.limit]
     if not photos:
-        print("landmark-publish: no photos found in " + ", ".join(map(str, args.paths)),
-              file=sys.stderr)
+        print(
+            "landmark-publish: no photos found in " + ", ".join(map(str, args.paths)),
+            file=sys.stderr,
+        )
         return 2
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", linger_ms=10,
-                             client_id="landmark-publish", max_request_size=4 * 1024 * 1024,
-                             max_block_ms=int(args.timeout_s * 1000))
+    producer = KafkaProducer(
+        bootstrap_servers=args.bootstrap_servers,
+        acks="all",
+        linger_ms=10,
+        client_id="landmark-publish",
+        max_request_size=4 * 1024 * 1024,
+        max_block_ms=int(args.timeout_s * 1000),
+    )
     progress = None if args.quiet else sys.stderr
     started = time.monotonic()
     id_map = args.id_map.open("w", encoding="utf-8") if args.id_map is not None else None
     try:
-        acknowledged, failed = publish(photos, producer, args.topic, getattr(args, "as"),
-                                       args.max_inline_bytes, args.source, progress, id_map,
-                                       args.timeout_s)
+        acknowledged, failed = publish(
+            photos,
+            producer,
+            args.topic,
+            getattr(args, "as"),
+            args.max_inline_bytes,
+            args.source,
+            progress,
+            id_map,
+            args.timeout_s,
+        )
     except KafkaError as error:
-        print(f"landmark-publish: Kafka at {args.bootstrap_servers} failed: {error!r}",
-              file=sys.stderr)
+        print(
+            f"landmark-publish: Kafka at {args.bootstrap_servers} failed: {error!r}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if id_map is not None:
@@ -193,8 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         producer.close(timeout=10)
     seconds = time.monotonic() - started
     if progress is not None:
-        progress.write(f"published {acknowledged} photos to {args.topic!r} in {seconds:.1f} s"
-                       f"{f', {failed} failed' if failed else ''}\n")
+        progress.write(
+            f"published {acknowledged} photos to {args.topic!r} in {seconds:.1f} s"
+            f"{f', {failed} failed' if failed else ''}\n"
+        )
     return 1 if failed else 0
 
 

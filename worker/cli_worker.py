@@ -38,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = HealthState()
     metrics.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
     server = StatusServer(settings.http_host, settings.http_port, health, metrics.registry).start()
-    log.info("status endpoint listening", url=f"http://{settings.http_host}:{server.port}",
-             paths=["/metrics", "/healthz", "/readyz"])
+    log.info(
+        "status endpoint listening",
+        url=f"http://{settings.http_host}:{server.port}",
+        paths=["/metrics", "/healthz", "/readyz"],
+    )
     stop_requested = threading.Event()
     services: list[WorkerService] = []
 
@@ -75,9 +78,15 @@ class _StoppedDuringStart(Exception):
     """SIGTERM/SIGINT arrived while waiting for Kafka or Milvus at start-up."""
 
 
-def _retrying(what: str, connect: Callable[[], T], retry_on: tuple[type[BaseException], ...],
-              settings: WorkerSettings, health: HealthState, stop: threading.Event,
-              log: structlog.typing.FilteringBoundLogger) -> T:
+def _retrying(
+    what: str,
+    connect: Callable[[], T],
+    retry_on: tuple[type[BaseException], ...],
+    settings: WorkerSettings,
+    health: HealthState,
+    stop: threading.Event,
+    log: structlog.typing.FilteringBoundLogger,
+) -> T:
     """Call ``connect`` until it succeeds, pausing longer after each failure (until stopped)."""
     pause = settings.backoff_initial_s
     while True:
@@ -85,8 +94,9 @@ def _retrying(what: str, connect: Callable[[], T], retry_on: tuple[type[BaseExce
             return connect()
         except retry_on as error:
             health.block(f"{what} unreachable")
-            log.warning("cannot connect at start-up; retrying", what=what, error=str(error),
-                        pause_s=pause)
+            log.warning(
+                "cannot connect at start-up; retrying", what=what, error=str(error), pause_s=pause
+            )
         if stop.wait(pause):
             raise _StoppedDuringStart
         pause = min(settings.backoff_max_s, pause * 2)
@@ -108,20 +118,37 @@ def _open_gallery(settings: WorkerSettings) -> Gallery:
     return index
 
 
-def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: HealthState,
-                   log: structlog.typing.FilteringBoundLogger,
-                   stop: threading.Event) -> WorkerService:
+def _build_service(
+    settings: WorkerSettings,
+    metrics: WorkerMetrics,
+    health: HealthState,
+    log: structlog.typing.FilteringBoundLogger,
+    stop: threading.Event,
+) -> WorkerService:
     from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError
 
     try:
         model = _load_warm(settings.model_dir, settings.batch_max_records)
     except (ModelExportError, OSError, ValueError) as error:
-        raise _StartupRefused(f"cannot load the model export {settings.model_dir}: {error}") from error
-    log.info("model loaded", model_version=model.model_version,
-             embedding_dim=model.embedding_dim, backbone=model.manifest.backbone)
+        raise _StartupRefused(
+            f"cannot load the model export {settings.model_dir}: {error}"
+        ) from error
+    log.info(
+        "model loaded",
+        model_version=model.model_version,
+        embedding_dim=model.embedding_dim,
+        backbone=model.manifest.backbone,
+    )
     try:
-        gallery = _retrying("milvus", lambda: _open_gallery(settings), (GalleryUnavailableError,),
-                            settings, health, stop, log)
+        gallery = _retrying(
+            "milvus",
+            lambda: _open_gallery(settings),
+            (GalleryUnavailableError,),
+            settings,
+            health,
+            stop,
+            log,
+        )
         gallery.check_compatible(model.model_version, model.embedding_dim)
     except GalleryMismatchError as error:
         raise _StartupRefused(
@@ -131,45 +158,84 @@ def _build_service(settings: WorkerSettings, metrics: WorkerMetrics, health: Hea
             "built with."
         ) from error
     health.set_loaded(model=True, gallery=True)
-    log.info("gallery opened", gallery_version=gallery.gallery_version,
-             gallery_model_version=gallery.model_version)
+    log.info(
+        "gallery opened",
+        gallery_version=gallery.gallery_version,
+        gallery_model_version=gallery.model_version,
+    )
 
     def on_assignment(partitions: frozenset[Partition]) -> None:
         health.set_partitions(partitions)
         if partitions:
-            log.info("partitions assigned",
-                     partitions=sorted(f"{t}-{p}" for t, p in partitions))
+            log.info("partitions assigned", partitions=sorted(f"{t}-{p}" for t, p in partitions))
         else:
             log.info("partitions revoked")
 
-    source = _retrying("kafka", lambda: ImageConsumer(
-        settings.bootstrap_servers, settings.images_topic, settings.group_id,
-        client_id=settings.worker_id, on_assignment=on_assignment,
-        auto_offset_reset=settings.auto_offset_reset,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-    ), (KafkaError,), settings, health, stop, log)
-    sink = _retrying("kafka", lambda: OutputPublisher(
-        settings.bootstrap_servers, settings.tags_topic, settings.dead_letter_topic,
-        client_id=settings.worker_id, timeout_s=settings.publish_timeout_s,
-    ), (KafkaError,), settings, health, stop, log)
-    fetcher = ReferenceFetcher(FetcherSettings(
-        file_root=settings.reference_root, allowed_hosts=settings.reference_hosts,
-        max_bytes=settings.reference_max_bytes, timeout_s=settings.reference_timeout_s))
+    source = _retrying(
+        "kafka",
+        lambda: ImageConsumer(
+            settings.bootstrap_servers,
+            settings.images_topic,
+            settings.group_id,
+            client_id=settings.worker_id,
+            on_assignment=on_assignment,
+            auto_offset_reset=settings.auto_offset_reset,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+        ),
+        (KafkaError,),
+        settings,
+        health,
+        stop,
+        log,
+    )
+    sink = _retrying(
+        "kafka",
+        lambda: OutputPublisher(
+            settings.bootstrap_servers,
+            settings.tags_topic,
+            settings.dead_letter_topic,
+            client_id=settings.worker_id,
+            timeout_s=settings.publish_timeout_s,
+        ),
+        (KafkaError,),
+        settings,
+        health,
+        stop,
+        log,
+    )
+    fetcher = ReferenceFetcher(
+        FetcherSettings(
+            file_root=settings.reference_root,
+            allowed_hosts=settings.reference_hosts,
+            max_bytes=settings.reference_max_bytes,
+            timeout_s=settings.reference_timeout_s,
+        )
+    )
     loop_settings = LoopSettings(
-        worker_id=settings.worker_id, model_dir=settings.model_dir,
+        worker_id=settings.worker_id,
+        model_dir=settings.model_dir,
         batch_max_records=settings.batch_max_records,
-        batch_max_wait_ms=settings.batch_max_wait_ms, decode_threads=settings.decode_threads,
-        vote_k=settings.vote_k, vote_weighting=settings.vote_weighting,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+        decode_threads=settings.decode_threads,
+        vote_k=settings.vote_k,
+        vote_weighting=settings.vote_weighting,
         vote_threshold=settings.vote_threshold,
         dead_letter_max_inline_bytes=settings.dead_letter_max_inline_bytes,
-        backoff_initial_s=settings.backoff_initial_s, backoff_max_s=settings.backoff_max_s,
+        backoff_initial_s=settings.backoff_initial_s,
+        backoff_max_s=settings.backoff_max_s,
         reload_check_interval_s=settings.reload_check_interval_s,
         lag_interval_s=settings.lag_interval_s,
     )
     return WorkerService(
-        loop_settings, model=model, gallery=gallery, source=source, sink=sink, fetcher=fetcher,
-        metrics=metrics, health=health,
+        loop_settings,
+        model=model,
+        gallery=gallery,
+        source=source,
+        sink=sink,
+        fetcher=fetcher,
+        metrics=metrics,
+        health=health,
         load_model=lambda directory: _load_warm(Path(directory), settings.batch_max_records),
         open_gallery=lambda: _open_gallery(settings),
     )

@@ -41,8 +41,12 @@ class StageTimings:
 
     def as_dict(self) -> dict[str, float]:
         """Stage name → seconds, in pipeline order."""
-        return {"decode": self.decode, "embed": self.embed, "search": self.search,
-                "vote": self.vote}
+        return {
+            "decode": self.decode,
+            "embed": self.embed,
+            "search": self.search,
+            "vote": self.vote,
+        }
 
 
 @dataclass(frozen=True)
@@ -109,15 +113,22 @@ def process_batch(
 
     def dead_letter(record: KafkaRecord, reason: ReasonCode, message: str) -> DeadLetter:
         return DeadLetter.from_record(
-            record, reason=reason, message=message, worker_id=worker_id, now=clock(),
+            record,
+            reason=reason,
+            message=message,
+            worker_id=worker_id,
+            now=clock(),
             max_inline_bytes=dead_letter_max_inline_bytes,
         )
 
     started = timer()
     prepared = list(decode_pool.map(lambda r: _prepare(r, fetcher, spec), records))
     decoded = [item for item in prepared if isinstance(item, _Decoded)]
-    dead_letters = [dead_letter(item.record, item.error.reason, item.error.message)
-                    for item in prepared if isinstance(item, _Rejected)]
+    dead_letters = [
+        dead_letter(item.record, item.error.reason, item.error.message)
+        for item in prepared
+        if isinstance(item, _Rejected)
+    ]
     decode_done = timer()
 
     embeddings, failed = _embed(embedder, decoded)
@@ -137,19 +148,21 @@ def process_batch(
         tagged_at = clock()
         published_at = item.event.published_at
         try:
-            tag_events.append(TagEvent(
-                image_id=item.event.image_id,
-                landmark=landmark,
-                confidence=confidence,
-                neighbours=tuple(found[: vote.k]),
-                model_version=model_version,
-                gallery_version=gallery_version,
-                worker_id=worker_id,
-                published_at=published_at,
-                tagged_at=tagged_at,
-                latency_ms=latency_ms_between(published_at, tagged_at),
-                trace_id=item.event.trace_id,
-            ))
+            tag_events.append(
+                TagEvent(
+                    image_id=item.event.image_id,
+                    landmark=landmark,
+                    confidence=confidence,
+                    neighbours=tuple(found[: vote.k]),
+                    model_version=model_version,
+                    gallery_version=gallery_version,
+                    worker_id=worker_id,
+                    published_at=published_at,
+                    tagged_at=tagged_at,
+                    latency_ms=latency_ms_between(published_at, tagged_at),
+                    trace_id=item.event.trace_id,
+                )
+            )
         except InputError as error:
             dead_letters.append(dead_letter(item.record, error.reason, error.message))
     vote_done = timer()
@@ -166,8 +179,9 @@ def process_batch(
     )
 
 
-def _prepare(record: KafkaRecord, fetcher: PhotoFetcher,
-             spec: PreprocessingSpec) -> _Decoded | _Rejected:
+def _prepare(
+    record: KafkaRecord, fetcher: PhotoFetcher, spec: PreprocessingSpec
+) -> _Decoded | _Rejected:
     """Parse the event, fetch the photo if referenced, decode it; input errors become data."""
     try:
         event = decode_image_event(record)
@@ -176,13 +190,18 @@ def _prepare(record: KafkaRecord, fetcher: PhotoFetcher,
     except InputError as error:
         return _Rejected(record, error)
     except Exception as error:  # a decoder bug on one odd photo must not stop the batch
-        return _Rejected(record, InputError(
-            ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"))
+        return _Rejected(
+            record,
+            InputError(
+                ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"
+            ),
+        )
     return _Decoded(record, event, image)
 
 
-def _embed(embedder: Embedder, decoded: Sequence[_Decoded]
-           ) -> tuple[np.ndarray, list[tuple[_Decoded, str]]]:
+def _embed(
+    embedder: Embedder, decoded: Sequence[_Decoded]
+) -> tuple[np.ndarray, list[tuple[_Decoded, str]]]:
     """Embed the batch in one call; if that fails, photo by photo, so one bad photo fails alone.
 
     Returns:
@@ -193,8 +212,9 @@ def _embed(embedder: Embedder, decoded: Sequence[_Decoded]
     if not decoded:
         return np.zeros((0, dim), dtype=np.float32), []
     try:
-        batch = _checked_embeddings(embedder.embed(np.stack([d.image for d in decoded])),
-                                    len(decoded), dim)
+        batch = _checked_embeddings(
+            embedder.embed(np.stack([d.image for d in decoded])), len(decoded), dim
+        )
     except Exception:
         batch = None
     if batch is not None:
@@ -234,8 +254,7 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int,
-            n: int) -> list[list[Neighbour]]:
+def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int, n: int) -> list[list[Neighbour]]:
     if n == 0:
         return []
     found = index.search(embeddings, k)

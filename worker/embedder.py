@@ -38,8 +38,12 @@ class KerasEmbedder:
             largest.
     """
 
-    def __init__(self, model: Any, manifest: ModelManifest,
-                 batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES) -> None:
+    def __init__(
+        self,
+        model: Any,
+        manifest: ModelManifest,
+        batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    ) -> None:
         if not batch_sizes or list(batch_sizes) != sorted(set(batch_sizes)) or batch_sizes[0] < 1:
             raise ValueError(f"batch_sizes must be ascending positive sizes, got {batch_sizes}")
         self.manifest = manifest
@@ -51,8 +55,13 @@ class KerasEmbedder:
         self._infer = _compiled_inference(model)
 
     @classmethod
-    def from_export(cls, directory: Path | str, *, verify_hash: bool = True,
-                    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES) -> KerasEmbedder:
+    def from_export(
+        cls,
+        directory: Path | str,
+        *,
+        verify_hash: bool = True,
+        batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    ) -> KerasEmbedder:
         """Load an export directory (``model.keras`` + ``manifest.json``).
 
         Args:
@@ -125,8 +134,9 @@ class KerasEmbedder:
         if n == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
         largest = self._batch_sizes[-1]
-        parts = [self._embed_padded(images[start:start + largest])
-                 for start in range(0, n, largest)]
+        parts = [
+            self._embed_padded(images[start : start + largest]) for start in range(0, n, largest)
+        ]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def _embed_padded(self, images: np.ndarray) -> np.ndarray:
@@ -167,5 +177,3 @@ def export_version_on_disk(directory: Path | str) -> str | None:
         return ModelManifest.read(directory).model_version
     except (OSError, ValueError):
         return None
-
-

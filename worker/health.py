@@ -24,8 +24,9 @@ class HealthState:
         clock: monotonic clock (injectable for tests).
     """
 
-    def __init__(self, stall_after_s: float = 120.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, stall_after_s: float = 120.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._stall_after_s = stall_after_s
@@ -70,8 +71,12 @@ class HealthState:
                 "partitions": sorted(f"{t}-{p}" for t, p in self._partitions),
                 "blocked": self._blocked_reason,
             }
-            ready = (self._model_loaded and self._gallery_loaded and bool(self._partitions)
-                     and self._blocked_reason is None)
+            ready = (
+                self._model_loaded
+                and self._gallery_loaded
+                and bool(self._partitions)
+                and self._blocked_reason is None
+            )
             return ready, detail
 
 
@@ -85,13 +90,15 @@ class StatusServer:
         registry: the Prometheus registry to expose.
     """
 
-    def __init__(self, host: str, port: int, state: HealthState,
-                 registry: CollectorRegistry) -> None:
+    def __init__(
+        self, host: str, port: int, state: HealthState, registry: CollectorRegistry
+    ) -> None:
         handler = _handler_for(state, registry)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="status-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="status-http", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -106,8 +113,7 @@ class StatusServer:
         self._server.server_close()
 
 
-def _handler_for(state: HealthState,
-                 registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler_for(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

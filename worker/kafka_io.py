@@ -40,12 +40,22 @@ class PublishError(Exception):
 
 def to_kafka_record(consumed: Any) -> KafkaRecord:
     """Convert a kafka-python ``ConsumerRecord`` into the broker-neutral :class:`KafkaRecord`."""
-    headers = tuple((str(name), bytes(value) if value is not None else b"")
-                    for name, value in (consumed.headers or ()))
-    timestamp = consumed.timestamp if consumed.timestamp is not None and consumed.timestamp >= 0 else None
-    return KafkaRecord(key=consumed.key, value=consumed.value, headers=headers,
-                       topic=consumed.topic, partition=consumed.partition,
-                       offset=consumed.offset, timestamp_ms=timestamp)
+    headers = tuple(
+        (str(name), bytes(value) if value is not None else b"")
+        for name, value in (consumed.headers or ())
+    )
+    timestamp = (
+        consumed.timestamp if consumed.timestamp is not None and consumed.timestamp >= 0 else None
+    )
+    return KafkaRecord(
+        key=consumed.key,
+        value=consumed.value,
+        headers=headers,
+        topic=consumed.topic,
+        partition=consumed.partition,
+        offset=consumed.offset,
+        timestamp_ms=timestamp,
+    )
 
 
 def next_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
@@ -67,8 +77,11 @@ def first_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_change: Callable[[frozenset[Partition]], None],
-                 consumer: Callable[[], KafkaConsumer]) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[frozenset[Partition]], None],
+        consumer: Callable[[], KafkaConsumer],
+    ) -> None:
         self._on_change = on_change
         self._consumer = consumer
 
@@ -94,10 +107,17 @@ class ImageConsumer:
         session_timeout_ms: How long the group waits for heartbeats of a dead worker.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, group_id: str, client_id: str,
-                 on_assignment: Callable[[frozenset[Partition]], None],
-                 auto_offset_reset: str = "earliest", max_poll_interval_ms: int = 300_000,
-                 session_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        client_id: str,
+        on_assignment: Callable[[frozenset[Partition]], None],
+        auto_offset_reset: str = "earliest",
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -146,8 +166,9 @@ class ImageConsumer:
         batch: list[KafkaRecord] = []
         while len(batch) < max_records:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            polled = self._consumer.poll(timeout_ms=remaining_ms,
-                                         max_records=max_records - len(batch))
+            polled = self._consumer.poll(
+                timeout_ms=remaining_ms, max_records=max_records - len(batch)
+            )
             for records in polled.values():
                 batch.extend(to_kafka_record(r) for r in records)
             if remaining_ms == 0:
@@ -161,8 +182,10 @@ class ImageConsumer:
             kafka.errors.CommitFailedError: the group rebalanced and the partitions moved on.
             kafka.errors.KafkaError: the commit could not be made.
         """
-        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                   for (topic, partition), offset in next_offsets(records).items()}
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in next_offsets(records).items()
+        }
         if offsets:
             self._consumer.commit(offsets=offsets)
 
@@ -203,8 +226,14 @@ class OutputPublisher:
         timeout_s: How long :meth:`publish` waits for acknowledgements.
     """
 
-    def __init__(self, bootstrap_servers: str, tags_topic: str, dead_letter_topic: str,
-                 client_id: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        tags_topic: str,
+        dead_letter_topic: str,
+        client_id: str,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._tags_topic = tags_topic
         self._dead_letter_topic = dead_letter_topic
         self._timeout_s = timeout_s
@@ -225,13 +254,17 @@ class OutputPublisher:
         Raises:
             PublishError: some output was not acknowledged within the timeout.
         """
-        outputs = ([(self._tags_topic, e.to_record()) for e in tag_events]
-                   + [(self._dead_letter_topic, d.to_record()) for d in dead_letters])
+        outputs = [(self._tags_topic, e.to_record()) for e in tag_events] + [
+            (self._dead_letter_topic, d.to_record()) for d in dead_letters
+        ]
         deadline = time.monotonic() + self._timeout_s
         try:
-            futures = [self._producer.send(topic, value=record.value, key=record.key,
-                                           headers=list(record.headers))
-                       for topic, record in outputs]
+            futures = [
+                self._producer.send(
+                    topic, value=record.value, key=record.key, headers=list(record.headers)
+                )
+                for topic, record in outputs
+            ]
             self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             for future in futures:
                 future.get(timeout=max(0.001, deadline - time.monotonic()))

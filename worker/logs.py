@@ -12,12 +12,17 @@ from typing import TextIO
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
-def configure_logging(log_format: str = "auto", level: str = "info",
-                      stream: TextIO | None = None) -> None:
+def configure_logging(
+    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
     """Configure structlog for the process.
 
     Args:
@@ -50,5 +55,8 @@ def configure_logging(log_format: str = "auto", level: str = "info",
         cache_logger_on_first_use=False,
     )
     # Libraries (kafka-python, pymilvus) log through the standard library: keep their warnings.
-    logging.basicConfig(stream=out, level=max(_LEVELS[level], logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=out,
+        level=max(_LEVELS[level], logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

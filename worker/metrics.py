@@ -30,42 +30,61 @@ class WorkerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.images = Counter(
-            "landmark_worker_images", "Photos processed, by outcome (and dead-letter reason).",
-            ["outcome", "reason"], registry=r,
+            "landmark_worker_images",
+            "Photos processed, by outcome (and dead-letter reason).",
+            ["outcome", "reason"],
+            registry=r,
         )
         self.stage_seconds = Histogram(
-            "landmark_worker_stage_seconds", "Time per batch spent in each stage.",
-            ["stage"], buckets=_STAGE_BUCKETS, registry=r,
+            "landmark_worker_stage_seconds",
+            "Time per batch spent in each stage.",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
         )
         self.end_to_end_seconds = Histogram(
             "landmark_worker_end_to_end_seconds",
             "From the photo's published-at header to its tag event.",
-            buckets=_END_TO_END_BUCKETS, registry=r,
+            buckets=_END_TO_END_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "landmark_worker_batch_size", "Records per batch.", buckets=_BATCH_BUCKETS, registry=r,
+            "landmark_worker_batch_size",
+            "Records per batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.batches = Counter("landmark_worker_batches", "Batches committed.", registry=r)
         self.consumer_lag = Gauge(
-            "landmark_worker_consumer_lag", "Records behind the end of each assigned partition.",
-            ["topic", "partition"], registry=r,
+            "landmark_worker_consumer_lag",
+            "Records behind the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=r,
         )
         self.errors = Counter(
-            "landmark_worker_errors", "Errors the worker recovered from, by kind.",
-            ["kind"], registry=r,
+            "landmark_worker_errors",
+            "Errors the worker recovered from, by kind.",
+            ["kind"],
+            registry=r,
         )
         self.model_info = Info(
-            "landmark_worker_model", "Model and gallery the worker is using.", registry=r,
+            "landmark_worker_model",
+            "Model and gallery the worker is using.",
+            registry=r,
         )
         self.ready = Gauge(
-            "landmark_worker_ready", "1 when the worker is ready to process photos.", registry=r,
+            "landmark_worker_ready",
+            "1 when the worker is ready to process photos.",
+            registry=r,
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
         for outcome in ("tagged", "no_landmark"):
             self.images.labels(outcome=outcome, reason="")
 
-    def observe_outcomes(self, tagged: int, no_landmark: int, dead_letter_reasons: Iterable[str]) -> None:
+    def observe_outcomes(
+        self, tagged: int, no_landmark: int, dead_letter_reasons: Iterable[str]
+    ) -> None:
         """Count one batch's photos by outcome."""
         if tagged:
             self.images.labels(outcome="tagged", reason="").inc(tagged)
@@ -82,8 +101,11 @@ class WorkerMetrics:
     def set_versions(self, model_version: str, gallery_version: str, worker_id: str) -> None:
         """Publish the model and gallery versions now in use."""
         self.model_info.info(
-            {"model_version": model_version, "gallery_version": gallery_version,
-             "worker_id": worker_id}
+            {
+                "model_version": model_version,
+                "gallery_version": gallery_version,
+                "worker_id": worker_id,
+            }
         )
 
     def set_lag(self, lag_by_partition: Mapping[tuple[str, int], int]) -> None:

@@ -101,13 +101,17 @@ class ReferenceFetcher:
         host_port = f"{host}:{parts.port}" if parts.port is not None else host
         allowed = self._settings.allowed_hosts
         if not host or (host not in allowed and host_port not in allowed):
-            raise InputError(ReasonCode.BAD_REFERENCE, f"host {host_port!r} is not allowed: {uri!r}")
+            raise InputError(
+                ReasonCode.BAD_REFERENCE, f"host {host_port!r} is not allowed: {uri!r}"
+            )
         request = urllib.request.Request(uri, headers={"User-Agent": "landmark-worker"})
         try:
             with self._opener.open(request, timeout=self._settings.timeout_s) as response:
                 declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and (
-                    int(declared) > self._settings.max_bytes
+                if (
+                    declared is not None
+                    and declared.isdigit()
+                    and (int(declared) > self._settings.max_bytes)
                 ):
                     raise _too_large(uri, int(declared), self._settings.max_bytes)
                 data = _read_bounded(response, self._settings.max_bytes)
@@ -151,9 +155,18 @@ def _too_large(uri: str, size: int | None, limit: int) -> InputError:
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(
-        self, req: urllib.request.Request, fp: object, code: int, msg: str, headers: object,
+        self,
+        req: urllib.request.Request,
+        fp: object,
+        code: int,
+        msg: str,
+        headers: object,
         newurl: str,
     ) -> None:
         raise urllib.error.HTTPError(
-            req.full_url, code, f"redirect to {newurl} refused", headers, None  # type: ignore[arg-type]
+            req.full_url,
+            code,
+            f"redirect to {newurl} refused",
+            headers,  # type: ignore[arg-type]
+            None,
         )

@@ -108,11 +108,21 @@ class WorkerService:
         clock: Current UTC time.
     """
 
-    def __init__(self, settings: LoopSettings, *, model: ServedModel, gallery: Gallery,
-                 source: Source, sink: Sink, fetcher: PhotoFetcher, metrics: WorkerMetrics,
-                 health: HealthState, load_model: Callable[[Path], ServedModel],
-                 open_gallery: Callable[[], Gallery],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        settings: LoopSettings,
+        *,
+        model: ServedModel,
+        gallery: Gallery,
+        source: Source,
+        sink: Sink,
+        fetcher: PhotoFetcher,
+        metrics: WorkerMetrics,
+        health: HealthState,
+        load_model: Callable[[Path], ServedModel],
+        open_gallery: Callable[[], Gallery],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._settings = settings
         self._model = model
         self._gallery = gallery
@@ -130,8 +140,9 @@ class WorkerService:
         self._next_lag = 0.0
         self._pending_model: ServedModel | None = None
         self._rejected_model_version: str | None = None
-        self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads,
-                                        thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="decode"
+        )
         self._vote = self._vote_settings()
         self._announce_versions()
 
@@ -150,8 +161,9 @@ class WorkerService:
     def run(self) -> None:
         """Process batches until stopped; then commit, close the consumer and the producer."""
         structlog.contextvars.bind_contextvars(worker_id=self._settings.worker_id)
-        log.info("worker started",
-                 model_version=self.model_version, gallery_version=self.gallery_version)
+        log.info(
+            "worker started", model_version=self.model_version, gallery_version=self.gallery_version
+        )
         self._health.set_loaded(model=True, gallery=True)
         self._health.unblock()
         try:
@@ -159,8 +171,9 @@ class WorkerService:
                 self._health.beat()
                 self._maybe_reload()
                 self._maybe_update_lag()
-                records = self._source.poll_batch(self._settings.batch_max_records,
-                                                  self._settings.batch_max_wait_ms)
+                records = self._source.poll_batch(
+                    self._settings.batch_max_records, self._settings.batch_max_wait_ms
+                )
                 if records:
                     self._handle_batch(records)
         finally:
@@ -171,15 +184,17 @@ class WorkerService:
         with structlog.contextvars.bound_contextvars(batch_id=batch_id):
             try:
                 outcome = self._process(records)
-                publish_s = self._timed(lambda: self._sink.publish(outcome.tag_events,
-                                                                   outcome.dead_letters))
+                publish_s = self._timed(
+                    lambda: self._sink.publish(outcome.tag_events, outcome.dead_letters)
+                )
                 commit_s = self._timed(lambda: self._source.commit(records))
             except CommitFailedError as error:
                 # The group moved our partitions on; their new owner re-reads the uncommitted
                 # tail (already published: at-least-once, consumers deduplicate by image id).
                 self._metrics.errors.labels(kind="commit_failed").inc()
-                log.warning("commit refused after a rebalance", error=str(error),
-                            records=len(records))
+                log.warning(
+                    "commit refused after a rebalance", error=str(error), records=len(records)
+                )
                 return
             except Exception as error:
                 self._retry_later(records, error)
@@ -205,10 +220,16 @@ class WorkerService:
     def _retry_later(self, records: list[KafkaRecord], error: Exception) -> None:
         kind = _error_kind(error)
         self._metrics.errors.labels(kind=kind).inc()
-        self._backoff_s = min(self._settings.backoff_max_s,
-                              max(self._settings.backoff_initial_s, self._backoff_s * 2))
-        log.warning("batch not committed; retrying after a pause", kind=kind, error=repr(error),
-                    records=len(records), pause_s=self._backoff_s)
+        self._backoff_s = min(
+            self._settings.backoff_max_s, max(self._settings.backoff_initial_s, self._backoff_s * 2)
+        )
+        log.warning(
+            "batch not committed; retrying after a pause",
+            kind=kind,
+            error=repr(error),
+            records=len(records),
+            pause_s=self._backoff_s,
+        )
         self._health.block(f"backing off after {kind}")
         try:
             self._source.rewind(records)
@@ -216,31 +237,48 @@ class WorkerService:
             log.warning("seek back failed", error=repr(seek_error))
         self._stop.wait(self._backoff_s)
 
-    def _record(self, records: list[KafkaRecord], outcome: BatchOutcome, publish_s: float,
-                commit_s: float) -> None:
+    def _record(
+        self, records: list[KafkaRecord], outcome: BatchOutcome, publish_s: float, commit_s: float
+    ) -> None:
         m = self._metrics
         m.batch_size.observe(len(records))
         m.batches.inc()
-        m.observe_stages({**outcome.stage_timings.as_dict(), "publish": publish_s,
-                          "commit": commit_s})
+        m.observe_stages(
+            {**outcome.stage_timings.as_dict(), "publish": publish_s, "commit": commit_s}
+        )
         tagged = sum(1 for e in outcome.tag_events if e.landmark is not None)
-        m.observe_outcomes(tagged, len(outcome.tag_events) - tagged,
-                           [d.reason.value for d in outcome.dead_letters])
+        m.observe_outcomes(
+            tagged, len(outcome.tag_events) - tagged, [d.reason.value for d in outcome.dead_letters]
+        )
         for event in outcome.tag_events:
             if event.latency_ms is not None:
                 m.end_to_end_seconds.observe(event.latency_ms / 1000.0)
-            log.debug("tagged", image_id=event.image_id,
-                      landmark=event.landmark.landmark_id if event.landmark else None,
-                      confidence=round(event.confidence, 3))
+            log.debug(
+                "tagged",
+                image_id=event.image_id,
+                landmark=event.landmark.landmark_id if event.landmark else None,
+                confidence=round(event.confidence, 3),
+            )
         for letter in outcome.dead_letters:
-            log.warning("dead-lettered", image_id=letter.original_key, reason=letter.reason.value,
-                        message=letter.message, partition=letter.source_partition,
-                        offset=letter.source_offset)
+            log.warning(
+                "dead-lettered",
+                image_id=letter.original_key,
+                reason=letter.reason.value,
+                message=letter.message,
+                partition=letter.source_partition,
+                offset=letter.source_offset,
+            )
         timings = {k: round(v, 4) for k, v in outcome.stage_timings.as_dict().items()}
-        log.info("batch committed", records=len(records), tagged=tagged,
-                 no_landmark=len(outcome.tag_events) - tagged,
-                 dead_lettered=len(outcome.dead_letters),
-                 publish_s=round(publish_s, 4), commit_s=round(commit_s, 4), **timings)
+        log.info(
+            "batch committed",
+            records=len(records),
+            tagged=tagged,
+            no_landmark=len(outcome.tag_events) - tagged,
+            dead_lettered=len(outcome.dead_letters),
+            publish_s=round(publish_s, 4),
+            commit_s=round(commit_s, 4),
+            **timings,
+        )
 
     def _maybe_update_lag(self) -> None:
         now = time.monotonic()
@@ -266,8 +304,11 @@ class WorkerService:
         try:
             if self._gallery.refresh():
                 self._announce_versions()
-                log.info("gallery switched", gallery_version=self.gallery_version,
-                         model_version=self.model_version)
+                log.info(
+                    "gallery switched",
+                    gallery_version=self.gallery_version,
+                    model_version=self.model_version,
+                )
         except Exception as error:
             # GalleryMismatchError: the alias moved to a gallery of a model we do not have yet;
             # the index keeps searching the previous collection. Unreachable: retried later.
@@ -283,13 +324,16 @@ class WorkerService:
             return
         try:
             self._pending_model = self._load_model(self._settings.model_dir)
-            log.info("new model export loaded; waiting for its gallery",
-                     model_version=self._pending_model.model_version)
+            log.info(
+                "new model export loaded; waiting for its gallery",
+                model_version=self._pending_model.model_version,
+            )
         except Exception as error:
             self._rejected_model_version = on_disk
             self._metrics.errors.labels(kind="model_load_failed").inc()
-            log.warning("new model export could not be loaded", model_version=on_disk,
-                        error=str(error))
+            log.warning(
+                "new model export could not be loaded", model_version=on_disk, error=str(error)
+            )
 
     def _try_switch_to_pending_model(self) -> None:
         candidate = self._pending_model
@@ -304,16 +348,22 @@ class WorkerService:
             gallery.check_compatible(candidate.model_version, candidate.embedding_dim)
         except Exception as error:
             gallery.close()
-            log.info("gallery not yet built for the new model; keeping the current one",
-                     pending_model_version=candidate.model_version, reason=str(error))
+            log.info(
+                "gallery not yet built for the new model; keeping the current one",
+                pending_model_version=candidate.model_version,
+                reason=str(error),
+            )
             return
         previous = self._gallery
         self._model, self._gallery, self._pending_model = candidate, gallery, None
         self._vote = self._vote_settings()
         previous.close()
         self._announce_versions()
-        log.info("switched model and gallery", model_version=self.model_version,
-                 gallery_version=self.gallery_version)
+        log.info(
+            "switched model and gallery",
+            model_version=self.model_version,
+            gallery_version=self.gallery_version,
+        )
 
     def _vote_settings(self) -> VoteSettings:
         base = self._model.manifest.vote
@@ -325,8 +375,9 @@ class WorkerService:
         )
 
     def _announce_versions(self) -> None:
-        self._metrics.set_versions(self.model_version, self.gallery_version,
-                                   self._settings.worker_id)
+        self._metrics.set_versions(
+            self.model_version, self.gallery_version, self._settings.worker_id
+        )
 
     @staticmethod
     def _timed(action: Callable[[], None]) -> float:
@@ -337,8 +388,11 @@ class WorkerService:
     def _shutdown(self) -> None:
         self._health.block("shutting down")
         log.info("worker stopping: leaving the group")
-        for what, action in (("producer", self._sink.close), ("consumer", self._source.close),
-                             ("gallery", self._gallery.close)):
+        for what, action in (
+            ("producer", self._sink.close),
+            ("consumer", self._source.close),
+            ("gallery", self._gallery.close),
+        ):
             try:
                 action()
             except Exception as error:

@@ -76,7 +76,9 @@ class WorkerSettings:
         if self.log_format not in ("auto", "json", "console"):
             raise ValueError(f"log_format must be auto, json or console, got {self.log_format!r}")
         if self.auto_offset_reset not in ("earliest", "latest"):
-            raise ValueError(f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}")
+            raise ValueError(
+                f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}"
+            )
         if not 0 <= self.http_port <= 65535:
             raise ValueError(f"http_port out of range: {self.http_port}")
 
@@ -125,9 +127,7 @@ class EnvDefaultsParser:
     def add_switch(self, flag: str, *, env: str, help: str) -> None:
         """Add a boolean ``flag``; ``$env`` set to 1/true/yes turns it on."""
         on = self._environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
-        self.parser.add_argument(
-            flag, action="store_true", default=on, help=f"{help} [env: {env}]"
-        )
+        self.parser.add_argument(flag, action="store_true", default=on, help=f"{help} [env: {env}]")
 
 
 def host_set(text: str) -> frozenset[str]:
@@ -169,66 +169,186 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         ),
     )
     f = EnvDefaultsParser(parser, environ)
-    f.add("--model-dir", env="LANDMARK_MODEL_DIR", type=Path, required=True,
-          help="exported model directory (model.keras + manifest.json); watched for new exports")
-    f.add("--milvus-uri", env="LANDMARK_MILVUS_URI", required=True,
-          help="Milvus URI: a Milvus Lite .db file path or http://host:19530")
-    f.add("--milvus-token", env="LANDMARK_MILVUS_TOKEN", default="",
-          help="Milvus token (user:password or API key); never logged")
-    f.add("--gallery-alias", env="LANDMARK_GALLERY_ALIAS", default="landmarks",
-          help="Milvus collection alias of the reference gallery")
-    f.add("--bootstrap-servers", env="LANDMARK_KAFKA_BOOTSTRAP", default=DEFAULT_BOOTSTRAP,
-          help="Kafka bootstrap servers")
+    f.add(
+        "--model-dir",
+        env="LANDMARK_MODEL_DIR",
+        type=Path,
+        required=True,
+        help="exported model directory (model.keras + manifest.json); watched for new exports",
+    )
+    f.add(
+        "--milvus-uri",
+        env="LANDMARK_MILVUS_URI",
+        required=True,
+        help="Milvus URI: a Milvus Lite .db file path or http://host:19530",
+    )
+    f.add(
+        "--milvus-token",
+        env="LANDMARK_MILVUS_TOKEN",
+        default="",
+        help="Milvus token (user:password or API key); never logged",
+    )
+    f.add(
+        "--gallery-alias",
+        env="LANDMARK_GALLERY_ALIAS",
+        default="landmarks",
+        help="Milvus collection alias of the reference gallery",
+    )
+    f.add(
+        "--bootstrap-servers",
+        env="LANDMARK_KAFKA_BOOTSTRAP",
+        default=DEFAULT_BOOTSTRAP,
+        help="Kafka bootstrap servers",
+    )
     f.add("--images-topic", env="LANDMARK_IMAGES_TOPIC", default=IMAGES_TOPIC, help="input topic")
     f.add("--tags-topic", env="LANDMARK_TAGS_TOPIC", default=TAGS_TOPIC, help="tag event topic")
-    f.add("--dead-letter-topic", env="LANDMARK_DLQ_TOPIC", default=DEAD_LETTER_TOPIC,
-          help="dead-letter topic for bad input")
+    f.add(
+        "--dead-letter-topic",
+        env="LANDMARK_DLQ_TOPIC",
+        default=DEAD_LETTER_TOPIC,
+        help="dead-letter topic for bad input",
+    )
     f.add("--group-id", env="LANDMARK_GROUP_ID", default=DEFAULT_GROUP, help="consumer group")
-    f.add("--worker-id", env="LANDMARK_WORKER_ID", default=None,
-          help="worker id in tag events and logs (default: hostname-pid)")
-    f.add("--batch-max-records", env="LANDMARK_BATCH_MAX_RECORDS", type=positive_int,
-          default=32, help="most photos in one batch")
-    f.add("--batch-max-wait-ms", env="LANDMARK_BATCH_MAX_WAIT_MS", type=int, default=200,
-          help="longest wait for a batch to fill, in ms")
-    f.add("--decode-threads", env="LANDMARK_DECODE_THREADS", type=positive_int,
-          default=max(1, min(8, os.cpu_count() or 1)), help="threads decoding photos")
-    f.add("--vote-k", env="LANDMARK_VOTE_K", type=positive_int, default=None,
-          help="neighbours in the vote (default: the model manifest's)")
-    f.add("--vote-weighting", env="LANDMARK_VOTE_WEIGHTING", default=None,
-          choices=("uniform", "inverse_rank", "similarity"),
-          help="vote weighting (default: the model manifest's)")
-    f.add("--vote-threshold", env="LANDMARK_VOTE_THRESHOLD", type=float, default=None,
-          help="confidence below which the answer is 'no landmark' (default: the manifest's)")
-    f.add("--reference-root", env="LANDMARK_REFERENCE_ROOT", type=Path, default=None,
-          help="directory file:// references must lie under (unset: file:// refused)")
-    f.add("--reference-hosts", env="LANDMARK_REFERENCE_HOSTS", type=host_set,
-          default=frozenset(), help="comma-separated hosts http(s):// references may name")
-    f.add("--reference-max-bytes", env="LANDMARK_REFERENCE_MAX_BYTES", type=positive_int,
-          default=32 * 1024 * 1024, help="largest referenced photo, in bytes")
-    f.add("--reference-timeout-s", env="LANDMARK_REFERENCE_TIMEOUT_S", type=non_negative_float,
-          default=5.0, help="timeout fetching an http(s) reference, in seconds")
-    f.add("--http-host", env="LANDMARK_HTTP_HOST", default="127.0.0.1",
-          help="address of the /metrics, /healthz, /readyz endpoint")
-    f.add("--http-port", env="LANDMARK_HTTP_PORT", type=int, default=9108,
-          help="port of the /metrics, /healthz, /readyz endpoint (0: any free port)")
-    f.add("--reload-check-interval-s", env="LANDMARK_RELOAD_CHECK_INTERVAL_S",
-          type=non_negative_float, default=5.0,
-          help="how often to look for a new model export or gallery between batches")
-    f.add("--backoff-max-s", env="LANDMARK_BACKOFF_MAX_S", type=non_negative_float,
-          default=30.0, help="longest wait between retries while Kafka or Milvus is down")
-    f.add("--publish-timeout-s", env="LANDMARK_PUBLISH_TIMEOUT_S", type=positive_float,
-          default=30.0, help="how long a batch's outputs may wait for the broker's "
-          "acknowledgement before the batch is retried, in seconds")
-    f.add("--session-timeout-ms", env="LANDMARK_SESSION_TIMEOUT_MS", type=positive_int,
-          default=10_000, help="how long the group waits for a silent worker's heartbeat "
-          "before moving its partitions, in ms")
-    f.add("--auto-offset-reset", env="LANDMARK_AUTO_OFFSET_RESET", default="earliest",
-          choices=("earliest", "latest"), help="where a new group starts reading")
-    f.add("--log-format", env="LANDMARK_LOG_FORMAT", default="auto",
-          choices=("auto", "json", "console"),
-          help="log format (auto: console when stderr is a terminal, else JSON)")
-    f.add("--log-level", env="LANDMARK_LOG_LEVEL", default="info",
-          choices=("debug", "info", "warning", "error"), help="log level")
+    f.add(
+        "--worker-id",
+        env="LANDMARK_WORKER_ID",
+        default=None,
+        help="worker id in tag events and logs (default: hostname-pid)",
+    )
+    f.add(
+        "--batch-max-records",
+        env="LANDMARK_BATCH_MAX_RECORDS",
+        type=positive_int,
+        default=32,
+        help="most photos in one batch",
+    )
+    f.add(
+        "--batch-max-wait-ms",
+        env="LANDMARK_BATCH_MAX_WAIT_MS",
+        type=int,
+        default=200,
+        help="longest wait for a batch to fill, in ms",
+    )
+    f.add(
+        "--decode-threads",
+        env="LANDMARK_DECODE_THREADS",
+        type=positive_int,
+        default=max(1, min(8, os.cpu_count() or 1)),
+        help="threads decoding photos",
+    )
+    f.add(
+        "--vote-k",
+        env="LANDMARK_VOTE_K",
+        type=positive_int,
+        default=None,
+        help="neighbours in the vote (default: the model manifest's)",
+    )
+    f.add(
+        "--vote-weighting",
+        env="LANDMARK_VOTE_WEIGHTING",
+        default=None,
+        choices=("uniform", "inverse_rank", "similarity"),
+        help="vote weighting (default: the model manifest's)",
+    )
+    f.add(
+        "--vote-threshold",
+        env="LANDMARK_VOTE_THRESHOLD",
+        type=float,
+        default=None,
+        help="confidence below which the answer is 'no landmark' (default: the manifest's)",
+    )
+    f.add(
+        "--reference-root",
+        env="LANDMARK_REFERENCE_ROOT",
+        type=Path,
+        default=None,
+        help="directory file:// references must lie under (unset: file:// refused)",
+    )
+    f.add(
+        "--reference-hosts",
+        env="LANDMARK_REFERENCE_HOSTS",
+        type=host_set,
+        default=frozenset(),
+        help="comma-separated hosts http(s):// references may name",
+    )
+    f.add(
+        "--reference-max-bytes",
+        env="LANDMARK_REFERENCE_MAX_BYTES",
+        type=positive_int,
+        default=32 * 1024 * 1024,
+        help="largest referenced photo, in bytes",
+    )
+    f.add(
+        "--reference-timeout-s",
+        env="LANDMARK_REFERENCE_TIMEOUT_S",
+        type=non_negative_float,
+        default=5.0,
+        help="timeout fetching an http(s) reference, in seconds",
+    )
+    f.add(
+        "--http-host",
+        env="LANDMARK_HTTP_HOST",
+        default="127.0.0.1",
+        help="address of the /metrics, /healthz, /readyz endpoint",
+    )
+    f.add(
+        "--http-port",
+        env="LANDMARK_HTTP_PORT",
+        type=int,
+        default=9108,
+        help="port of the /metrics, /healthz, /readyz endpoint (0: any free port)",
+    )
+    f.add(
+        "--reload-check-interval-s",
+        env="LANDMARK_RELOAD_CHECK_INTERVAL_S",
+        type=non_negative_float,
+        default=5.0,
+        help="how often to look for a new model export or gallery between batches",
+    )
+    f.add(
+        "--backoff-max-s",
+        env="LANDMARK_BACKOFF_MAX_S",
+        type=non_negative_float,
+        default=30.0,
+        help="longest wait between retries while Kafka or Milvus is down",
+    )
+    f.add(
+        "--publish-timeout-s",
+        env="LANDMARK_PUBLISH_TIMEOUT_S",
+        type=positive_float,
+        default=30.0,
+        help="how long a batch's outputs may wait for the broker's "
+        "acknowledgement before the batch is retried, in seconds",
+    )
+    f.add(
+        "--session-timeout-ms",
+        env="LANDMARK_SESSION_TIMEOUT_MS",
+        type=positive_int,
+        default=10_000,
+        help="how long the group waits for a silent worker's heartbeat "
+        "before moving its partitions, in ms",
+    )
+    f.add(
+        "--auto-offset-reset",
+        env="LANDMARK_AUTO_OFFSET_RESET",
+        default="earliest",
+        choices=("earliest", "latest"),
+        help="where a new group starts reading",
+    )
+    f.add(
+        "--log-format",
+        env="LANDMARK_LOG_FORMAT",
+        default="auto",
+        choices=("auto", "json", "console"),
+        help="log format (auto: console when stderr is a terminal, else JSON)",
+    )
+    f.add(
+        "--log-level",
+        env="LANDMARK_LOG_LEVEL",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level",
+    )
     return parser
 
 

@@ -34,8 +34,13 @@ DASHBOARDS = sorted((REPO_ROOT / "deploy" / "grafana").glob("*.json"))
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "10s", "$__range": "15m"}
 #: Panels that must show data once a worker has tagged photos.
 PANELS_WITH_DATA = (
-    "Workers ready", "Photos per second", "Throughput by outcome", "Stage latency p95 (per batch)",
-    "End-to-end latency (published → tagged)", "Consumer lag by partition", "Batch size",
+    "Workers ready",
+    "Photos per second",
+    "Throughput by outcome",
+    "Stage latency p95 (per batch)",
+    "End-to-end latency (published → tagged)",
+    "Consumer lag by partition",
+    "Batch size",
     "Model and gallery versions",
 )
 
@@ -70,29 +75,41 @@ def query(prometheus_url: str, expr: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def scraped_worker(kafka_bootstrap: str, prometheus_url: str, prometheus_targets_dir: Path,
-                   landmarks_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[tuple[WorkerProcess, Callable[[int], None]]]:
+def scraped_worker(
+    kafka_bootstrap: str,
+    prometheus_url: str,
+    prometheus_targets_dir: Path,
+    landmarks_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[WorkerProcess, Callable[[int], None]]]:
     stack = shared_stack(landmarks_dir)
     topics = create_topics(kafka_bootstrap, "worker-dashboard")
     logs = tmp_path_factory.mktemp("dashboard-worker")
-    worker = WorkerProcess(stack, bootstrap=kafka_bootstrap, images_topic=topics[0],
-                           tags_topic=topics[1], dead_letter_topic=topics[2],
-                           group_id=f"{topics[0]}-group", worker_id="worker-dashboard",
-                           log_path=logs / "worker.log")
+    worker = WorkerProcess(
+        stack,
+        bootstrap=kafka_bootstrap,
+        images_topic=topics[0],
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        group_id=f"{topics[0]}-group",
+        worker_id="worker-dashboard",
+        log_path=logs / "worker.log",
+    )
     target_file = prometheus_targets_dir / f"{topics[0]}.json"
     photos = sorted(landmarks_dir.glob("*/*.jpg"))[5::11]
     waves = iter(range(100))
 
     def send(count: int) -> None:
         start = next(waves) * count
-        publish(kafka_bootstrap, topics[0], photos[start:start + count],
-                logs / f"ids-{start}.jsonl")
+        publish(
+            kafka_bootstrap, topics[0], photos[start : start + count], logs / f"ids-{start}.jsonl"
+        )
 
     try:
         worker.wait_ready()
-        target_file.write_text(json.dumps([{"targets": [f"127.0.0.1:{worker.port}"],
-                                            "labels": {"test": topics[0]}}]))
+        target_file.write_text(
+            json.dumps([{"targets": [f"127.0.0.1:{worker.port}"], "labels": {"test": topics[0]}}])
+        )
         yield worker, send
     finally:
         target_file.unlink(missing_ok=True)
@@ -106,8 +123,9 @@ def _instance_total(prometheus_url: str, worker: WorkerProcess) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def _wait_for_total(prometheus_url: str, worker: WorkerProcess, at_least: float,
-                    timeout_s: float = 60.0) -> float:
+def _wait_for_total(
+    prometheus_url: str, worker: WorkerProcess, at_least: float, timeout_s: float = 60.0
+) -> float:
     deadline = time.monotonic() + timeout_s
     total = None
     while time.monotonic() < deadline:
@@ -119,7 +137,8 @@ def _wait_for_total(prometheus_url: str, worker: WorkerProcess, at_least: float,
 
 
 def test_prometheus_scrape_shows_the_counters_moving(
-        scraped_worker: tuple[WorkerProcess, Callable[[int], None]], prometheus_url: str) -> None:
+    scraped_worker: tuple[WorkerProcess, Callable[[int], None]], prometheus_url: str
+) -> None:
     worker, send = scraped_worker
     send(12)
     first = _wait_for_total(prometheus_url, worker, 12)
@@ -134,8 +153,12 @@ def test_dashboards_exist() -> None:
 
 @pytest.mark.parametrize(("dashboard", "title", "expr"), panel_queries())
 def test_panel_query_is_accepted_by_prometheus(
-        scraped_worker: tuple[WorkerProcess, Callable[[int], None]], prometheus_url: str,
-        dashboard: str, title: str, expr: str) -> None:
+    scraped_worker: tuple[WorkerProcess, Callable[[int], None]],
+    prometheus_url: str,
+    dashboard: str,
+    title: str,
+    expr: str,
+) -> None:
     worker, send = scraped_worker
     if _instance_total(prometheus_url, worker) is None:
         send(12)

@@ -26,13 +26,18 @@ pytestmark = pytest.mark.integration
 
 def _tagged_ids(bootstrap: str, topic: str, wanted: set[str], timeout_s: float) -> set[str]:
     values = read_outputs(
-        bootstrap, [topic], expected=10**9, timeout_s=timeout_s,
-        until=lambda v: wanted <= {json.loads(x)["image_id"] for x in v[topic]})
+        bootstrap,
+        [topic],
+        expected=10**9,
+        timeout_s=timeout_s,
+        until=lambda v: wanted <= {json.loads(x)["image_id"] for x in v[topic]},
+    )
     return {json.loads(v)["image_id"] for v in values[topic]} & wanted
 
 
 def test_worker_backs_off_while_milvus_is_down_and_loses_nothing(
-        landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path) -> None:
+    landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     stack = shared_stack(landmarks_dir)
     server = MilvusLiteServer(tmp_path / "milvus")
     server.start()
@@ -41,20 +46,28 @@ def test_worker_backs_off_while_milvus_is_down_and_loses_nothing(
     worker = None
     restarted = MilvusLiteServer(tmp_path / "milvus", port=server.port)
     try:
-        load_gallery_into(server.uri, stack.model_dir, "landmarks", reference_photos(landmarks_dir),
-                          "backoff")
-        worker = WorkerProcess(dataclasses.replace(stack, milvus_uri=server.uri),
-                               bootstrap=kafka_bootstrap, images_topic=topics[0],
-                               tags_topic=topics[1], dead_letter_topic=topics[2],
-                               group_id=f"{topics[0]}-group", worker_id="worker-backoff",
-                               log_path=tmp_path / "worker.log",
-                               extra_args=["--backoff-max-s", "2"])
+        load_gallery_into(
+            server.uri, stack.model_dir, "landmarks", reference_photos(landmarks_dir), "backoff"
+        )
+        worker = WorkerProcess(
+            dataclasses.replace(stack, milvus_uri=server.uri),
+            bootstrap=kafka_bootstrap,
+            images_topic=topics[0],
+            tags_topic=topics[1],
+            dead_letter_topic=topics[2],
+            group_id=f"{topics[0]}-group",
+            worker_id="worker-backoff",
+            log_path=tmp_path / "worker.log",
+            extra_args=["--backoff-max-s", "2"],
+        )
         worker.wait_ready()
         photos = sorted(landmarks_dir.glob("*/*.jpg"))[6::17]
         server.stop()
 
-        ids = {p["image_id"] for p in publish(kafka_bootstrap, topics[0], photos[:6],
-                                              tmp_path / "ids.jsonl")}
+        ids = {
+            p["image_id"]
+            for p in publish(kafka_bootstrap, topics[0], photos[:6], tmp_path / "ids.jsonl")
+        }
         during = _tagged_ids(kafka_bootstrap, topics[1], ids, timeout_s=8)
         errors = worker.metric("landmark_worker_errors_total", {"kind": "gallery_unavailable"})
         ready_status, _ = worker.get("/readyz")

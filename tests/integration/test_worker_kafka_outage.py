@@ -46,10 +46,21 @@ class PrivateBroker:
 def private_broker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[PrivateBroker]:
     """A second single-node Kafka on a free port (``kafka_bootstrap``: the jars are there)."""
     port = free_port()
-    env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
-           "KAFKA_DATA_DIR": str(tmp_path / "kafka"), "KAFKA_STOP_TIMEOUT": "10"}
-    started = subprocess.run([str(KAFKA_SCRIPT), "start"], env=env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
+        "KAFKA_STOP_TIMEOUT": "10",
+    }
+    started = subprocess.run(
+        [str(KAFKA_SCRIPT), "start"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     pid = int((REPO_ROOT / ".run" / f"kafka-{port}.pid").read_text().split()[0])
     try:
@@ -57,26 +68,32 @@ def private_broker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[PrivateBrok
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-        subprocess.run([str(KAFKA_SCRIPT), "stop"], env=env, cwd=REPO_ROOT,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [str(KAFKA_SCRIPT), "stop"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=120
+        )
 
 
 def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
-        private_broker: PrivateBroker, landmarks_dir: Path, tmp_path: Path) -> None:
+    private_broker: PrivateBroker, landmarks_dir: Path, tmp_path: Path
+) -> None:
     stack = shared_stack(landmarks_dir)
     bootstrap = private_broker.bootstrap
     topics = create_topics(bootstrap, "worker-kafka-outage")
-    worker = WorkerProcess(stack, bootstrap=bootstrap, images_topic=topics[0],
-                           tags_topic=topics[1], dead_letter_topic=topics[2],
-                           group_id=f"{topics[0]}-group", worker_id="worker-outage",
-                           log_path=tmp_path / "worker.log",
-                           extra_args=["--batch-max-records", "4", "--publish-timeout-s", "3",
-                                       "--backoff-max-s", "2"])
+    worker = WorkerProcess(
+        stack,
+        bootstrap=bootstrap,
+        images_topic=topics[0],
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        group_id=f"{topics[0]}-group",
+        worker_id="worker-outage",
+        log_path=tmp_path / "worker.log",
+        extra_args=["--batch-max-records", "4", "--publish-timeout-s", "3", "--backoff-max-s", "2"],
+    )
     try:
         worker.wait_ready()
         photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::11][:120]
-        ids = {p["image_id"] for p in publish(bootstrap, topics[0], photos,
-                                              tmp_path / "ids.jsonl")}
+        ids = {p["image_id"] for p in publish(bootstrap, topics[0], photos, tmp_path / "ids.jsonl")}
         deadline = time.monotonic() + 120
         while worker.metric("landmark_worker_images_total") == 0:
             assert time.monotonic() < deadline, "the worker tagged nothing before the outage"
@@ -93,8 +110,12 @@ def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
         os.kill(private_broker.pid, signal.SIGCONT)
 
         values = read_outputs(
-            bootstrap, [topics[1], topics[2]], expected=10**9, timeout_s=120,
-            until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]})
+            bootstrap,
+            [topics[1], topics[2]],
+            expected=10**9,
+            timeout_s=120,
+            until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]},
+        )
         tagged = [json.loads(v)["image_id"] for v in values[topics[1]]]
         committed = _committed(bootstrap, f"{topics[0]}-group", topics[0])
 

@@ -47,16 +47,24 @@ class Pair:
     def images(self) -> str:
         return self.topics[0]
 
-    def outputs(self, expected: int = 10**9, timeout_s: float = 90.0,
-                ids: set[str] | None = None) -> tuple[list[dict], list[dict]]:
+    def outputs(
+        self, expected: int = 10**9, timeout_s: float = 90.0, ids: set[str] | None = None
+    ) -> tuple[list[dict], list[dict]]:
         """Tag events and dead letters so far: ``expected`` of them, or all of ``ids`` answered."""
+
         def answered(values: dict[str, list[bytes]]) -> bool:
-            seen = ({json.loads(v)["image_id"] for v in values[self.topics[1]]}
-                    | {json.loads(v)["original_key"] for v in values[self.topics[2]]})
+            seen = {json.loads(v)["image_id"] for v in values[self.topics[1]]} | {
+                json.loads(v)["original_key"] for v in values[self.topics[2]]
+            }
             return ids is not None and ids <= seen
 
-        values = read_outputs(self.bootstrap, self.topics[1:], expected, timeout_s,
-                              until=answered if ids is not None else None)
+        values = read_outputs(
+            self.bootstrap,
+            self.topics[1:],
+            expected,
+            timeout_s,
+            until=answered if ids is not None else None,
+        )
         return (
             [json.loads(v) for v in values[self.topics[1]]],
             [json.loads(v) for v in values[self.topics[2]]],
@@ -234,8 +242,9 @@ def test_sigterm_finishes_the_batch_commits_and_leaves_the_group(
 
 def _keys_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> set[str | None]:
     """Keys of the records before the given offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             **CONSUMER_SIZE_LIMITS)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **CONSUMER_SIZE_LIMITS
+    )
     try:
         consumer.assign(list(offsets))
         consumer.seek_to_beginning(*offsets)

@@ -31,21 +31,37 @@ def _reexport(source: Path, target: Path) -> str:
     from trainer.export import export_model, load_export
 
     model, manifest = load_export(source)
-    return export_model(model, backbone=manifest.backbone, out_dir=target,
-                        preprocessing=manifest.preprocessing, vote=manifest.vote).model_version
+    return export_model(
+        model,
+        backbone=manifest.backbone,
+        out_dir=target,
+        preprocessing=manifest.preprocessing,
+        vote=manifest.vote,
+    ).model_version
 
 
 def test_worker_refuses_a_gallery_built_for_another_model(
-        landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from worker.cli_worker import EXIT_INCOMPATIBLE, main
 
     stack = shared_stack(landmarks_dir)
     other_version = _reexport(stack.model_dir, tmp_path / "other-model")
 
-    status = main(["--model-dir", str(tmp_path / "other-model"), "--milvus-uri", stack.milvus_uri,
-                   "--bootstrap-servers", kafka_bootstrap, "--http-port", "0",
-                   "--log-format", "json"])
+    status = main(
+        [
+            "--model-dir",
+            str(tmp_path / "other-model"),
+            "--milvus-uri",
+            stack.milvus_uri,
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--http-port",
+            "0",
+            "--log-format",
+            "json",
+        ]
+    )
 
     message = capsys.readouterr().err
     assert status == EXIT_INCOMPATIBLE
@@ -53,22 +69,27 @@ def test_worker_refuses_a_gallery_built_for_another_model(
 
 
 @pytest.fixture
-def switching_worker(landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
-                     ) -> Iterator[tuple[WorkerProcess, Stack, str, tuple[str, str, str]]]:
+def switching_worker(
+    landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[tuple[WorkerProcess, Stack, str, tuple[str, str, str]]]:
     """A worker on its own copy of the export and its own gallery alias."""
     stack = shared_stack(landmarks_dir)
     model_dir = tmp_path / "served-model"
     shutil.copytree(stack.model_dir, model_dir)
     alias = f"switch_{uuid.uuid4().hex[:8]}"
-    load_gallery_into(stack.milvus_uri, model_dir, alias, reference_photos(landmarks_dir),
-                      "first")
+    load_gallery_into(stack.milvus_uri, model_dir, alias, reference_photos(landmarks_dir), "first")
     topics = create_topics(kafka_bootstrap, "worker-versions")
-    worker = WorkerProcess(dataclasses.replace(stack, model_dir=model_dir),
-                           bootstrap=kafka_bootstrap, images_topic=topics[0],
-                           tags_topic=topics[1], dead_letter_topic=topics[2],
-                           group_id=f"{topics[0]}-group", worker_id="worker-versions",
-                           log_path=tmp_path / "worker.log",
-                           extra_args=["--gallery-alias", alias])
+    worker = WorkerProcess(
+        dataclasses.replace(stack, model_dir=model_dir),
+        bootstrap=kafka_bootstrap,
+        images_topic=topics[0],
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        group_id=f"{topics[0]}-group",
+        worker_id="worker-versions",
+        log_path=tmp_path / "worker.log",
+        extra_args=["--gallery-alias", alias],
+    )
     try:
         worker.wait_ready()
         yield worker, dataclasses.replace(stack, model_dir=model_dir), alias, topics
@@ -77,12 +98,17 @@ def switching_worker(landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
         delete_topics(kafka_bootstrap, topics)
 
 
-def _tag_versions(bootstrap: str, topics: tuple[str, str, str], paths: list[Path],
-                  id_map: Path) -> set[tuple[str, str]]:
+def _tag_versions(
+    bootstrap: str, topics: tuple[str, str, str], paths: list[Path], id_map: Path
+) -> set[tuple[str, str]]:
     ids = {p["image_id"] for p in publish(bootstrap, topics[0], paths, id_map)}
     values = read_outputs(
-        bootstrap, [topics[1]], expected=10**9, timeout_s=60,
-        until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]})
+        bootstrap,
+        [topics[1]],
+        expected=10**9,
+        timeout_s=60,
+        until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]},
+    )
     events = [json.loads(v) for v in values[topics[1]]]
     return {(e["model_version"], e["gallery_version"]) for e in events if e["image_id"] in ids}
 
@@ -98,24 +124,36 @@ def _wait_for_log(worker: WorkerProcess, text: str, timeout_s: float = 60.0) -> 
 
 
 def test_new_gallery_then_new_model_are_served_without_a_restart(
-        switching_worker: tuple[WorkerProcess, Stack, str, tuple[str, str, str]],
-        landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path) -> None:
+    switching_worker: tuple[WorkerProcess, Stack, str, tuple[str, str, str]],
+    landmarks_dir: Path,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
     worker, stack, alias, topics = switching_worker
     photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::13]
     first_model = stack.model_version
     assert _tag_versions(kafka_bootstrap, topics, photos[:4], tmp_path / "1.jsonl") == {
-        (first_model, "first")}
+        (first_model, "first")
+    }
 
-    load_gallery_into(stack.milvus_uri, stack.model_dir, alias,
-                      reference_photos(landmarks_dir, offset=2), "second")
+    load_gallery_into(
+        stack.milvus_uri,
+        stack.model_dir,
+        alias,
+        reference_photos(landmarks_dir, offset=2),
+        "second",
+    )
     _wait_for_log(worker, "gallery switched")
     assert _tag_versions(kafka_bootstrap, topics, photos[4:8], tmp_path / "2.jsonl") == {
-        (first_model, "second")}
+        (first_model, "second")
+    }
 
     new_model = _reexport(stack.model_dir, stack.model_dir)
-    load_gallery_into(stack.milvus_uri, stack.model_dir, alias, reference_photos(landmarks_dir),
-                      "third")
+    load_gallery_into(
+        stack.milvus_uri, stack.model_dir, alias, reference_photos(landmarks_dir), "third"
+    )
     _wait_for_log(worker, "switched model and gallery")
     assert _tag_versions(kafka_bootstrap, topics, photos[8:12], tmp_path / "3.jsonl") == {
-        (new_model, "third")}
+        (new_model, "third")
+    }
     assert worker.process.poll() is None

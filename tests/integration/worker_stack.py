@@ -43,8 +43,11 @@ def log_digest(path: Path, lines: int = 60) -> str:
         text = path.read_text(errors="replace")
     except OSError as error:
         return f"(cannot read {path}: {error})"
-    kept = [line[:400] for line in text.splitlines()
-            if line.strip() and not line.startswith(_NOISE_PREFIXES)]
+    kept = [
+        line[:400]
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(_NOISE_PREFIXES)
+    ]
     return "\n".join(kept[-lines:])
 
 
@@ -260,8 +263,9 @@ def read_outputs(
 
     from worker.kafka_io import CONSUMER_SIZE_LIMITS
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             **CONSUMER_SIZE_LIMITS)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **CONSUMER_SIZE_LIMITS
+    )
     try:
         partitions = []
         for topic in topics:
@@ -276,8 +280,11 @@ def read_outputs(
         values: dict[str, list[bytes]] = {t: [] for t in topics}
         deadline = time.monotonic() + timeout_s
         count = 0
-        while (count < expected and time.monotonic() < deadline
-               and not (until is not None and until(values))):
+        while (
+            count < expected
+            and time.monotonic() < deadline
+            and not (until is not None and until(values))
+        ):
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     values[record.topic].append(record.value)
@@ -381,12 +388,16 @@ def reference_photos(landmarks_dir: Path, offset: int = 0) -> list:
     for photo in sorted(read_landmark_folders(landmarks_dir), key=lambda p: str(p.path)):
         if photo.landmark_id in LANDMARKS:
             by_landmark.setdefault(photo.landmark_id, []).append(photo)
-    return [p for group in by_landmark.values()
-            for p in group[offset:offset + REFERENCES_PER_LANDMARK]]
+    return [
+        p
+        for group in by_landmark.values()
+        for p in group[offset : offset + REFERENCES_PER_LANDMARK]
+    ]
 
 
-def load_gallery_into(milvus_uri: str, model_dir: Path, alias: str, photos: Sequence,
-                      gallery_version: str) -> None:
+def load_gallery_into(
+    milvus_uri: str, model_dir: Path, alias: str, photos: Sequence, gallery_version: str
+) -> None:
     """Embed ``photos`` with the export in ``model_dir`` and move ``alias`` to them."""
     from pymilvus import MilvusClient
 
@@ -396,9 +407,13 @@ def load_gallery_into(milvus_uri: str, model_dir: Path, alias: str, photos: Sequ
     model, manifest = load_export(model_dir)
     client = MilvusClient(uri=milvus_uri)
     try:
-        load_gallery(client, model, manifest, photos,
-                     GalleryLoadSettings(uri=milvus_uri, alias=alias,
-                                         gallery_version=gallery_version),
-                     progress=lambda _p: None)
+        load_gallery(
+            client,
+            model,
+            manifest,
+            photos,
+            GalleryLoadSettings(uri=milvus_uri, alias=alias, gallery_version=gallery_version),
+            progress=lambda _p: None,
+        )
     finally:
         client.close()

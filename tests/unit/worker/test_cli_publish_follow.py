@@ -55,16 +55,25 @@ def test_publish_help_names_the_env_vars() -> None:
 
 
 def tag_event(landmark: Landmark | None) -> TagEvent:
-    return TagEvent(image_id="img-1", landmark=landmark, confidence=0.75,
-                    neighbours=(Neighbour("r1", "taj", "Taj Mahal", 0.1),), model_version="m1",
-                    gallery_version="g1", worker_id="w1", published_at=NOW, tagged_at=NOW,
-                    latency_ms=12.0)
+    return TagEvent(
+        image_id="img-1",
+        landmark=landmark,
+        confidence=0.75,
+        neighbours=(Neighbour("r1", "taj", "Taj Mahal", 0.1),),
+        model_version="m1",
+        gallery_version="g1",
+        worker_id="w1",
+        published_at=NOW,
+        tagged_at=NOW,
+        latency_ms=12.0,
+    )
 
 
 def test_pretty_line_names_landmark_confidence_and_versions() -> None:
     line = format_tag_event(tag_event(Landmark("taj", "Taj Mahal")))
-    assert all(part in line for part in ("img-1", "Taj Mahal", "0.75", "12 ms", "model m1",
-                                         "gallery g1"))
+    assert all(
+        part in line for part in ("img-1", "Taj Mahal", "0.75", "12 ms", "model m1", "gallery g1")
+    )
 
 
 def test_pretty_line_says_no_landmark() -> None:
@@ -77,8 +86,13 @@ def test_json_line_is_the_tag_event() -> None:
 
 
 def test_dead_letter_json_line_is_marked() -> None:
-    letter = DeadLetter.from_record(KafkaRecord(key=b"k", value=b"x", topic="images"),
-                                    ReasonCode.UNDECODABLE_IMAGE, "broken", "w1", NOW)
+    letter = DeadLetter.from_record(
+        KafkaRecord(key=b"k", value=b"x", topic="images"),
+        ReasonCode.UNDECODABLE_IMAGE,
+        "broken",
+        "w1",
+        NOW,
+    )
     assert json.loads(_render(True, letter.to_json_bytes(), True))["kind"] == "dead_letter"
 
 

@@ -69,7 +69,10 @@ def test_red_photo_is_tagged_with_the_red_landmark(pool: ThreadPoolExecutor) -> 
 def test_tag_event_names_model_gallery_and_worker(pool: ThreadPoolExecutor) -> None:
     (event,) = run([inline_record("img-1", GREEN)], pool).tag_events
     assert (event.model_version, event.gallery_version, event.worker_id) == (
-        "model-a", "gallery-1", "worker-1")
+        "model-a",
+        "gallery-1",
+        "worker-1",
+    )
 
 
 def test_latency_is_measured_from_the_published_at_header(pool: ThreadPoolExecutor) -> None:
@@ -149,7 +152,11 @@ def test_batch_is_searched_once(pool: ThreadPoolExecutor) -> None:
 def test_embedding_failure_retries_photo_by_photo(pool: ThreadPoolExecutor) -> None:
     """Only the photo the model fails on is dead-lettered; the rest of the batch is tagged."""
     embedder = MeanColourEmbedder(fail_on_colour=GREEN)
-    records = [inline_record("r", RED, 0), inline_record("g", GREEN, 1), inline_record("b", BLUE, 2)]
+    records = [
+        inline_record("r", RED, 0),
+        inline_record("g", GREEN, 1),
+        inline_record("b", BLUE, 2),
+    ]
     outcome = run(records, pool, embedder=embedder)
     assert [e.image_id for e in outcome.tag_events] == ["r", "b"]
     (letter,) = outcome.dead_letters
@@ -163,7 +170,8 @@ def test_non_finite_embedding_row_dead_letters_only_that_photo(pool: ThreadPoolE
     outcome = run(records, pool, embedder=embedder)
     assert [e.image_id for e in outcome.tag_events] == ["r"]
     assert [(d.original_key, d.reason) for d in outcome.dead_letters] == [
-        ("b", ReasonCode.EMBEDDING_FAILED)]
+        ("b", ReasonCode.EMBEDDING_FAILED)
+    ]
 
 
 def test_index_failure_propagates_instead_of_dead_lettering(pool: ThreadPoolExecutor) -> None:
@@ -173,7 +181,8 @@ def test_index_failure_propagates_instead_of_dead_lettering(pool: ThreadPoolExec
 
 
 def test_batch_without_decodable_photos_calls_neither_model_nor_index(
-        pool: ThreadPoolExecutor) -> None:
+    pool: ThreadPoolExecutor,
+) -> None:
     embedder, index = MeanColourEmbedder(), ColourIndex()
     outcome = run([raw_record(b"x", b"garbage" * 20)], pool, embedder=embedder, index=index)
     assert (embedder.calls, index.calls, len(outcome.dead_letters)) == ([], [], 1)
@@ -188,7 +197,11 @@ def test_stage_timings_come_from_the_timer(pool: ThreadPoolExecutor) -> None:
     ticks = iter(range(0, 100, 10))
     outcome = run([inline_record("img-1", RED)], pool, timer=lambda: float(next(ticks)))
     assert outcome.stage_timings.as_dict() == {
-        "decode": 10.0, "embed": 10.0, "search": 10.0, "vote": 10.0}
+        "decode": 10.0,
+        "embed": 10.0,
+        "search": 10.0,
+        "vote": 10.0,
+    }
 
 
 _KINDS = st.sampled_from(["red", "green", "grey", "garbage", "keyless", "ref_ok", "ref_missing"])
@@ -202,7 +215,9 @@ def test_every_record_yields_exactly_one_output(kinds: list[str]) -> None:
     for offset, kind in enumerate(kinds):
         image_id = f"img-{offset}"
         if kind in ("red", "green", "grey"):
-            records.append(inline_record(image_id, {"red": RED, "green": GREEN, "grey": GREY}[kind], offset))
+            records.append(
+                inline_record(image_id, {"red": RED, "green": GREEN, "grey": GREY}[kind], offset)
+            )
         elif kind == "garbage":
             records.append(raw_record(image_id.encode(), b"garbage" * 9, offset))
         elif kind == "keyless":
@@ -212,8 +227,10 @@ def test_every_record_yields_exactly_one_output(kinds: list[str]) -> None:
             records.append(reference_record(image_id, uri, offset))
     with ThreadPoolExecutor(max_workers=2) as executor:
         outcome = run(records, executor, fetcher=fetcher)
-    offsets = sorted([d.source_offset for d in outcome.dead_letters]
-                     + [int(e.image_id.split("-")[1]) for e in outcome.tag_events])
+    offsets = sorted(
+        [d.source_offset for d in outcome.dead_letters]
+        + [int(e.image_id.split("-")[1]) for e in outcome.tag_events]
+    )
     assert offsets == list(range(len(kinds)))
 
 

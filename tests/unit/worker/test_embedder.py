@@ -20,24 +20,32 @@ from worker.embedder import KerasEmbedder, ModelExportError, export_version_on_d
 SIZE, DIM = 16, 8
 
 
-def write_export(directory: Path, *, dim: int = DIM, manifest_dim: int | None = None,
-                 seed: int = 0) -> ModelManifest:
+def write_export(
+    directory: Path, *, dim: int = DIM, manifest_dim: int | None = None, seed: int = 0
+) -> ModelManifest:
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(dim),
-        keras.layers.UnitNormalization(),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(dim),
+            keras.layers.UnitNormalization(),
+        ]
+    )
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
     manifest = ModelManifest(
-        model_version=model_version_of(directory / MODEL_FILE), backbone="tiny",
-        input_size=SIZE, embedding_dim=manifest_dim or dim,
-        preprocessing=PreprocessingSpec(input_size=SIZE), vote=VoteSettings(),
-        created_at=datetime(2026, 1, 1, tzinfo=UTC), keras_version=keras.__version__)
+        model_version=model_version_of(directory / MODEL_FILE),
+        backbone="tiny",
+        input_size=SIZE,
+        embedding_dim=manifest_dim or dim,
+        preprocessing=PreprocessingSpec(input_size=SIZE),
+        vote=VoteSettings(),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        keras_version=keras.__version__,
+    )
     manifest.write(directory)
     return manifest
 
@@ -66,7 +74,7 @@ def test_embeddings_are_float32_unit_rows(embedder: KerasEmbedder) -> None:
 
 def test_padding_does_not_change_a_photo_s_embedding(embedder: KerasEmbedder) -> None:
     batch = photos(5)
-    one_by_one = np.concatenate([embedder.embed(batch[i:i + 1]) for i in range(5)])
+    one_by_one = np.concatenate([embedder.embed(batch[i : i + 1]) for i in range(5)])
     np.testing.assert_allclose(embedder.embed(batch), one_by_one, atol=1e-5)
 
 

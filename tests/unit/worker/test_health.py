@@ -70,7 +70,9 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def test_readyz_answers_503_then_200(server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+def test_readyz_answers_503_then_200(
+    server: tuple[StatusServer, HealthState, WorkerMetrics],
+) -> None:
     status, state, _ = server
     assert get(status.port, "/readyz")[0] == 503
     state.set_loaded(model=True, gallery=True)
@@ -81,19 +83,24 @@ def test_readyz_answers_503_then_200(server: tuple[StatusServer, HealthState, Wo
 
 
 def test_healthz_answers_200_while_the_loop_beats(
-        server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    server: tuple[StatusServer, HealthState, WorkerMetrics],
+) -> None:
     assert get(server[0].port, "/healthz")[0] == 200
 
 
 def test_metrics_are_served_in_the_prometheus_format(
-        server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
+    server: tuple[StatusServer, HealthState, WorkerMetrics],
+) -> None:
     status, _, metrics = server
     metrics.observe_outcomes(2, 1, ["undecodable_image"])
     code, body = get(status.port, "/metrics")
     text = body.decode()
     assert code == 200
     assert 'landmark_worker_images_total{outcome="tagged",reason=""} 2.0' in text
-    assert 'landmark_worker_images_total{outcome="dead_lettered",reason="undecodable_image"} 1.0' in text
+    assert (
+        'landmark_worker_images_total{outcome="dead_lettered",reason="undecodable_image"} 1.0'
+        in text
+    )
 
 
 def test_unknown_path_is_404(server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:

@@ -24,17 +24,45 @@ def test_rewind_offset_is_the_lowest_per_partition() -> None:
 
 def test_consumer_record_becomes_a_kafka_record() -> None:
     consumed = ConsumerRecord(
-        topic="images", partition=2, leader_epoch=0, offset=41, timestamp=1700000000000,
-        timestamp_type=0, key=b"img-1", value=b"\xff\xd8", headers=[("content-type", b"image/jpeg")],
-        checksum=None, serialized_key_size=5, serialized_value_size=2, serialized_header_size=10)
+        topic="images",
+        partition=2,
+        leader_epoch=0,
+        offset=41,
+        timestamp=1700000000000,
+        timestamp_type=0,
+        key=b"img-1",
+        value=b"\xff\xd8",
+        headers=[("content-type", b"image/jpeg")],
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=2,
+        serialized_header_size=10,
+    )
     assert to_kafka_record(consumed) == KafkaRecord(
-        key=b"img-1", value=b"\xff\xd8", headers=(("content-type", b"image/jpeg"),),
-        topic="images", partition=2, offset=41, timestamp_ms=1700000000000)
+        key=b"img-1",
+        value=b"\xff\xd8",
+        headers=(("content-type", b"image/jpeg"),),
+        topic="images",
+        partition=2,
+        offset=41,
+        timestamp_ms=1700000000000,
+    )
 
 
 def test_missing_timestamp_becomes_none() -> None:
     consumed = ConsumerRecord(
-        topic="images", partition=0, leader_epoch=0, offset=0, timestamp=-1, timestamp_type=0,
-        key=None, value=None, headers=[], checksum=None, serialized_key_size=-1,
-        serialized_value_size=-1, serialized_header_size=-1)
+        topic="images",
+        partition=0,
+        leader_epoch=0,
+        offset=0,
+        timestamp=-1,
+        timestamp_type=0,
+        key=None,
+        value=None,
+        headers=[],
+        checksum=None,
+        serialized_key_size=-1,
+        serialized_value_size=-1,
+        serialized_header_size=-1,
+    )
     assert to_kafka_record(consumed).timestamp_ms is None

@@ -14,8 +14,15 @@ def test_outcomes_are_counted_by_outcome_and_reason() -> None:
     metrics.observe_outcomes(3, 2, ["schema_violation", "schema_violation", "embedding_failed"])
     assert value(metrics, "landmark_worker_images_total", outcome="tagged", reason="") == 3
     assert value(metrics, "landmark_worker_images_total", outcome="no_landmark", reason="") == 2
-    assert value(metrics, "landmark_worker_images_total", outcome="dead_lettered",
-                 reason="schema_violation") == 2
+    assert (
+        value(
+            metrics,
+            "landmark_worker_images_total",
+            outcome="dead_lettered",
+            reason="schema_violation",
+        )
+        == 2
+    )
 
 
 def test_lag_gauge_drops_partitions_no_longer_assigned() -> None:
@@ -29,8 +36,16 @@ def test_lag_gauge_drops_partitions_no_longer_assigned() -> None:
 def test_versions_are_exported_as_info_labels() -> None:
     metrics = WorkerMetrics()
     metrics.set_versions("m1", "g1", "w1")
-    assert value(metrics, "landmark_worker_model_info", model_version="m1",
-                 gallery_version="g1", worker_id="w1") == 1
+    assert (
+        value(
+            metrics,
+            "landmark_worker_model_info",
+            model_version="m1",
+            gallery_version="g1",
+            worker_id="w1",
+        )
+        == 1
+    )
 
 
 def test_stage_histograms_exist_before_the_first_batch() -> None:

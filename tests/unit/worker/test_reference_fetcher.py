@@ -24,10 +24,17 @@ def root(tmp_path: Path) -> Path:
     return folder
 
 
-def fetcher_for(root: Path | None = None, hosts: frozenset[str] = frozenset(),
-                max_bytes: int = 1000, timeout_s: float = 2.0) -> ReferenceFetcher:
-    return ReferenceFetcher(FetcherSettings(file_root=root, allowed_hosts=hosts,
-                                            max_bytes=max_bytes, timeout_s=timeout_s))
+def fetcher_for(
+    root: Path | None = None,
+    hosts: frozenset[str] = frozenset(),
+    max_bytes: int = 1000,
+    timeout_s: float = 2.0,
+) -> ReferenceFetcher:
+    return ReferenceFetcher(
+        FetcherSettings(
+            file_root=root, allowed_hosts=hosts, max_bytes=max_bytes, timeout_s=timeout_s
+        )
+    )
 
 
 def reason_of(fetcher: ReferenceFetcher, uri: str) -> ReasonCode:
@@ -41,7 +48,10 @@ def test_file_under_root_is_read(root: Path) -> None:
 
 
 def test_file_outside_root_is_a_bad_reference(root: Path) -> None:
-    assert reason_of(fetcher_for(root), (root.parent / "secret.txt").as_uri()) == ReasonCode.BAD_REFERENCE
+    assert (
+        reason_of(fetcher_for(root), (root.parent / "secret.txt").as_uri())
+        == ReasonCode.BAD_REFERENCE
+    )
 
 
 def test_dot_dot_cannot_escape_the_root(root: Path) -> None:
@@ -54,7 +64,10 @@ def test_symlink_out_of_the_root_is_a_bad_reference(root: Path) -> None:
 
 
 def test_missing_file_is_unreachable(root: Path) -> None:
-    assert reason_of(fetcher_for(root), (root / "gone.jpg").as_uri()) == ReasonCode.REFERENCE_UNREACHABLE
+    assert (
+        reason_of(fetcher_for(root), (root / "gone.jpg").as_uri())
+        == ReasonCode.REFERENCE_UNREACHABLE
+    )
 
 
 def test_file_references_are_refused_without_a_root(root: Path) -> None:
@@ -62,7 +75,10 @@ def test_file_references_are_refused_without_a_root(root: Path) -> None:
 
 
 def test_file_over_the_size_limit_is_too_large(root: Path) -> None:
-    assert reason_of(fetcher_for(root, max_bytes=10), (root / "a.jpg").as_uri()) == ReasonCode.IMAGE_TOO_LARGE
+    assert (
+        reason_of(fetcher_for(root, max_bytes=10), (root / "a.jpg").as_uri())
+        == ReasonCode.IMAGE_TOO_LARGE
+    )
 
 
 def test_remote_file_host_is_a_bad_reference(root: Path) -> None:

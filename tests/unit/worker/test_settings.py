@@ -18,7 +18,10 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> WorkerSetti
 def test_defaults_apply_without_flags_or_env() -> None:
     settings = parse(REQUIRED)
     assert (settings.images_topic, settings.tags_topic, settings.dead_letter_topic) == (
-        "images", "landmark-tags", "images.dlq")
+        "images",
+        "landmark-tags",
+        "images.dlq",
+    )
     assert settings.bootstrap_servers == "127.0.0.1:19092"
 
 
@@ -44,6 +47,7 @@ def test_missing_required_setting_is_an_error() -> None:
 
 def test_worker_id_defaults_to_hostname_and_pid() -> None:
     import os
+
     assert parse(REQUIRED).worker_id.endswith(f"-{os.getpid()}")
 
 
@@ -54,8 +58,14 @@ def test_reference_hosts_are_a_lower_case_set() -> None:
 
 def test_help_names_every_env_var() -> None:
     help_text = " ".join(build_parser({}).format_help().split())
-    for var in ("LANDMARK_MODEL_DIR", "LANDMARK_KAFKA_BOOTSTRAP", "LANDMARK_BATCH_MAX_WAIT_MS",
-                "LANDMARK_HTTP_PORT", "LANDMARK_REFERENCE_ROOT", "LANDMARK_LOG_FORMAT"):
+    for var in (
+        "LANDMARK_MODEL_DIR",
+        "LANDMARK_KAFKA_BOOTSTRAP",
+        "LANDMARK_BATCH_MAX_WAIT_MS",
+        "LANDMARK_HTTP_PORT",
+        "LANDMARK_REFERENCE_ROOT",
+        "LANDMARK_LOG_FORMAT",
+    ):
         assert f"[env: {var}]" in help_text
 
 
@@ -79,7 +89,9 @@ def test_settings_are_frozen() -> None:
 def test_milvus_token_is_read_from_the_environment_and_kept_out_of_repr(tmp_path):
     from worker.settings import build_parser, settings_from_args
 
-    args = build_parser({"LANDMARK_MILVUS_TOKEN": "root:s3cret"}).parse_args(["--model-dir", str(tmp_path), "--milvus-uri", "http://m:1"])
+    args = build_parser({"LANDMARK_MILVUS_TOKEN": "root:s3cret"}).parse_args(
+        ["--model-dir", str(tmp_path), "--milvus-uri", "http://m:1"]
+    )
     settings = settings_from_args(args)
     assert settings.milvus_token == "root:s3cret"
     assert "s3cret" not in repr(settings)

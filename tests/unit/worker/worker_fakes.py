@@ -32,8 +32,11 @@ class MeanColourEmbedder:
     model_version = "model-a"
     embedding_dim = 3
 
-    def __init__(self, fail_on_colour: tuple[int, int, int] | None = None,
-                 non_unit_on_colour: tuple[int, int, int] | None = None) -> None:
+    def __init__(
+        self,
+        fail_on_colour: tuple[int, int, int] | None = None,
+        non_unit_on_colour: tuple[int, int, int] | None = None,
+    ) -> None:
         self.calls: list[int] = []
         self._fail_on = fail_on_colour
         self._non_unit_on = non_unit_on_colour
@@ -74,11 +77,17 @@ class ColourIndex:
         results = []
         for row in distances:
             order = np.argsort(row)[:k]
-            results.append([
-                Neighbour(f"ref-{self._ids[i]}", self._ids[i], self._ids[i].replace("_", " "),
-                          float(min(4.0, max(0.0, row[i]))))
-                for i in order
-            ])
+            results.append(
+                [
+                    Neighbour(
+                        f"ref-{self._ids[i]}",
+                        self._ids[i],
+                        self._ids[i].replace("_", " "),
+                        float(min(4.0, max(0.0, row[i]))),
+                    )
+                    for i in order
+                ]
+            )
         return results
 
 
@@ -100,24 +109,47 @@ def photo_bytes(colour: tuple[int, int, int], size: int = 40, fmt: str = "PNG") 
     return buffer.getvalue()
 
 
-def inline_record(image_id: str, colour: tuple[int, int, int], offset: int = 0,
-                  trace_id: str | None = None) -> KafkaRecord:
-    return _located(encode_image_event(InlinePhoto(
-        image_id=image_id, data=photo_bytes(colour), content_type="image/png",
-        published_at=PUBLISHED_AT, trace_id=trace_id)), offset)
+def inline_record(
+    image_id: str, colour: tuple[int, int, int], offset: int = 0, trace_id: str | None = None
+) -> KafkaRecord:
+    return _located(
+        encode_image_event(
+            InlinePhoto(
+                image_id=image_id,
+                data=photo_bytes(colour),
+                content_type="image/png",
+                published_at=PUBLISHED_AT,
+                trace_id=trace_id,
+            )
+        ),
+        offset,
+    )
 
 
 def reference_record(image_id: str, uri: str, offset: int = 0) -> KafkaRecord:
-    return _located(encode_image_event(
-        PhotoReference(image_id=image_id, uri=uri, published_at=PUBLISHED_AT)), offset)
+    return _located(
+        encode_image_event(PhotoReference(image_id=image_id, uri=uri, published_at=PUBLISHED_AT)),
+        offset,
+    )
 
 
 def raw_record(key: bytes | None, value: bytes, offset: int = 0) -> KafkaRecord:
-    return KafkaRecord(key=key, value=value, headers=(("content-type", b"image/jpeg"),
-                                                      ("schema-version", b"1")),
-                       topic="images", partition=0, offset=offset)
+    return KafkaRecord(
+        key=key,
+        value=value,
+        headers=(("content-type", b"image/jpeg"), ("schema-version", b"1")),
+        topic="images",
+        partition=0,
+        offset=offset,
+    )
 
 
 def _located(record: KafkaRecord, offset: int) -> KafkaRecord:
-    return KafkaRecord(key=record.key, value=record.value, headers=record.headers,
-                       topic="images", partition=0, offset=offset)
+    return KafkaRecord(
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        topic="images",
+        partition=0,
+        offset=offset,
+    )
