@@ -182,6 +182,7 @@ def _build_service(
             auto_offset_reset=settings.auto_offset_reset,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
+            commit_timeout_ms=int(settings.publish_timeout_s * 1000),
         ),
         (KafkaError,),
         settings,

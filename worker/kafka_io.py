@@ -105,6 +105,8 @@ class ImageConsumer:
         auto_offset_reset: Where a group without committed offsets starts.
         max_poll_interval_ms: Longest gap between polls before the group evicts this worker.
         session_timeout_ms: How long the group waits for heartbeats of a dead worker.
+        commit_timeout_ms: How long :meth:`commit` waits for the broker before giving up (the
+            batch is then retried: at-least-once).
     """
 
     def __init__(
@@ -117,7 +119,9 @@ class ImageConsumer:
         auto_offset_reset: str = "earliest",
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 10_000,
+        commit_timeout_ms: int = 30_000,
     ) -> None:
+        self._commit_timeout_ms = commit_timeout_ms
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -128,6 +132,9 @@ class ImageConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 3),
             fetch_max_wait_ms=100,
+            # kafka-python's default (305 s) would let one call to a hung broker stall the loop
+            # for minutes; it must stay above the session timeout.
+            request_timeout_ms=max(30_000, session_timeout_ms + 5_000),
             **CONSUMER_SIZE_LIMITS,
         )
         self._assigned: frozenset[Partition] = frozenset()
@@ -187,7 +194,7 @@ class ImageConsumer:
             for (topic, partition), offset in next_offsets(records).items()
         }
         if offsets:
-            self._consumer.commit(offsets=offsets)
+            self._consumer.commit(offsets=offsets, timeout_ms=self._commit_timeout_ms)
 
     def rewind(self, records: Sequence[KafkaRecord]) -> None:
         """Seek back to the first offset of each still-assigned partition in ``records``."""
@@ -197,17 +204,25 @@ class ImageConsumer:
             if tp in held:
                 self._consumer.seek(tp, offset)
 
-    def lag(self, timeout_ms: int = 2000) -> dict[Partition, int]:
-        """Records between this worker's position and the end of each assigned partition."""
-        partitions = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
-        if not partitions:
-            return {}
-        ends = self._consumer.end_offsets(partitions)
+    def lag(self) -> dict[Partition, int]:
+        """Records between this worker's position and the end of each assigned partition.
+
+        Reads the high watermark the broker sent with the last fetch and the position the
+        consumer keeps, so it makes no network call and cannot stall the loop while the broker
+        does not answer. Partitions not fetched from yet are left out.
+        """
         lag: dict[Partition, int] = {}
-        for tp in partitions:
-            position = self._consumer.position(tp, timeout_ms=timeout_ms)
-            if position is not None and tp in ends:
-                lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(position))
+        for topic, partition in sorted(self._assigned):
+            tp = TopicPartition(topic, partition)
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = self._consumer.position(tp, timeout_ms=0)
+            except KafkaError:
+                continue
+            if position is not None:
+                lag[(topic, partition)] = max(0, int(end) - int(position))
         return lag
 
     def close(self) -> None:
