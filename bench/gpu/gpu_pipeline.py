@@ -15,7 +15,6 @@ close to that bound it gets. Kafka's consume/publish and the Milvus round trip a
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
+from gpu_embed import camera_jpeg  # the same synthetic camera photos as the embed check
 
 
 class ExactGallery:
@@ -56,19 +56,6 @@ class ExactGallery:
 class NoReferences:
     def fetch(self, uri: str) -> bytes:  # every event here is inline
         raise AssertionError(f"unexpected reference {uri}")
-
-
-def camera_jpeg(seed: int, width: int = 4000, height: int = 3000) -> bytes:
-    """A camera-size JPEG (smooth gradient plus 8x8-block noise, about 1.4 MB at 12 MP)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-    base = base * np.ones((height, 1, 3), np.float32)
-    noise = rng.normal(0, 25, (height // 8, width // 8, 3)).repeat(8, 0).repeat(8, 1)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"
 PAUSE_S = 12.0
+PHOTOS = 120
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
     topics = create_topics(bootstrap, "worker-kafka-outage")
     # Published before the worker starts, so that its first fetch reads them all: the frozen
     # broker then meets a worker with photos in hand, whose outputs cannot be acknowledged.
-    photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::11][:120]
+    photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::11][:PHOTOS]
     ids = {p["image_id"] for p in publish(bootstrap, topics[0], photos, tmp_path / "ids.jsonl")}
     worker = WorkerProcess(
         stack,
@@ -120,7 +121,7 @@ def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
             until=lambda v: ids <= {json.loads(x)["image_id"] for x in v[topics[1]]},
         )
         tagged = [json.loads(v)["image_id"] for v in values[topics[1]]]
-        committed = _committed(bootstrap, f"{topics[0]}-group", topics[0])
+        committed = _committed(bootstrap, f"{topics[0]}-group", topics[0], expected=PHOTOS)
 
         assert alive_during and worker.process.poll() is None
         assert failures > 0
@@ -128,7 +129,7 @@ def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
         assert values[topics[2]] == []
         assert set(tagged) == ids  # every photo tagged; a retried batch may repeat a few
         assert len(tagged) - len(ids) <= 40  # only batches retried during the outage repeat
-        assert committed == 120
+        assert committed == PHOTOS
         assert worker.get("/readyz")[0] == 200
     finally:
         worker.kill()
@@ -142,8 +143,13 @@ def _tagged_so_far(worker: WorkerProcess) -> float:
         return 0.0
 
 
-def _committed(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> int:
-    """Offsets the group has committed on ``topic``, summed over partitions (once all are in)."""
+def _committed(
+    bootstrap: str, group: str, topic: str, expected: int, timeout_s: float = 30.0
+) -> int:
+    """Offsets the group has committed on ``topic``, summed over partitions.
+
+    Waits up to ``timeout_s`` for the sum to reach ``expected``.
+    """
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -153,7 +159,7 @@ def _committed(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) 
         while time.monotonic() < deadline:
             offsets = admin.list_consumer_group_offsets(group)
             total = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
-            if total >= 120:
+            if total >= expected:
                 break
             time.sleep(0.5)
         return total
