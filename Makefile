@@ -66,18 +66,18 @@ test: venv weights ## Run all tests; starts Kafka and Prometheus if needed and s
 test-unit: venv ## Run the tests that need no services
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
 
-demo: venv weights ## Run the main job end to end on the shared photos (landmark-demo)
-	$(STACK) -- $(VENV)/bin/landmark-demo
+demo: venv weights ## Run the main job end to end on the shared photos (python -m devstack.demo)
+	$(STACK) -- $(PY) -m devstack.demo
 
 bench: venv weights ## Run every bench/*.py and print its figures
 	@shopt -s nullglob; benches=(bench/*.py); \
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
 	$(STACK) -- bash -c 'status=0; for b in "$$@"; do echo "== $$b"; $(PY) "$$b" || status=1; done; exit $$status' bench "$${benches[@]}"
 
-lint: venv ## ruff check, ruff format --check, mypy (strict on schemas/ and worker/)
+lint: venv ## ruff check, ruff format --check, mypy (strict on schemas/, worker/ and client/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy schemas worker
+	$(VENV)/bin/mypy schemas worker client
 
 clean-run: stack-stop ## Stop the stack and delete runtime state in .run/ (Kafka data, logs)
 	rm -rf .run

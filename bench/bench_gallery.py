@@ -2,7 +2,7 @@
 
 Random unit vectors (dimension 512 by default) go into a gallery collection through the
 gallery loader's own collection code (:class:`trainer.gallery_collection.GalleryCollection`), and
-are searched through the worker's adapter (:class:`worker.milvus_index.MilvusReferenceIndex`),
+are searched through the worker's adapter (:class:`worker.adapters.milvus.MilvusReferenceIndex`),
 so the figures are those the product sees. For every gallery size and index type it prints the
 latency of one search call per batch of ``nq`` queries, recall@k against exact numpy search,
 and numpy brute-force latency for the same batch. Timings only; nothing is asserted.
@@ -33,7 +33,7 @@ from schemas.gallery import (
     collection_properties,
 )
 from trainer.gallery_collection import LONG_CALL_GRPC_OPTIONS, GalleryCollection, move_alias
-from worker.milvus_index import MilvusReferenceIndex
+from worker.adapters.milvus import MilvusReferenceIndex
 
 MODEL_VERSION = "0000000000bench0"
 

@@ -1,6 +1,6 @@
 """Benchmark the worker end to end against the bare model, on the same machine, in one run.
 
-1. Bare: the same model export (:class:`worker.embedder.KerasEmbedder`, the worker's own adapter)
+1. Bare: the same model export (:class:`worker.adapters.keras_embedder.KerasEmbedder`, the worker's own adapter)
    embeds already-decoded ``uint8`` photos in batches of the worker's batch size; images/s with
    the warm-up excluded. Measured before *and* after the end-to-end part, so that a change of load
    on a shared machine shows up as a gap between the two. Decoding alone (the shared
@@ -568,7 +568,7 @@ class Bench:
             files = self.photos()
             blobs = [f.read_bytes() for f in files]
 
-            from worker.embedder import KerasEmbedder
+            from worker.adapters.keras_embedder import KerasEmbedder
 
             embedder = KerasEmbedder.from_export(model_dir)
             embedder.warm_up((self.s.batch,))

@@ -2,8 +2,8 @@
 
 The core (:mod:`worker.core`) sees the model, the reference gallery and the photo store only
 through these protocols, so that unit tests can drive it with in-memory implementations and
-the real adapters (:mod:`worker.embedder`, :mod:`worker.milvus_index`,
-:mod:`worker.reference_fetcher`) stay thin.
+the real adapters (:mod:`worker.adapters.keras_embedder`, :mod:`worker.adapters.milvus`,
+:mod:`worker.adapters.photo_fetcher`) stay thin.
 """
 
 from __future__ import annotations

@@ -24,18 +24,18 @@ from kafka.errors import CommitFailedError, KafkaError
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.vote import VoteSettings
+from worker.adapters.kafka import Partition, PublishError
+from worker.adapters.keras_embedder import export_version_on_disk
 from worker.core import BatchOutcome, process_batch
-from worker.embedder import export_version_on_disk
-from worker.health import HealthState
-from worker.kafka_io import Partition, PublishError
-from worker.metrics import WorkerMetrics
+from worker.observability.health import HealthState
+from worker.observability.metrics import WorkerMetrics
 from worker.ports import PhotoFetcher
 
 log = structlog.get_logger("landmark.worker")
 
 
 class ServedModel(Protocol):
-    """An embedder that knows its manifest (:class:`worker.embedder.KerasEmbedder`)."""
+    """An embedder that knows its manifest (:class:`worker.adapters.keras_embedder.KerasEmbedder`)."""
 
     manifest: ModelManifest
     model_version: str

@@ -97,7 +97,7 @@ def main() -> None:
 
     keras.mixed_precision.set_global_policy("float32")
     if args.export.is_dir():
-        from worker.embedder import KerasEmbedder
+        from worker.adapters.keras_embedder import KerasEmbedder
 
         embedder = KerasEmbedder.from_export(args.export)
         size = embedder.input_size if hasattr(embedder, "input_size") else 160

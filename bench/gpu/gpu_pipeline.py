@@ -70,8 +70,8 @@ def main() -> None:
 
     from schemas.image_event import InlinePhoto, encode_image_event
     from schemas.preprocessing import decode_photo
+    from worker.adapters.keras_embedder import KerasEmbedder
     from worker.core import process_batch
-    from worker.embedder import KerasEmbedder
 
     embedder = KerasEmbedder.from_export(args.export)
     embedder.warm_up((args.batch,))

@@ -31,7 +31,11 @@ from trainer.gallery_loader import (
     plan_references,
 )
 from trainer.photo_loading import load_photos
-from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError, MilvusReferenceIndex
+from worker.adapters.milvus import (
+    GalleryMismatchError,
+    GalleryUnavailableError,
+    MilvusReferenceIndex,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from tests.integration.worker_stack import (
     read_outputs,
     shared_stack,
 )
-from worker.kafka_io import CONSUMER_SIZE_LIMITS
+from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
 
 pytestmark = pytest.mark.integration
 

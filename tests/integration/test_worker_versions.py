@@ -43,7 +43,7 @@ def _reexport(source: Path, target: Path) -> str:
 def test_worker_refuses_a_gallery_built_for_another_model(
     landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from worker.cli_worker import EXIT_INCOMPATIBLE, main
+    from worker.cli import EXIT_INCOMPATIBLE, main
 
     stack = shared_stack(landmarks_dir)
     other_version = _reexport(stack.model_dir, tmp_path / "other-model")

@@ -150,7 +150,7 @@ class WorkerProcess:
         args = [
             sys.executable,
             "-m",
-            "worker.cli_worker",
+            "worker.cli",
             "--model-dir",
             str(stack.model_dir),
             "--milvus-uri",
@@ -261,7 +261,7 @@ def read_outputs(
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    from worker.kafka_io import CONSUMER_SIZE_LIMITS
+    from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **CONSUMER_SIZE_LIMITS
@@ -330,7 +330,7 @@ def publish(
     bootstrap: str, topic: str, paths: Sequence[Path], id_map: Path, *extra: str
 ) -> list[dict[str, str]]:
     """Publish with the real ``landmark-publish`` command (in-process); returns its id map."""
-    from worker.cli_publish import main as publish_main
+    from client.publish import main as publish_main
 
     status = publish_main(
         [

@@ -15,7 +15,7 @@ import pytest
 from schemas.manifest import MODEL_FILE, ModelManifest, model_version_of
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings
-from worker.embedder import KerasEmbedder, ModelExportError, export_version_on_disk
+from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError, export_version_on_disk
 
 SIZE, DIM = 16, 8
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.health import HealthState, StatusServer
-from worker.metrics import WorkerMetrics
+from worker.observability.health import HealthState, StatusServer
+from worker.observability.metrics import WorkerMetrics
 
 
 def ready_state() -> HealthState:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kafka.consumer.fetcher import ConsumerRecord
 
 from schemas.kafka_record import KafkaRecord
-from worker.kafka_io import first_offsets, next_offsets, to_kafka_record
+from worker.adapters.kafka import first_offsets, next_offsets, to_kafka_record
 
 
 def rec(partition: int, offset: int, topic: str = "images") -> KafkaRecord:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.metrics import WorkerMetrics
+from worker.observability.metrics import WorkerMetrics
 
 
 def value(metrics: WorkerMetrics, name: str, **labels: str) -> float | None:

@@ -13,7 +13,7 @@ import pytest
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
 from schemas.gallery import collection_properties
-from worker.milvus_index import (
+from worker.adapters.milvus import (
     GalleryMismatchError,
     backoff_delays,
     check_compatible,

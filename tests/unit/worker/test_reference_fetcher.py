@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import InputError, ReasonCode
-from worker.reference_fetcher import FetcherSettings, ReferenceFetcher
+from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
 
 PHOTO = b"\xff\xd8\xff" + b"x" * 100
 

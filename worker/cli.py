@@ -14,12 +14,12 @@ from typing import TypeVar
 import structlog
 from kafka.errors import KafkaError
 
-from worker.embedder import KerasEmbedder, ModelExportError
-from worker.health import HealthState, StatusServer
-from worker.kafka_io import ImageConsumer, OutputPublisher, Partition
-from worker.logs import configure_logging
-from worker.metrics import WorkerMetrics
-from worker.reference_fetcher import FetcherSettings, ReferenceFetcher
+from worker.adapters.kafka import ImageConsumer, OutputPublisher, Partition
+from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
+from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
+from worker.observability.health import HealthState, StatusServer
+from worker.observability.logs import configure_logging
+from worker.observability.metrics import WorkerMetrics
 from worker.service import Gallery, LoopSettings, WorkerService
 from worker.settings import WorkerSettings, build_parser, settings_from_args
 
@@ -110,7 +110,7 @@ def _load_warm(directory: Path, batch_max_records: int) -> KerasEmbedder:
 
 
 def _open_gallery(settings: WorkerSettings) -> Gallery:
-    from worker.milvus_index import MilvusReferenceIndex
+    from worker.adapters.milvus import MilvusReferenceIndex
 
     index: Gallery = MilvusReferenceIndex(
         uri=settings.milvus_uri, token=settings.milvus_token, alias=settings.gallery_alias
@@ -125,7 +125,7 @@ def _build_service(
     log: structlog.typing.FilteringBoundLogger,
     stop: threading.Event,
 ) -> WorkerService:
-    from worker.milvus_index import GalleryMismatchError, GalleryUnavailableError
+    from worker.adapters.milvus import GalleryMismatchError, GalleryUnavailableError
 
     try:
         model = _load_warm(settings.model_dir, settings.batch_max_records)

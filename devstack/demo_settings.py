@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker import demo_data
+from devstack import sample_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The first paragraph of :mod:`worker.demo`'s docstring, shown by ``--help``.
+#: The first paragraph of :mod:`devstack.demo`'s docstring, shown by ``--help``.
 DESCRIPTION = (
     "``landmark-demo``: the whole product on embedded defaults, end to end, on one machine."
 )
@@ -74,14 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--sample-url",
         "LANDMARK_DEMO_SAMPLE_URL",
-        demo_data.DEFAULT_SAMPLE_URL,
+        sample_data.DEFAULT_SAMPLE_URL,
         "archive of photos fetched when --data is missing (tar/zip of landmark folders, or "
         "Google-Landmarks images with --sample-labels-url)",
     )
     add(
         "--sample-labels-url",
         "LANDMARK_DEMO_SAMPLE_LABELS_URL",
-        demo_data.DEFAULT_SAMPLE_LABELS_URL,
+        sample_data.DEFAULT_SAMPLE_LABELS_URL,
         "Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without landmark "
         "folders ('' when the archive has landmark folders)",
     )

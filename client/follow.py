@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError
 from schemas.tag_event import TagEvent
-from worker.kafka_io import CONSUMER_SIZE_LIMITS
+from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
 from worker.settings import (
     DEAD_LETTER_TOPIC,
     DEFAULT_BOOTSTRAP,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from client.follow import _render, format_tag_event
+from client.publish import build_parser, find_photos
 from schemas.dead_letter import DeadLetter
 from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import Landmark, Neighbour, TagEvent
-from worker.cli_follow import _render, format_tag_event
-from worker.cli_publish import build_parser, find_photos
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker import demo_data
-from worker.demo_report import print_report, scrape_outcomes, summarise
-from worker.demo_settings import REPO_ROOT, DemoSettings, settings_from
+from devstack import sample_data
+from devstack.demo_report import print_report, scrape_outcomes, summarise
+from devstack.demo_settings import REPO_ROOT, DemoSettings, settings_from
 
 BIN = Path(sys.executable).parent
 
@@ -81,18 +81,18 @@ class Demo:
 
     def ensure_data(self) -> Path:
         t = self.step("Landmark photos")
-        if demo_data.looks_like_landmark_folders(self.s.data):
+        if sample_data.looks_like_landmark_folders(self.s.data):
             print(f"  using {self.s.data}")
             return self.s.data
         print(f"  {self.s.data} has no landmark folders; fetching the sample {self.s.sample_url}")
         try:
-            root = demo_data.fetch_sample(
+            root = sample_data.fetch_sample(
                 self.s.sample_url,
                 self.work / "sample",
                 labels_url=self.s.sample_labels_url or None,
             )
-        except demo_data.SampleUnavailable as error:
-            raise SystemExit(f"\nerror: {error}\n\n{demo_data.HOW_TO_PROVIDE_PHOTOS}") from None
+        except sample_data.SampleUnavailable as error:
+            raise SystemExit(f"\nerror: {error}\n\n{sample_data.HOW_TO_PROVIDE_PHOTOS}") from None
         print(f"  sample ready in {root} ({time.monotonic() - t:.0f}s)")
         return root
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from worker import demo_data
+from devstack import sample_data
 
 
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
@@ -45,7 +45,7 @@ def test_zip_of_landmark_folders_becomes_the_data_folder(http_root, tmp_path):
         for landmark in ("tower", "bridge"):
             for n in range(3):
                 archive.writestr(f"sample/{landmark}/{n}.jpg", _jpeg((n * 40, 10, 200)))
-    root = demo_data.fetch_sample(f"{base}/sample.zip", tmp_path / "work")
+    root = sample_data.fetch_sample(f"{base}/sample.zip", tmp_path / "work")
     assert sorted(p.name for p in root.iterdir()) == ["bridge", "tower"]
     assert len(list((root / "tower").iterdir())) == 3
 
@@ -62,15 +62,15 @@ def test_google_landmarks_tar_with_labels_csv_is_grouped_by_landmark(http_root, 
     rows = ["id,url,landmark_id"] + [f"{i},http://x/{i}.jpg,{lm}" for i, lm in ids.items()]
     rows.append("ffff000000000999,http://x/y.jpg,5")  # a photo the archive does not hold
     (served / "train.csv").write_text("\n".join(rows) + "\n")
-    root = demo_data.fetch_sample(
+    root = sample_data.fetch_sample(
         f"{base}/images_000.tar", tmp_path / "work", labels_url=f"{base}/train.csv", min_photos=4
     )
     assert {p.name: len(list(p.iterdir())) for p in root.iterdir()} == {"7": 4, "9": 4}
 
 
 def test_unreachable_url_raises_sample_unavailable(tmp_path):
-    with pytest.raises(demo_data.SampleUnavailable, match="could not download"):
-        demo_data.fetch_sample("http://127.0.0.1:9/nothing.tar", tmp_path, timeout_s=2)
+    with pytest.raises(sample_data.SampleUnavailable, match="could not download"):
+        sample_data.fetch_sample("http://127.0.0.1:9/nothing.tar", tmp_path, timeout_s=2)
 
 
 def test_archive_entries_escaping_the_folder_are_not_unpacked(tmp_path):
@@ -81,7 +81,7 @@ def test_archive_entries_escaping_the_folder_are_not_unpacked(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-    written = demo_data.unpack_photos(archive_path, tmp_path / "out")
+    written = sample_data.unpack_photos(archive_path, tmp_path / "out")
     assert [p.relative_to(tmp_path / "out").as_posix() for p in written] == ["ok/lm/fine.jpg"]
     assert not (tmp_path / "outside.jpg").exists()
 
@@ -90,5 +90,5 @@ def test_archive_without_landmark_folders_or_labels_is_refused(http_root, tmp_pa
     served, base = http_root
     with zipfile.ZipFile(served / "flat.zip", "w") as archive:
         archive.writestr("a.jpg", _jpeg((5, 5, 5)))
-    with pytest.raises(demo_data.SampleUnavailable, match="no landmark folders"):
-        demo_data.fetch_sample(f"{base}/flat.zip", tmp_path / "work")
+    with pytest.raises(sample_data.SampleUnavailable, match="no landmark folders"):
+        sample_data.fetch_sample(f"{base}/flat.zip", tmp_path / "work")

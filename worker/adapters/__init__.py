@@ -1,0 +1,1 @@
+"""Adapters around the worker's pure core: Kafka, Milvus, the Keras model, the photo fetcher."""

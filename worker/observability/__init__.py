@@ -1,0 +1,1 @@
+"""What the worker shows of itself: Prometheus metrics, health endpoints, structured logs."""
