@@ -74,10 +74,10 @@ bench: venv weights ## Run every bench/*.py and print its figures
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
 	$(STACK) -- bash -c 'status=0; for b in "$$@"; do echo "== $$b"; $(PY) "$$b" || status=1; done; exit $$status' bench "$${benches[@]}"
 
-lint: venv ## ruff check, ruff format --check, mypy (strict on schemas/, worker/ and client/)
+lint: venv ## ruff check, ruff format --check, mypy (strict on schemas/, configuration/, worker/ and client/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy schemas worker client
+	$(VENV)/bin/mypy schemas configuration worker client
 
 clean-run: stack-stop ## Stop the stack and delete runtime state in .run/ (Kafka data, logs)
 	rm -rf .run

@@ -6,31 +6,27 @@ one aligned line per event, or the event's JSON with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import FrameType
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from configuration import load_settings, setting
+from configuration.kafka import (
+    CONSUMER_SIZE_LIMITS,
+    DEAD_LETTER_TOPIC,
+    TAGS_TOPIC,
+    KafkaConnection,
+)
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError
 from schemas.tag_event import TagEvent
-from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
-from worker.settings import (
-    DEAD_LETTER_TOPIC,
-    DEFAULT_BOOTSTRAP,
-    TAGS_TOPIC,
-    EnvDefaultsParser,
-    non_negative_float,
-    positive_int,
-)
 
 
 def format_tag_event(event: TagEvent) -> str:
@@ -53,72 +49,70 @@ def format_dead_letter(letter: DeadLetter) -> str:
     )
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="landmark-follow", description="Print landmark-tag events as they arrive."
-    )
-    f = EnvDefaultsParser(parser, environ)
-    f.add(
-        "--bootstrap-servers",
-        env="LANDMARK_KAFKA_BOOTSTRAP",
-        default=DEFAULT_BOOTSTRAP,
-        help="Kafka bootstrap servers",
-    )
-    f.add("--topic", env="LANDMARK_TAGS_TOPIC", default=TAGS_TOPIC, help="tag event topic")
-    f.add(
-        "--dead-letter-topic",
+class FollowSettings(KafkaConnection):
+    """``landmark-follow``'s settings."""
+
+    group_title: ClassVar[str] = "follow"
+
+    topic: str = setting(TAGS_TOPIC, env="LANDMARK_TAGS_TOPIC", help="tag event topic")
+    dead_letter_topic: str = setting(
+        DEAD_LETTER_TOPIC,
         env="LANDMARK_DLQ_TOPIC",
-        default=DEAD_LETTER_TOPIC,
         help="dead-letter topic (read with --dead-letters)",
     )
-    f.add_switch(
-        "--dead-letters",
-        env="LANDMARK_FOLLOW_DEAD_LETTERS",
-        help="also follow the dead-letter topic",
+    dead_letters: bool = setting(
+        False, env="LANDMARK_FOLLOW_DEAD_LETTERS", help="also follow the dead-letter topic"
     )
-    f.add_switch(
-        "--from-beginning",
+    from_beginning: bool = setting(
+        False,
         env="LANDMARK_FOLLOW_FROM_BEGINNING",
         help="start at the oldest event instead of the next new one",
     )
-    f.add_switch(
-        "--json",
+    as_json: bool = setting(
+        False,
+        flag="--json",
         env="LANDMARK_FOLLOW_JSON",
         help="print each event as one JSON line (dead letters get kind=dead_letter)",
     )
-    f.add(
-        "--max-events",
+    max_events: int | None = setting(
+        None,
+        ge=1,
         env="LANDMARK_FOLLOW_MAX_EVENTS",
-        type=positive_int,
-        default=None,
         help="stop after this many events (tag events plus dead letters)",
     )
-    f.add(
-        "--timeout",
+    timeout: float | None = setting(
+        None,
+        ge=0,
         env="LANDMARK_FOLLOW_TIMEOUT",
-        type=non_negative_float,
-        default=None,
         help="stop after this many seconds without a new event",
     )
-    f.add(
-        "--group-id",
+    group_id: str | None = setting(
+        None,
         env="LANDMARK_FOLLOW_GROUP_ID",
-        default=None,
         help="consumer group to read (and commit) in; default: none",
     )
-    return parser
 
 
-def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
+def parse_settings(argv: Sequence[str] | None = None) -> FollowSettings:
+    """``landmark-follow``'s settings from the command line and the environment."""
+    return load_settings(
+        FollowSettings,
+        argv,
+        prog="landmark-follow",
+        description="Print landmark-tag events as they arrive.",
+    )
+
+
+def _consumer(settings: FollowSettings, topics: list[str]) -> KafkaConsumer:
     consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap_servers,
-        group_id=args.group_id,
+        **settings.kafka_client_options(),
+        group_id=settings.group_id,
         client_id="landmark-follow",
-        auto_offset_reset="earliest" if args.from_beginning else "latest",
-        enable_auto_commit=args.group_id is not None,
+        auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        enable_auto_commit=settings.group_id is not None,
         **CONSUMER_SIZE_LIMITS,
     )
-    if args.group_id is not None:
+    if settings.group_id is not None:
         consumer.subscribe(topics)
         return consumer
     partitions: list[TopicPartition] = []
@@ -131,9 +125,9 @@ def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
         partitions.extend(TopicPartition(topic, p) for p in sorted(found or ()))
     if not partitions:
         consumer.close()
-        raise LookupError(f"none of the topics {topics} exists at {args.bootstrap_servers}")
+        raise LookupError(f"none of the topics {topics} exists at {settings.bootstrap_servers}")
     consumer.assign(partitions)
-    if args.from_beginning:
+    if settings.from_beginning:
         consumer.seek_to_beginning(*partitions)
     else:
         consumer.seek_to_end(*partitions)
@@ -142,7 +136,7 @@ def _consumer(args: argparse.Namespace, topics: list[str]) -> KafkaConsumer:
     return consumer
 
 
-def follow(consumer: KafkaConsumer, args: argparse.Namespace, out: TextIO) -> int:
+def follow(consumer: KafkaConsumer, settings: FollowSettings, out: TextIO) -> int:
     """Print events until --max-events, --timeout or a stop signal; returns the count."""
     stopping = False
 
@@ -155,17 +149,20 @@ def follow(consumer: KafkaConsumer, args: argparse.Namespace, out: TextIO) -> in
     count = 0
     last_event = time.monotonic()
     while not stopping:
-        if args.max_events is not None and count >= args.max_events:
+        if settings.max_events is not None and count >= settings.max_events:
             break
-        if args.timeout is not None and time.monotonic() - last_event > args.timeout:
+        if settings.timeout is not None and time.monotonic() - last_event > settings.timeout:
             break
         polled = consumer.poll(timeout_ms=200)
         for records in polled.values():
             for record in records:
-                if args.max_events is not None and count >= args.max_events:
+                if settings.max_events is not None and count >= settings.max_events:
                     break
                 out.write(
-                    _render(record.topic == args.dead_letter_topic, record.value, args.json) + "\n"
+                    _render(
+                        record.topic == settings.dead_letter_topic, record.value, settings.as_json
+                    )
+                    + "\n"
                 )
                 count += 1
                 last_event = time.monotonic()
@@ -190,20 +187,20 @@ def _render(is_dead_letter: bool, value: bytes | None, as_json: bool) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Follow; exit 1 when --max-events was asked for and not reached."""
-    args = build_parser(os.environ).parse_args(argv)
-    topics = [args.topic] + ([args.dead_letter_topic] if args.dead_letters else [])
+    settings = parse_settings(argv)
+    topics = [settings.topic] + ([settings.dead_letter_topic] if settings.dead_letters else [])
     try:
-        consumer = _consumer(args, topics)
+        consumer = _consumer(settings, topics)
     except LookupError as error:
         print(f"landmark-follow: {error}", file=sys.stderr)
         return 2
     try:
-        count = follow(consumer, args, sys.stdout)
+        count = follow(consumer, settings, sys.stdout)
     finally:
         consumer.close()
-    if args.max_events is not None and count < args.max_events:
+    if settings.max_events is not None and count < settings.max_events:
         print(
-            f"landmark-follow: {count} of {args.max_events} events before the timeout",
+            f"landmark-follow: {count} of {settings.max_events} events before the timeout",
             file=sys.stderr,
         )
         return 1

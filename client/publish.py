@@ -7,24 +7,23 @@ Each photo becomes one image event keyed by its image id, inline (the bytes in t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import mimetypes
-import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import ClassVar, Literal, TextIO
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from configuration import load_settings, setting
+from configuration.kafka import IMAGES_TOPIC, KafkaConnection
 from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
-from worker.settings import DEFAULT_BOOTSTRAP, IMAGES_TOPIC, EnvDefaultsParser, positive_int
 
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
@@ -164,114 +163,102 @@ def publish(
     return total - failed, failed
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class PublishSettings(KafkaConnection):
+    """``landmark-publish``'s settings."""
+
+    group_title: ClassVar[str] = "publish"
+
+    paths: tuple[Path, ...] = setting(positional=True, nargs="+", help="photo files and/or folders")
+    topic: str = setting(IMAGES_TOPIC, env="LANDMARK_IMAGES_TOPIC", help="images topic")
+    publish_as: Literal["auto", "inline", "reference"] = setting(
+        "auto",
+        flag="--as",
+        env="LANDMARK_PUBLISH_AS",
+        help="send bytes inline, file:// references, or inline unless over --max-inline-bytes",
+    )
+    max_inline_bytes: int = setting(
+        DEFAULT_MAX_INLINE_BYTES,
+        ge=1,
+        env="LANDMARK_PUBLISH_MAX_INLINE_BYTES",
+        help="largest photo sent inline in auto mode",
+    )
+    id_scheme: Literal["hash", "path"] = setting(
+        "hash",
+        env="LANDMARK_PUBLISH_ID_SCHEME",
+        help="image id: content hash (stable) or path relative to the folder given",
+    )
+    source: str = setting(
+        "landmark-publish", env="LANDMARK_PUBLISH_SOURCE", help="value of the source header"
+    )
+    id_map: Path | None = setting(
+        None,
+        env="LANDMARK_PUBLISH_ID_MAP",
+        help="write one JSON line per photo (image_id, path, as) to this file",
+    )
+    limit: int | None = setting(
+        None, ge=1, env="LANDMARK_PUBLISH_LIMIT", help="publish at most this many photos"
+    )
+    timeout_s: float = setting(
+        60.0,
+        gt=0,
+        env="LANDMARK_PUBLISH_TIMEOUT_S",
+        help="how long to wait for the broker's acknowledgements",
+    )
+    quiet: bool = setting(False, env="LANDMARK_PUBLISH_QUIET", help="no progress output")
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> PublishSettings:
+    """``landmark-publish``'s settings from the command line and the environment."""
+    return load_settings(
+        PublishSettings,
+        argv,
         prog="landmark-publish",
         description="Publish photos (folders are searched recursively) to the images topic.",
     )
-    parser.add_argument("paths", nargs="+", type=Path, help="photo files and/or folders")
-    f = EnvDefaultsParser(parser, environ)
-    f.add(
-        "--bootstrap-servers",
-        env="LANDMARK_KAFKA_BOOTSTRAP",
-        default=DEFAULT_BOOTSTRAP,
-        help="Kafka bootstrap servers",
-    )
-    f.add("--topic", env="LANDMARK_IMAGES_TOPIC", default=IMAGES_TOPIC, help="images topic")
-    f.add(
-        "--as",
-        env="LANDMARK_PUBLISH_AS",
-        default="auto",
-        choices=("auto", "inline", "reference"),
-        help="send bytes inline, file:// references, or inline unless over --max-inline-bytes",
-    )
-    f.add(
-        "--max-inline-bytes",
-        env="LANDMARK_PUBLISH_MAX_INLINE_BYTES",
-        type=positive_int,
-        default=DEFAULT_MAX_INLINE_BYTES,
-        help="largest photo sent inline in auto mode",
-    )
-    f.add(
-        "--id-scheme",
-        env="LANDMARK_PUBLISH_ID_SCHEME",
-        default="hash",
-        choices=("hash", "path"),
-        help="image id: content hash (stable) or path relative to the folder given",
-    )
-    f.add(
-        "--source",
-        env="LANDMARK_PUBLISH_SOURCE",
-        default="landmark-publish",
-        help="value of the source header",
-    )
-    f.add(
-        "--id-map",
-        env="LANDMARK_PUBLISH_ID_MAP",
-        type=Path,
-        default=None,
-        help="write one JSON line per photo (image_id, path, as) to this file",
-    )
-    f.add(
-        "--limit",
-        env="LANDMARK_PUBLISH_LIMIT",
-        type=positive_int,
-        default=None,
-        help="publish at most this many photos",
-    )
-    f.add(
-        "--timeout-s",
-        env="LANDMARK_PUBLISH_TIMEOUT_S",
-        type=float,
-        default=60.0,
-        help="how long to wait for the broker's acknowledgements",
-    )
-    f.add_switch("--quiet", env="LANDMARK_PUBLISH_QUIET", help="no progress output")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Publish and report; exit status 1 when some photo was not acknowledged."""
-    args = build_parser(os.environ).parse_args(argv)
+    settings = parse_settings(argv)
     try:
-        photos = find_photos(args.paths, args.id_scheme)
+        photos = find_photos(settings.paths, settings.id_scheme)
     except FileNotFoundError as error:
         print(f"landmark-publish: {error}", file=sys.stderr)
         return 2
-    if args.limit is not None:
-        photos = photos[: args.limit]
+    if settings.limit is not None:
+        photos = photos[: settings.limit]
     if not photos:
         print(
-            "landmark-publish: no photos found in " + ", ".join(map(str, args.paths)),
+            "landmark-publish: no photos found in " + ", ".join(map(str, settings.paths)),
             file=sys.stderr,
         )
         return 2
     producer = KafkaProducer(
-        bootstrap_servers=args.bootstrap_servers,
+        **settings.kafka_client_options(),
         acks="all",
         linger_ms=10,
         client_id="landmark-publish",
         max_request_size=4 * 1024 * 1024,
-        max_block_ms=int(args.timeout_s * 1000),
+        max_block_ms=int(settings.timeout_s * 1000),
     )
-    progress = None if args.quiet else sys.stderr
+    progress = None if settings.quiet else sys.stderr
     started = time.monotonic()
-    id_map = args.id_map.open("w", encoding="utf-8") if args.id_map is not None else None
+    id_map = settings.id_map.open("w", encoding="utf-8") if settings.id_map is not None else None
     try:
         acknowledged, failed = publish(
             photos,
             producer,
-            args.topic,
-            getattr(args, "as"),
-            args.max_inline_bytes,
-            args.source,
+            settings.topic,
+            settings.publish_as,
+            settings.max_inline_bytes,
+            settings.source,
             progress,
             id_map,
-            args.timeout_s,
+            settings.timeout_s,
         )
     except KafkaError as error:
         print(
-            f"landmark-publish: Kafka at {args.bootstrap_servers} failed: {error!r}",
+            f"landmark-publish: Kafka at {settings.bootstrap_servers} failed: {error!r}",
             file=sys.stderr,
         )
         return 1
@@ -282,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.monotonic() - started
     if progress is not None:
         progress.write(
-            f"published {acknowledged} photos to {args.topic!r} in {seconds:.1f} s"
+            f"published {acknowledged} photos to {settings.topic!r} in {seconds:.1f} s"
             f"{f', {failed} failed' if failed else ''}\n"
         )
     return 1 if failed else 0

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from client.follow import _render, format_tag_event
-from client.publish import build_parser, find_photos
+from client.follow import FollowSettings, _render, format_tag_event
+from client.publish import PublishSettings, find_photos
+from configuration import build_parser, load_settings
+from configuration.base import env_name, is_positional
 from schemas.dead_letter import DeadLetter
 from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
@@ -48,10 +52,34 @@ def test_missing_input_is_an_error(folder: Path) -> None:
         find_photos([folder / "nope"], "path")
 
 
-def test_publish_help_names_the_env_vars() -> None:
-    help_text = " ".join(build_parser({}).format_help().split())
-    assert "[env: LANDMARK_KAFKA_BOOTSTRAP]" in help_text
-    assert "[env: LANDMARK_PUBLISH_AS]" in help_text
+@pytest.mark.parametrize("settings_class", [PublishSettings, FollowSettings])
+def test_help_names_the_variable_of_every_flag(settings_class: type) -> None:
+    parser = build_parser(settings_class, prog="p", description="d")
+    help_text = " ".join(parser.format_help().split())
+    for name, field in settings_class.model_fields.items():
+        if not is_positional(field):
+            assert f"[env: {env_name(settings_class, name)}]" in help_text, name
+
+
+def test_publish_as_flag_keeps_its_name(folder: Path) -> None:
+    settings = load_settings(
+        PublishSettings, [str(folder), "--as", "reference"], prog="p", description="d"
+    )
+    assert settings.publish_as == "reference"
+    assert settings.paths == (folder,)
+
+
+def test_client_tools_import_neither_the_model_nor_the_service() -> None:
+    """Users install landmark-publish/follow without TensorFlow: the client imports schemas only."""
+    code = (
+        "import sys, client.publish, client.follow; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'jax', 'worker', 'trainer', 'pymilvus')); print(bad)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def tag_event(landmark: Landmark | None) -> TagEvent:

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from worker.settings import WorkerSettings, build_parser, settings_from_args
+from configuration import build_parser, load_settings
+from configuration.base import env_name, is_secret
+from worker.cli import DESCRIPTION
+from worker.settings import WorkerSettings
 
 REQUIRED = ["--model-dir", "/m", "--milvus-uri", "g.db"]
 
 
-def parse(argv: list[str], environ: dict[str, str] | None = None) -> WorkerSettings:
-    return settings_from_args(build_parser(environ or {}).parse_args(argv))
+@pytest.fixture(autouse=True)
+def no_landmark_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings read the process environment: start each test without LANDMARK_* set."""
+    for name in list(os.environ):
+        if name.startswith("LANDMARK_"):
+            monkeypatch.delenv(name)
+
+
+def parse(argv: list[str]) -> WorkerSettings:
+    return load_settings(WorkerSettings, argv, prog="landmark-worker", description=DESCRIPTION)
+
+
+def help_text() -> str:
+    parser = build_parser(WorkerSettings, prog="landmark-worker", description=DESCRIPTION)
+    return " ".join(parser.format_help().split())
 
 
 def test_defaults_apply_without_flags_or_env() -> None:
@@ -25,73 +45,124 @@ def test_defaults_apply_without_flags_or_env() -> None:
     assert settings.bootstrap_servers == "127.0.0.1:19092"
 
 
-def test_env_var_sets_a_default() -> None:
-    settings = parse(REQUIRED, {"LANDMARK_BATCH_MAX_RECORDS": "64"})
-    assert settings.batch_max_records == 64
+def test_env_var_sets_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_BATCH_MAX_RECORDS", "64")
+    assert parse(REQUIRED).batch_max_records == 64
 
 
-def test_flag_wins_over_env_var() -> None:
-    settings = parse([*REQUIRED, "--batch-max-records", "8"], {"LANDMARK_BATCH_MAX_RECORDS": "64"})
-    assert settings.batch_max_records == 8
+def test_flag_wins_over_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_BATCH_MAX_RECORDS", "64")
+    assert parse([*REQUIRED, "--batch-max-records", "8"]).batch_max_records == 8
 
 
-def test_required_setting_can_come_from_env() -> None:
-    settings = parse([], {"LANDMARK_MODEL_DIR": "/exports/m", "LANDMARK_MILVUS_URI": "x.db"})
-    assert settings.model_dir == Path("/exports/m")
+def test_legacy_variable_names_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_KAFKA_BOOTSTRAP", "broker:9092")
+    monkeypatch.setenv("LANDMARK_DLQ_TOPIC", "bad")
+    settings = parse(REQUIRED)
+    assert (settings.bootstrap_servers, settings.dead_letter_topic) == ("broker:9092", "bad")
 
 
-def test_missing_required_setting_is_an_error() -> None:
+def test_required_setting_can_come_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_MODEL_DIR", "/exports/m")
+    monkeypatch.setenv("LANDMARK_MILVUS_URI", "x.db")
+    assert parse([]).model_dir == Path("/exports/m")
+
+
+def test_missing_required_setting_names_flag_and_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit):
         parse(["--model-dir", "/m"])
+    assert "--milvus-uri / LANDMARK_MILVUS_URI: required" in capsys.readouterr().err
 
 
 def test_worker_id_defaults_to_hostname_and_pid() -> None:
-    import os
-
     assert parse(REQUIRED).worker_id.endswith(f"-{os.getpid()}")
 
 
-def test_reference_hosts_are_a_lower_case_set() -> None:
+def test_decode_threads_default_is_the_same_with_and_without_the_command_line() -> None:
+    expected = max(1, min(8, os.cpu_count() or 1))
+    from_class = WorkerSettings(model_dir=Path("/m"), milvus_uri="g.db").decode_threads
+    assert parse(REQUIRED).decode_threads == from_class == expected
+
+
+def test_reference_hosts_are_a_lower_case_set(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = parse([*REQUIRED, "--reference-hosts", "Photos.Example.org, cdn.example.org:8080"])
     assert settings.reference_hosts == frozenset({"photos.example.org", "cdn.example.org:8080"})
+    monkeypatch.setenv("LANDMARK_REFERENCE_HOSTS", "A.example,b.example")
+    assert parse(REQUIRED).reference_hosts == frozenset({"a.example", "b.example"})
 
 
-def test_help_names_every_env_var() -> None:
-    help_text = " ".join(build_parser({}).format_help().split())
-    for var in (
-        "LANDMARK_MODEL_DIR",
-        "LANDMARK_KAFKA_BOOTSTRAP",
-        "LANDMARK_BATCH_MAX_WAIT_MS",
-        "LANDMARK_HTTP_PORT",
-        "LANDMARK_REFERENCE_ROOT",
-        "LANDMARK_LOG_FORMAT",
-    ):
-        assert f"[env: {var}]" in help_text
+def test_help_names_the_variable_of_every_setting() -> None:
+    text = help_text()
+    for name, field in WorkerSettings.model_fields.items():
+        variable = env_name(WorkerSettings, name)
+        shown = (
+            f"[env: {variable} or {variable}_FILE]" if is_secret(field) else f"[env: {variable}]"
+        )
+        assert shown in text, name
 
 
-def test_zero_batch_size_is_rejected() -> None:
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--batch-max-records", "0"),
+        ("--reference-timeout-s", "0"),
+        ("--http-port", "70000"),
+        ("--auto-offset-reset", "middle"),
+    ],
+)
+def test_out_of_range_values_are_rejected(flag: str, value: str) -> None:
     with pytest.raises(SystemExit):
-        parse([*REQUIRED, "--batch-max-records", "0"])
+        parse([*REQUIRED, flag, value])
 
 
-def test_bad_env_value_is_rejected_with_its_name(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_env_value_is_rejected_with_its_name_but_not_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LANDMARK_BATCH_MAX_RECORDS", "many-XYZZY")
     with pytest.raises(SystemExit):
-        parse(REQUIRED, {"LANDMARK_BATCH_MAX_RECORDS": "many"})
-    assert "LANDMARK_BATCH_MAX_RECORDS" in capsys.readouterr().err
+        parse(REQUIRED)
+    err = capsys.readouterr().err
+    assert "LANDMARK_BATCH_MAX_RECORDS" in err
+    assert "XYZZY" not in err
 
 
 def test_settings_are_frozen() -> None:
     settings = parse(REQUIRED)
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError, match="frozen"):
         settings.group_id = "other"  # type: ignore[misc]
 
 
-def test_milvus_token_is_read_from_the_environment_and_kept_out_of_repr(tmp_path):
-    from worker.settings import build_parser, settings_from_args
+def test_milvus_token_is_a_secret_kept_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_MILVUS_TOKEN", "root:s3cret")
+    settings = parse(REQUIRED)
+    assert isinstance(settings.milvus_token, SecretStr)
+    assert settings.milvus_token.get_secret_value() == "root:s3cret"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
 
-    args = build_parser({"LANDMARK_MILVUS_TOKEN": "root:s3cret"}).parse_args(
-        ["--model-dir", str(tmp_path), "--milvus-uri", "http://m:1"]
+
+def test_milvus_token_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("root:from-file\n")
+    monkeypatch.setenv("LANDMARK_MILVUS_TOKEN_FILE", str(secret))
+    assert parse(REQUIRED).milvus_token.get_secret_value() == "root:from-file"
+
+
+def test_help_shows_no_secret_value_from_the_environment() -> None:
+    """``landmark-worker --help`` with every secret variable set to a marker shows no marker."""
+    secrets = [name for name, field in WorkerSettings.model_fields.items() if is_secret(field)]
+    assert secrets, "the worker has secrets (the Milvus token at least)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANDMARK_")}
+    for name in secrets:
+        env[env_name(WorkerSettings, name)] = f"MARKER-{name}-4f1c"
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
-    settings = settings_from_args(args)
-    assert settings.milvus_token == "root:s3cret"
-    assert "s3cret" not in repr(settings)
+    assert "--milvus-token" in result.stdout
+    assert "4f1c" not in result.stdout + result.stderr

@@ -1,0 +1,18 @@
+"""The logging group: format and level of the structured logs."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from configuration.base import CommandSettings, setting
+
+
+class LogSettings(CommandSettings):
+    """How a long-running command logs."""
+
+    group_title: ClassVar[str] = "logging"
+
+    log_format: Literal["auto", "json", "console"] = setting(
+        "auto", help="log format (auto: console when stderr is a terminal, else JSON)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", help="log level")
