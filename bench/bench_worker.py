@@ -27,7 +27,6 @@ server is started on its own port and stopped at the end unless it was already r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,191 +34,124 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The bench's sibling modules, and devstack/ (a checkout package, not installed).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from cpu_accounting import CpuSample, per_photo_ms, pid_from_file, sample
+from pydantic import model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from configuration import load_settings, setting
+from configuration.kafka import KafkaConnection
+from devstack.processes import (
+    REPO_ROOT,
+    child_env,
+    metric_values,
+    run_command,
+    scrape,
+    stop_all,
+)
+
 BIN = Path(sys.executable).parent
 STAGES = ("decode", "embed", "search", "vote", "publish", "commit")
 
 
-@dataclass(frozen=True)
-class BenchSettings:
-    data: Path
-    work_dir: Path
-    model_dir: Path | None
-    n: int
-    batch: int
-    batch_wait_ms: int
-    decode_threads: int
-    workers: int
-    partitions: int
-    input_size: int
-    bootstrap: str
-    milvus_port: int
-    metrics_port: int
-    timeout_s: float
-    output: Path | None
+class BenchSettings(KafkaConnection):
+    """The bench's settings, from flags and ``LANDMARK_BENCH_*`` variables."""
 
+    group_title: ClassVar[str] = "bench"
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bench_worker",
-        description="Worker end-to-end throughput against the bare model's batched throughput.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    data: Path = setting(
+        REPO_ROOT.parent / "shared/data/landmarks",
+        env="LANDMARK_DATA_DIR",
+        help="folder of landmark folders",
     )
-
-    def add(flag: str, env: str, default: Any, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=os.environ.get(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    add(
-        "--data",
-        "LANDMARK_DATA_DIR",
-        str(REPO_ROOT.parent / "shared/data/landmarks"),
-        "folder of landmark folders",
-        type=Path,
+    work_dir: Path = setting(
+        REPO_ROOT / ".run/bench", env="LANDMARK_BENCH_DIR", help="split, model, gallery, logs"
     )
-    add(
-        "--work-dir",
-        "LANDMARK_BENCH_DIR",
-        str(REPO_ROOT / ".run/bench"),
-        "split, model, gallery, logs",
-        type=Path,
-    )
-    add(
-        "--model-dir",
-        "LANDMARK_BENCH_MODEL_DIR",
+    model_dir: Path | None = setting(
         None,
-        "model export to use (default: fine-tune one quickly into the work dir)",
-        type=Path,
+        env="LANDMARK_BENCH_MODEL_DIR",
+        help="model export to use (default: fine-tune one quickly into the work dir)",
     )
-    add("--n", "LANDMARK_BENCH_N", "800", "photos published and consumed", type=int)
-    add("--batch", "LANDMARK_BENCH_BATCH", "32", "worker batch size = bare batch size", type=int)
-    add("--batch-wait-ms", "LANDMARK_BENCH_BATCH_WAIT_MS", "200", "worker batch max wait", type=int)
-    add("--decode-threads", "LANDMARK_BENCH_DECODE_THREADS", "2", "worker decode threads", type=int)
-    add("--workers", "LANDMARK_BENCH_WORKERS", "1", "workers in the consumer group", type=int)
-    add(
-        "--partitions", "LANDMARK_BENCH_PARTITIONS", "4", "partitions of the images topic", type=int
+    n: int = setting(800, ge=2, env="LANDMARK_BENCH_N", help="photos published and consumed")
+    quick: bool = setting(False, help="a small run: N=160 (overrides --n)")
+    batch: int = setting(
+        32, ge=1, env="LANDMARK_BENCH_BATCH", help="worker batch size = bare batch size"
     )
-    add(
-        "--input-size",
-        "LANDMARK_BENCH_INPUT_SIZE",
-        "160",
-        "input size of the model trained when there is none",
-        type=int,
+    batch_wait_ms: int = setting(
+        200, ge=0, env="LANDMARK_BENCH_BATCH_WAIT_MS", help="worker batch max wait"
     )
-    add("--bootstrap-servers", "LANDMARK_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka")
-    add("--milvus-port", "LANDMARK_BENCH_MILVUS_PORT", "19541", "Milvus Lite server port", type=int)
-    add(
-        "--metrics-port",
-        "LANDMARK_BENCH_METRICS_PORT",
-        "9128",
-        "first worker's metrics port (next workers: +1, +2, …)",
-        type=int,
+    decode_threads: int = setting(
+        2, ge=1, env="LANDMARK_BENCH_DECODE_THREADS", help="worker decode threads"
     )
-    add(
-        "--timeout",
-        "LANDMARK_BENCH_TIMEOUT",
-        "900",
-        "seconds to wait for the worker(s)",
-        type=float,
+    workers: int = setting(1, ge=1, env="LANDMARK_BENCH_WORKERS", help="workers in the group")
+    partitions: int = setting(
+        4, ge=1, env="LANDMARK_BENCH_PARTITIONS", help="partitions of the images topic"
     )
-    add(
-        "--output", "LANDMARK_BENCH_OUTPUT", None, "also write the table (markdown) here", type=Path
+    input_size: int = setting(
+        160,
+        ge=32,
+        env="LANDMARK_BENCH_INPUT_SIZE",
+        help="input size of the model trained when there is none",
     )
-    parser.add_argument("--quick", action="store_true", help="a small run: N=160 (overrides --n)")
-    return parser
+    milvus_port: int = setting(
+        19541, env="LANDMARK_BENCH_MILVUS_PORT", help="Milvus Lite server port"
+    )
+    metrics_port: int = setting(
+        9128,
+        env="LANDMARK_BENCH_METRICS_PORT",
+        help="first worker's metrics port (next workers: +1, +2, …)",
+    )
+    timeout_s: float = setting(
+        900.0,
+        gt=0,
+        flag="--timeout",
+        env="LANDMARK_BENCH_TIMEOUT",
+        help="seconds to wait for the worker(s)",
+    )
+    output: Path | None = setting(
+        None, env="LANDMARK_BENCH_OUTPUT", help="also write the table (markdown) here"
+    )
+
+    @property
+    def photos(self) -> int:
+        """Photos published: 160 with ``--quick``, else ``--n``."""
+        return 160 if self.quick else self.n
+
+    @model_validator(mode="after")
+    def _at_least_two_batches(self) -> BenchSettings:
+        if self.photos < 2 * self.batch:
+            raise ValueError(f"--n ({self.photos}) must be at least two batches ({2 * self.batch})")
+        return self
 
 
 def settings_from(argv: Sequence[str] | None) -> BenchSettings:
-    a = build_parser().parse_args(argv)
-    n = 160 if a.quick else int(a.n)
-    if n < 2 * int(a.batch):
-        raise SystemExit(f"error: --n ({n}) must be at least two batches ({2 * int(a.batch)})")
-    return BenchSettings(
-        data=Path(a.data),
-        work_dir=Path(a.work_dir).resolve(),
-        model_dir=Path(a.model_dir).resolve() if a.model_dir else None,
-        n=n,
-        batch=int(a.batch),
-        batch_wait_ms=int(a.batch_wait_ms),
-        decode_threads=int(a.decode_threads),
-        workers=int(a.workers),
-        partitions=int(a.partitions),
-        input_size=int(a.input_size),
-        bootstrap=a.bootstrap_servers,
-        milvus_port=int(a.milvus_port),
-        metrics_port=int(a.metrics_port),
-        timeout_s=float(a.timeout),
-        output=Path(a.output) if a.output else None,
+    return load_settings(
+        BenchSettings,
+        argv,
+        prog="bench_worker",
+        description="Worker end-to-end throughput against the bare model's batched throughput.",
     )
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-
 
 def sh(
     cmd: Sequence[str | Path], log: Path | None = None, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess[bytes]:
-    full = dict(ENV, **env)
-    args = [str(c) for c in cmd]
-    if log is None:
-        return subprocess.run(args, env=full, cwd=REPO_ROOT, check=check)
-    with log.open("wb") as out:
-        result = subprocess.run(args, env=full, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    if check and result.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-20:]
-        raise RuntimeError(
-            f"{' '.join(args[:3])} … failed ({result.returncode}):\n" + "\n".join(tail)
-        )
-    return result
+    return run_command(cmd, log=log, check=check, env=child_env(**env))
 
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
-    except OSError:
-        return ""
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN|\+Inf)$")
-
-
-def metric_values(text: str, name: str) -> dict[str, float]:
-    """label text → value, for one metric name, summed over the exposition."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m.group(1) == name:
-            values[m.group(2) or ""] = values.get(m.group(2) or "", 0.0) + float(m.group(3))
-    return values
 
 
 def images_done(text: str) -> float:
@@ -317,7 +249,7 @@ class Bench:
         return out / "model"
 
     def kafka(self) -> None:
-        port = self.s.bootstrap.rpartition(":")[2]
+        port = self.s.bootstrap_servers.rpartition(":")[2]
         status = sh(
             [REPO_ROOT / "deploy/local/kafka.sh", "status"],
             log=self.logs / "kafka.log",
@@ -379,10 +311,12 @@ class Bench:
 
     def photos(self) -> list[Path]:
         every = sorted(self.s.data.glob("*/*.jpg"))
-        if len(every) < self.s.n:
-            raise SystemExit(f"error: {self.s.data} has {len(every)} photos, --n is {self.s.n}")
-        step = len(every) / self.s.n
-        return [every[int(i * step)] for i in range(self.s.n)]
+        if len(every) < self.s.photos:
+            raise SystemExit(
+                f"error: {self.s.data} has {len(every)} photos, --n is {self.s.photos}"
+            )
+        step = len(every) / self.s.photos
+        return [every[int(i * step)] for i in range(self.s.photos)]
 
     # measurements
     def decode_all(self, blobs: list[bytes], spec: Any) -> tuple[np.ndarray, float, float, float]:
@@ -415,7 +349,9 @@ class Bench:
         from kafka.admin import KafkaAdminClient, NewTopic
 
         topics = {k: f"bench-{self.run_id}.{k}" for k in ("images", "tags", "dlq")}
-        admin = KafkaAdminClient(bootstrap_servers=self.s.bootstrap, client_id="bench-worker")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.s.bootstrap_servers, client_id="bench-worker"
+        )
         try:
             admin.create_topics([NewTopic(t, self.s.partitions, 1) for t in topics.values()])
         finally:
@@ -429,7 +365,7 @@ class Bench:
                 BIN / "landmark-publish",
                 *files,
                 "--bootstrap-servers",
-                self.s.bootstrap,
+                self.s.bootstrap_servers,
                 "--topic",
                 topics["images"],
                 "--as",
@@ -457,7 +393,7 @@ class Bench:
                         "--milvus-uri",
                         uri,
                         "--bootstrap-servers",
-                        self.s.bootstrap,
+                        self.s.bootstrap_servers,
                         "--images-topic",
                         topics["images"],
                         "--tags-topic",
@@ -481,7 +417,7 @@ class Bench:
                         "--log-format",
                         "json",
                     ],
-                    env=ENV,
+                    env=child_env(),
                     cwd=REPO_ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -499,14 +435,14 @@ class Bench:
             done = sum(images_done(scrape(p)) for p in ports)
             if first is None and done > 0:
                 first = sample(pids, done)
-            if done >= self.s.n:
+            if done >= self.s.photos:
                 last = sample(pids, done)
                 break
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited with {proc.returncode}; see {self.logs}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {done}/{self.s.n} photos after {self.s.timeout_s}s")
+                raise RuntimeError(f"only {done}/{self.s.photos} photos after {self.s.timeout_s}s")
             time.sleep(0.1)
         texts = [scrape(p) for p in ports]
         stop_all(procs)
@@ -544,7 +480,7 @@ class Bench:
         return pid_from_file(REPO_ROOT / ".run" / f"milvus-{self.s.milvus_port}.pid")
 
     def kafka_pid(self) -> int | None:
-        port = self.s.bootstrap.rpartition(":")[2]
+        port = self.s.bootstrap_servers.rpartition(":")[2]
         name = "kafka" if port == "19092" else f"kafka-{port}"
         return pid_from_file(REPO_ROOT / ".run" / f"{name}.pid")
 
@@ -584,7 +520,7 @@ class Bench:
         finally:
             self.cleanup()
         return {
-            "n": self.s.n,
+            "n": self.s.photos,
             "batch": self.s.batch,
             "workers": self.s.workers,
             "decode_threads": self.s.decode_threads,
@@ -600,18 +536,6 @@ class Bench:
             "decode_cpu_ms": decode_cpu_ms,
             "e2e": e2e,
         }
-
-
-def stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def table(r: dict[str, Any]) -> str:

@@ -72,6 +72,16 @@ def setting(
     )
 
 
+def split_commas(value: object) -> object:
+    """``BeforeValidator`` for list settings: ``"a, b,,c"`` → ``("a", "b", "c")``.
+
+    Use with ``pydantic_settings.NoDecode`` so that a variable is split, not read as JSON.
+    """
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 def env_name(cls: type[BaseSettings], name: str) -> str:
     """The environment variable of field ``name`` of settings class ``cls``."""
     alias = cls.model_fields[name].validation_alias

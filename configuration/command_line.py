@@ -151,19 +151,17 @@ def describe_errors(cls: type[CommandSettings], error: ValidationError) -> list[
     by_alias = {env_name(cls, name): name for name in cls.model_fields}
     lines = []
     for problem in error.errors(include_input=False, include_url=False):
-        location = problem.get("loc") or ("",)
-        key = str(location[0])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        location = problem.get("loc") or ()
+        key = str(location[0]) if location else ""
         name = by_alias.get(key, key)
         field = cls.model_fields.get(name)
         if field is None:
-            lines.append(f"{key}: {problem['msg']}")
+            lines.append(f"{key}: {message}" if key else message)
             continue
+        if problem["type"] == "missing":
+            message = "required (give the flag or set the variable)"
         where = name if is_positional(field) else f"{flag_of(name, field)} / {env_name(cls, name)}"
-        message = (
-            "required (give the flag or set the variable)"
-            if problem["type"] == "missing"
-            else problem["msg"]
-        )
         lines.append(f"{where}: {message}")
     return lines
 

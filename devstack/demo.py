@@ -1,4 +1,4 @@
-"""``landmark-demo``: the whole product on embedded defaults, end to end, on one machine.
+"""The demo (``make demo``, ``python -m devstack.demo``): the whole product on embedded defaults, end to end, on one machine.
 
 Set-up, the local Kafka, a split of a folder of landmark photos, a fine-tuned model (a few minutes
 on 2 CPU cores), the reference gallery in a Milvus Lite server, two workers in one consumer group,
@@ -15,19 +15,25 @@ user would run.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from devstack import sample_data
 from devstack.demo_report import print_report, scrape_outcomes, summarise
-from devstack.demo_settings import REPO_ROOT, DemoSettings, settings_from
+from devstack.demo_settings import DemoSettings, settings_from
+from devstack.processes import (
+    REPO_ROOT,
+    child_env,
+    ensure_local_service,
+    run_command,
+    stop_all,
+    wait_until_ready,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -41,7 +47,7 @@ class Demo:
         self.work = settings.work_dir
         self.cleanups: list[tuple[str, Any]] = []
         self.step_no = 0
-        self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self.env = child_env()
         self.milvus_uri = f"http://127.0.0.1:{settings.milvus_port}"
         self.topics = {
             "images": f"demo-{self.run_id}.images",
@@ -59,25 +65,8 @@ class Demo:
         """Run a command; its output goes to the terminal, or to a log file under the work dir."""
         shown = " ".join(str(c).replace(str(REPO_ROOT) + "/", "") for c in cmd)
         print(f"  $ {shown}", flush=True)
-        full_env = dict(self.env, **env)
-        if log is None:
-            subprocess.run([str(c) for c in cmd], check=True, env=full_env, cwd=REPO_ROOT)
-            return
-        log_path = self.work / "logs" / log
-        with log_path.open("w") as out:
-            result = subprocess.run(
-                [str(c) for c in cmd],
-                env=full_env,
-                cwd=REPO_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if result.returncode != 0:
-            tail = log_path.read_text(errors="replace").splitlines()[-25:]
-            raise RuntimeError(
-                f"{shown} failed (exit {result.returncode}); last lines of "
-                f"{log_path}:\n" + "\n".join(tail)
-            )
+        log_path = None if log is None else self.work / "logs" / log
+        run_command(cmd, log=log_path, env=dict(self.env, **env))
 
     def ensure_data(self) -> Path:
         t = self.step("Landmark photos")
@@ -98,24 +87,16 @@ class Demo:
 
     def start_kafka(self) -> None:
         self.step("Kafka")
-        host, _, port = self.s.bootstrap.rpartition(":")
-        status = subprocess.run(
-            [str(REPO_ROOT / "deploy/local/kafka.sh"), "status"],
-            env=dict(self.env, KAFKA_PORT=port),
-            capture_output=True,
-        )
-        if status.returncode == 0:
-            print(f"  a broker already answers on {self.s.bootstrap}; using it")
-            return
+        host, _, port = self.s.bootstrap_servers.rpartition(":")
         if host not in ("127.0.0.1", "localhost"):
-            raise SystemExit(f"error: no Kafka answers on {self.s.bootstrap}")
-        self.run([REPO_ROOT / "deploy/local/kafka.sh", "start"], KAFKA_PORT=port)
-        self.cleanups.append(
-            (
-                "stop Kafka",
-                lambda: self.run([REPO_ROOT / "deploy/local/kafka.sh", "stop"], KAFKA_PORT=port),
-            )
-        )
+            print(f"  using the broker at {self.s.bootstrap_servers}")
+            return
+        print(f"  $ deploy/local/kafka.sh start  (unless a broker answers on port {port})")
+        stop = ensure_local_service("kafka", {"KAFKA_PORT": port})
+        if stop is None:
+            print(f"  a broker already answers on {self.s.bootstrap_servers}; using it")
+        else:
+            self.cleanups.append(("stop Kafka", stop))
 
     def split_and_train(self, data: Path) -> Path:
         t = self.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
@@ -171,10 +152,10 @@ class Demo:
     def load_gallery(self, model_dir: Path) -> None:
         t = self.step("Reference gallery into Milvus Lite (gRPC server)")
         env = {"MILVUS_PORT": str(self.s.milvus_port), "MILVUS_DATA_DIR": str(self.work / "milvus")}
-        self.run([REPO_ROOT / "deploy/local/milvus.sh", "start"], **env)
-        self.cleanups.append(
-            ("stop Milvus", lambda: self.run([REPO_ROOT / "deploy/local/milvus.sh", "stop"], **env))
-        )
+        print("  $ deploy/local/milvus.sh start")
+        stop = ensure_local_service("milvus", env)
+        if stop is not None:
+            self.cleanups.append(("stop Milvus", stop))
         self.run(
             [
                 BIN / "landmark-load-gallery",
@@ -194,7 +175,9 @@ class Demo:
         """The run's own topics, with several partitions so that the two workers share them."""
         from kafka.admin import KafkaAdminClient, NewTopic
 
-        admin = KafkaAdminClient(bootstrap_servers=self.s.bootstrap, client_id="landmark-demo")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.s.bootstrap_servers, client_id="landmark-demo"
+        )
         try:
             admin.create_topics([NewTopic(name, partitions, 1) for name in self.topics.values()])
         finally:
@@ -214,7 +197,7 @@ class Demo:
                 "--milvus-uri",
                 self.milvus_uri,
                 "--bootstrap-servers",
-                self.s.bootstrap,
+                self.s.bootstrap_servers,
                 "--images-topic",
                 self.topics["images"],
                 "--tags-topic",
@@ -241,18 +224,12 @@ class Demo:
                     cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
                 )
             )
-        self.cleanups.append(("stop workers", lambda: _stop_all(workers)))
-        deadline = time.monotonic() + 300
+        self.cleanups.append(("stop workers", lambda: stop_all(workers)))
         for port, proc in zip(self.s.metrics_ports, workers, strict=True):
-            while not _http_ok(f"http://127.0.0.1:{port}/readyz"):
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"worker on port {port} exited with {proc.returncode}; "
-                        f"see {self.work / 'logs'}"
-                    )
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker on port {port} not ready after 300s")
-                time.sleep(1)
+            try:
+                wait_until_ready(port, proc, timeout_s=300)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}; see {self.work / 'logs'}") from None
             print(f"  ready: http://127.0.0.1:{port}/metrics")
         return workers
 
@@ -265,7 +242,7 @@ class Demo:
                 BIN / "landmark-publish",
                 self.work / "split" / "query",
                 "--bootstrap-servers",
-                self.s.bootstrap,
+                self.s.bootstrap_servers,
                 "--topic",
                 self.topics["images"],
                 "--id-map",
@@ -286,7 +263,7 @@ class Demo:
                 [
                     str(BIN / "landmark-follow"),
                     "--bootstrap-servers",
-                    self.s.bootstrap,
+                    self.s.bootstrap_servers,
                     "--topic",
                     self.topics["tags"],
                     "--dead-letter-topic",
@@ -336,27 +313,6 @@ class Demo:
         finally:
             print("\nstopping what the demo started", flush=True)
             self.cleanup()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _stop_all(workers: Sequence[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM (the worker finishes its batch, commits and leaves the group), then SIGKILL."""
-    for proc in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in workers:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,25 +6,22 @@ the accuracy, the throughput and latency, and the workers' own outcome counters.
 
 from __future__ import annotations
 
+import re
 import statistics
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devstack.processes import metric_values, scrape
+
 
 def scrape_outcomes(port: int) -> dict[str, float]:
     """The worker's outcome counters, read from its /metrics endpoint."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
     totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("landmark_worker_images_total{"):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            totals[outcome] = totals.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    for labels, value in metric_values(scrape(port), "landmark_worker_images_total").items():
+        match = re.search(r'outcome="([^"]*)"', labels)
+        if match:
+            totals[match.group(1)] = totals.get(match.group(1), 0.0) + value
     return totals
 
 

@@ -1,176 +1,110 @@
-"""Settings of ``landmark-demo``: its flags, each with an environment variable, and defaults."""
+"""Settings of the demo (``python -m devstack.demo``): its flags, each with a variable, and defaults."""
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, ClassVar
 
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+from configuration import load_settings, setting
+from configuration.base import split_commas
+from configuration.kafka import KafkaConnection
 from devstack import sample_data
+from devstack.processes import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The first paragraph of :mod:`devstack.demo`'s docstring, shown by ``--help``.
-DESCRIPTION = (
-    "``landmark-demo``: the whole product on embedded defaults, end to end, on one machine."
-)
+DESCRIPTION = "The whole product on embedded defaults, end to end, on one machine."
+
+#: Two or more ports, comma-separated.
+PortList = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=65535)], ...],
+    NoDecode,
+    BeforeValidator(split_commas),
+    Field(min_length=2),
+]
 
 
-@dataclass(frozen=True)
-class DemoSettings:
+class DemoSettings(KafkaConnection):
     """Settings of one demo run, built once from flags and environment variables."""
 
-    data: Path
-    work_dir: Path
-    sample_url: str
-    sample_labels_url: str
-    bootstrap: str
-    milvus_port: int
-    metrics_ports: tuple[int, ...]
-    cap: int
-    references: int
-    query: float
-    input_size: int
-    epochs: int
-    augment_views: int
-    trainable_from: str
-    max_photos: int
-    timeout_s: float
+    group_title: ClassVar[str] = "demo"
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The demo's flags, each with its environment variable shown in ``--help``."""
-    parser = argparse.ArgumentParser(
-        prog="landmark-demo",
-        description=DESCRIPTION,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    data: Path = setting(
+        REPO_ROOT.parent / "shared/data/landmarks",
+        env="LANDMARK_DATA_DIR",
+        help="folder of landmark folders (<data>/<landmark>/<photo>)",
     )
-
-    def add(flag: str, env: str, default: str, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=_env(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    add(
-        "--data",
-        "LANDMARK_DATA_DIR",
-        str(REPO_ROOT.parent / "shared/data/landmarks"),
-        "folder of landmark folders (<data>/<landmark>/<photo>)",
-        type=Path,
+    work_dir: Path = setting(
+        REPO_ROOT / ".run/demo",
+        env="LANDMARK_DEMO_DIR",
+        help="where the split, model, gallery and results go",
     )
-    add(
-        "--work-dir",
-        "LANDMARK_DEMO_DIR",
-        str(REPO_ROOT / ".run/demo"),
-        "where the split, model, gallery and results go",
-        type=Path,
-    )
-    add(
-        "--sample-url",
-        "LANDMARK_DEMO_SAMPLE_URL",
+    sample_url: str = setting(
         sample_data.DEFAULT_SAMPLE_URL,
-        "archive of photos fetched when --data is missing (tar/zip of landmark folders, or "
-        "Google-Landmarks images with --sample-labels-url)",
+        env="LANDMARK_DEMO_SAMPLE_URL",
+        help="archive of photos fetched when --data is missing (tar/zip of landmark folders, "
+        "or Google-Landmarks images with --sample-labels-url)",
     )
-    add(
-        "--sample-labels-url",
-        "LANDMARK_DEMO_SAMPLE_LABELS_URL",
+    sample_labels_url: str = setting(
         sample_data.DEFAULT_SAMPLE_LABELS_URL,
-        "Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without landmark "
-        "folders ('' when the archive has landmark folders)",
+        env="LANDMARK_DEMO_SAMPLE_LABELS_URL",
+        help="Google-Landmarks id,url,landmark_id CSV for a --sample-url archive without "
+        "landmark folders ('' when the archive has landmark folders)",
     )
-    add(
-        "--bootstrap-servers",
-        "LANDMARK_KAFKA_BOOTSTRAP",
-        "127.0.0.1:19092",
-        "Kafka bootstrap servers (a local broker is started on 127.0.0.1 when none answers)",
+    milvus_port: int = setting(
+        19531,
+        ge=1,
+        le=65535,
+        env="LANDMARK_DEMO_MILVUS_PORT",
+        help="port of the Milvus Lite server the demo starts",
     )
-    add(
-        "--milvus-port",
-        "LANDMARK_DEMO_MILVUS_PORT",
-        "19531",
-        "port of the Milvus Lite server the demo starts",
-        type=int,
+    metrics_ports: PortList = setting(
+        (9108, 9109),
+        env="LANDMARK_DEMO_METRICS_PORTS",
+        help="metrics/health ports of the two workers (Prometheus scrapes 9108-9117)",
     )
-    add(
-        "--metrics-ports",
-        "LANDMARK_DEMO_METRICS_PORTS",
-        "9108,9109",
-        "metrics/health ports of the two workers (Prometheus scrapes 9108-9117)",
+    cap: int = setting(
+        24, ge=1, env="LANDMARK_DEMO_CAP", help="at most this many photos a landmark"
     )
-    add("--cap", "LANDMARK_DEMO_CAP", "24", "at most this many photos a landmark", type=int)
-    add(
-        "--references",
-        "LANDMARK_DEMO_REFERENCES",
-        "8",
-        "reference photos a landmark in the gallery",
-        type=int,
+    references: int = setting(
+        8, ge=1, env="LANDMARK_DEMO_REFERENCES", help="reference photos a landmark in the gallery"
     )
-    add(
-        "--query",
-        "LANDMARK_DEMO_QUERY",
-        "0.2",
-        "share of each landmark's photos held out and published",
-        type=float,
+    query: float = setting(
+        0.2,
+        gt=0,
+        lt=1,
+        env="LANDMARK_DEMO_QUERY",
+        help="share of each landmark's photos held out and published",
     )
-    add("--input-size", "LANDMARK_DEMO_INPUT_SIZE", "160", "model input side in pixels", type=int)
-    add("--epochs", "LANDMARK_DEMO_EPOCHS", "3", "fine-tuning epochs", type=int)
-    add(
-        "--augment-views",
-        "LANDMARK_DEMO_AUGMENT_VIEWS",
-        "2",
-        "augmented views cached a training photo",
-        type=int,
+    input_size: int = setting(
+        160, ge=32, env="LANDMARK_DEMO_INPUT_SIZE", help="model input side in pixels"
     )
-    add(
-        "--trainable-from",
-        "LANDMARK_DEMO_TRAINABLE_FROM",
+    epochs: int = setting(3, ge=1, env="LANDMARK_DEMO_EPOCHS", help="fine-tuning epochs")
+    augment_views: int = setting(
+        2, ge=0, env="LANDMARK_DEMO_AUGMENT_VIEWS", help="augmented views cached a training photo"
+    )
+    trainable_from: str = setting(
         "block_16",
-        "first trainable stage of the backbone",
+        env="LANDMARK_DEMO_TRAINABLE_FROM",
+        help="first trainable stage of the backbone",
     )
-    add(
-        "--max-photos",
-        "LANDMARK_DEMO_MAX_PHOTOS",
-        "400",
-        "publish at most this many held-out photos",
-        type=int,
+    max_photos: int = setting(
+        400, ge=1, env="LANDMARK_DEMO_MAX_PHOTOS", help="publish at most this many held-out photos"
     )
-    add(
-        "--timeout",
-        "LANDMARK_DEMO_TIMEOUT",
-        "300",
-        "seconds to wait for the tag events",
-        type=float,
+    timeout_s: float = setting(
+        300.0,
+        gt=0,
+        flag="--timeout",
+        env="LANDMARK_DEMO_TIMEOUT",
+        help="seconds to wait for the tag events",
     )
-    return parser
 
 
 def settings_from(argv: Sequence[str] | None) -> DemoSettings:
-    args = build_parser().parse_args(argv)
-    ports = tuple(int(p) for p in str(args.metrics_ports).split(",") if p.strip())
-    if len(ports) < 2:
-        raise SystemExit("error: --metrics-ports needs two ports, one a worker")
-    return DemoSettings(
-        data=Path(args.data),
-        work_dir=Path(args.work_dir),
-        sample_url=args.sample_url,
-        sample_labels_url=args.sample_labels_url,
-        bootstrap=args.bootstrap_servers,
-        milvus_port=args.milvus_port,
-        metrics_ports=ports[:2],
-        cap=args.cap,
-        references=args.references,
-        query=args.query,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        augment_views=args.augment_views,
-        trainable_from=args.trainable_from,
-        max_photos=args.max_photos,
-        timeout_s=args.timeout,
+    """The demo's settings from the command line and the environment."""
+    return load_settings(
+        DemoSettings, argv, prog="python -m devstack.demo", description=DESCRIPTION
     )

@@ -13,10 +13,11 @@ import socket
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_settings import NoDecode
 
 from configuration import setting
+from configuration.base import split_commas
 from configuration.kafka import DEAD_LETTER_TOPIC, IMAGES_TOPIC, TAGS_TOPIC, KafkaConnection
 from configuration.log_settings import LogSettings
 from configuration.milvus import MilvusConnection
@@ -34,14 +35,14 @@ def default_decode_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def host_set(value: object) -> object:
-    """Parse a comma-separated host list (``a.example,b.example:8080``) into lower-case hosts."""
-    if isinstance(value, str):
-        return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
-    return value
+def _lower_case(hosts: frozenset[str]) -> frozenset[str]:
+    return frozenset(host.lower() for host in hosts)
 
 
-HostSet = Annotated[frozenset[str], NoDecode, BeforeValidator(host_set)]
+#: A comma-separated host list (``a.example,b.example:8080``) as a set of lower-case hosts.
+HostSet = Annotated[
+    frozenset[str], NoDecode, BeforeValidator(split_commas), AfterValidator(_lower_case)
+]
 
 
 class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
