@@ -14,13 +14,14 @@ from typing import TypeVar
 import structlog
 from kafka.errors import KafkaError
 
-from worker.adapters.kafka import ImageConsumer, OutputPublisher, Partition
+from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
 from worker.observability.health import HealthState, StatusServer
 from worker.observability.logs import configure_logging
 from worker.observability.metrics import WorkerMetrics
-from worker.service import Gallery, LoopSettings, WorkerService
+from worker.ports import Gallery, Partition
+from worker.service import LoopSettings, WorkerService
 from worker.settings import WorkerSettings, build_parser, settings_from_args
 
 EXIT_INCOMPATIBLE = 2

@@ -1,18 +1,28 @@
-"""The small interfaces the worker's pure core is written against.
+"""Every interface the worker's core and loop are written against.
 
 The core (:mod:`worker.core`) sees the model, the reference gallery and the photo store only
-through these protocols, so that unit tests can drive it with in-memory implementations and
-the real adapters (:mod:`worker.adapters.keras_embedder`, :mod:`worker.adapters.milvus`,
-:mod:`worker.adapters.photo_fetcher`) stay thin.
+through :class:`Embedder`, :class:`ReferenceIndex` and :class:`PhotoFetcher`; the loop
+(:mod:`worker.service`) also needs what a served model, a refreshable gallery, the image source and
+the output sink can do (:class:`ServedModel`, :class:`Gallery`, :class:`Source`, :class:`Sink`).
+Unit tests drive both with in-memory implementations; the real adapters
+(:mod:`worker.adapters.keras_embedder`, :mod:`worker.adapters.milvus`,
+:mod:`worker.adapters.photo_fetcher`, :mod:`worker.adapters.kafka`) stay thin.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from schemas.tag_event import Neighbour
+from schemas.dead_letter import DeadLetter
+from schemas.kafka_record import KafkaRecord
+from schemas.manifest import ModelManifest
+from schemas.tag_event import Neighbour, TagEvent
+
+#: A partition of a topic: ``(topic, partition number)``.
+Partition = tuple[str, int]
 
 
 @runtime_checkable
@@ -57,4 +67,98 @@ class PhotoFetcher(Protocol):
             schemas.errors.InputError: ``bad_reference`` when the URI is malformed or not allowed,
                 ``reference_unreachable`` when it cannot be read.
         """
+        ...
+
+
+class ServedModel(Embedder, Protocol):
+    """An embedder that knows its manifest: the preprocessing it expects, the vote's defaults.
+
+    Implemented by :class:`worker.adapters.keras_embedder.KerasEmbedder`.
+    """
+
+    manifest: ModelManifest
+
+
+class Gallery(ReferenceIndex, Protocol):
+    """A reference index that can be checked and refreshed.
+
+    Implemented by :class:`worker.adapters.milvus.MilvusReferenceIndex`.
+    """
+
+    def check_compatible(self, model_version: str, embedding_dim: int) -> None:
+        """Check the gallery against a model and remember the model for :meth:`refresh`.
+
+        Raises:
+            Exception: the gallery was built with another model or dimension
+                (``GalleryMismatchError`` for Milvus).
+        """
+        ...
+
+    def refresh(self) -> bool:
+        """Switch to the gallery the alias points to now; True when it switched.
+
+        Raises:
+            Exception: the new gallery does not fit the model, or the store cannot be reached;
+                the index keeps searching the previous gallery.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class Source(Protocol):
+    """The image records of the partitions this worker holds.
+
+    Implemented by :class:`worker.adapters.kafka.ImageConsumer`.
+    """
+
+    @property
+    def assigned(self) -> frozenset[Partition]:
+        """Partitions held now."""
+        ...
+
+    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
+        """Read up to ``max_records``, waiting at most ``max_wait_ms`` for the batch to fill."""
+        ...
+
+    def commit(self, records: Sequence[KafkaRecord]) -> None:
+        """Commit one past the highest offset of each partition in ``records``.
+
+        Raises:
+            kafka.errors.CommitFailedError: the group rebalanced and the partitions moved on.
+            kafka.errors.KafkaError: the commit could not be made.
+        """
+        ...
+
+    def rewind(self, records: Sequence[KafkaRecord]) -> None:
+        """Seek back to the first offset of each still-held partition in ``records``."""
+        ...
+
+    def lag(self) -> dict[Partition, int]:
+        """Records between this worker's position and the end of each held partition."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group."""
+        ...
+
+
+class Sink(Protocol):
+    """Where a batch's outputs go.
+
+    Implemented by :class:`worker.adapters.kafka.OutputPublisher`.
+    """
+
+    def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
+        """Send every output and return once the broker has acknowledged all of them.
+
+        Raises:
+            Exception: some output was not acknowledged (``PublishError`` for Kafka).
+        """
+        ...
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is pending and close."""
         ...

@@ -1,9 +1,12 @@
-"""The worker loop: poll a batch, run the pure core, publish, commit; switch models and galleries.
+"""The worker loop: poll a batch, run the pure core, publish, commit; between batches, switch.
 
 At-least-once: offsets are committed only after the broker acknowledged every tag event and dead
 letter of the batch. When Kafka or Milvus fails, the batch is not committed: the consumer seeks
-back to the batch's first offsets and retries it after a growing pause. SIGTERM/SIGINT ask the
-loop to stop; it finishes the batch in flight, commits, and leaves the group.
+back to the batch's first offsets and retries it after a growing pause. A commit the group refuses
+after a rebalance is not retried (the partitions' new owner re-reads the batch). Between batches,
+:class:`worker.model_switch.ModelSwitch` picks up a new gallery or model. SIGTERM/SIGINT ask the
+loop to stop; it finishes the batch in flight (publish and commit), then closes the producer, the
+consumer (leaving the group) and the gallery.
 """
 
 from __future__ import annotations
@@ -11,65 +14,24 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 import structlog
 from kafka.errors import CommitFailedError, KafkaError
 
 from schemas.kafka_record import KafkaRecord
-from schemas.manifest import ModelManifest
-from schemas.vote import VoteSettings
-from worker.adapters.kafka import Partition, PublishError
-from worker.adapters.keras_embedder import export_version_on_disk
 from worker.core import BatchOutcome, process_batch
+from worker.error_kinds import error_kind
+from worker.model_switch import ModelSwitch, VoteOverrides
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
-from worker.ports import PhotoFetcher
+from worker.ports import Gallery, PhotoFetcher, ServedModel, Sink, Source
 
 log = structlog.get_logger("landmark.worker")
-
-
-class ServedModel(Protocol):
-    """An embedder that knows its manifest (:class:`worker.adapters.keras_embedder.KerasEmbedder`)."""
-
-    manifest: ModelManifest
-    model_version: str
-    embedding_dim: int
-
-    def embed(self, images: Any) -> Any: ...
-
-
-class Gallery(Protocol):
-    """A reference index that can be checked and refreshed (:class:`MilvusReferenceIndex`)."""
-
-    gallery_version: str
-    model_version: str
-
-    def search(self, embeddings: Any, k: int) -> Any: ...
-    def check_compatible(self, model_version: str, embedding_dim: int) -> None: ...
-    def refresh(self) -> bool: ...
-    def close(self) -> None: ...
-
-
-class Source(Protocol):
-    @property
-    def assigned(self) -> frozenset[Partition]: ...
-
-    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]: ...
-    def commit(self, records: Sequence[KafkaRecord]) -> None: ...
-    def rewind(self, records: Sequence[KafkaRecord]) -> None: ...
-    def lag(self) -> dict[Partition, int]: ...
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    def publish(self, tag_events: Sequence[Any], dead_letters: Sequence[Any]) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -124,42 +86,52 @@ class WorkerService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
-        self._model = model
-        self._gallery = gallery
         self._source = source
         self._sink = sink
         self._fetcher = fetcher
         self._metrics = metrics
         self._health = health
-        self._load_model = load_model
-        self._open_gallery = open_gallery
         self._clock = clock
         self._stop = threading.Event()
         self._backoff_s = 0.0
-        self._next_reload_check = time.monotonic() + settings.reload_check_interval_s
         self._next_lag = 0.0
-        self._pending_model: ServedModel | None = None
-        self._rejected_model_version: str | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
-        self._vote = self._vote_settings()
-        self._announce_versions()
+        self._served = ModelSwitch(
+            model=model,
+            gallery=gallery,
+            model_dir=settings.model_dir,
+            check_interval_s=settings.reload_check_interval_s,
+            vote_overrides=VoteOverrides(
+                settings.vote_k, settings.vote_weighting, settings.vote_threshold
+            ),
+            metrics=metrics,
+            worker_id=settings.worker_id,
+            load_model=load_model,
+            open_gallery=open_gallery,
+        )
 
     @property
     def model_version(self) -> str:
-        return self._model.model_version
+        """The version of the model in use."""
+        return self._served.model.model_version
 
     @property
     def gallery_version(self) -> str:
-        return self._gallery.gallery_version
+        """The version of the gallery in use."""
+        return self._served.gallery.gallery_version
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and return (safe from a signal handler)."""
         self._stop.set()
 
     def run(self) -> None:
-        """Process batches until stopped; then commit, close the consumer and the producer."""
+        """Process batches until stopped, each committed once its outputs are acknowledged.
+
+        Once stopped, and the batch in flight finished, close the producer, the consumer (leaving
+        the group; every batch was committed as it finished) and the gallery.
+        """
         structlog.contextvars.bind_contextvars(worker_id=self._settings.worker_id)
         log.info(
             "worker started", model_version=self.model_version, gallery_version=self.gallery_version
@@ -169,7 +141,7 @@ class WorkerService:
         try:
             while not self._stop.is_set():
                 self._health.beat()
-                self._maybe_reload()
+                self._served.maybe_switch()
                 self._maybe_update_lag()
                 records = self._source.poll_batch(
                     self._settings.batch_max_records, self._settings.batch_max_wait_ms
@@ -204,13 +176,14 @@ class WorkerService:
             self._record(records, outcome, publish_s, commit_s)
 
     def _process(self, records: list[KafkaRecord]) -> BatchOutcome:
+        served = self._served
         return process_batch(
             records,
-            embedder=self._model,
-            index=self._gallery,
+            embedder=served.model,
+            index=served.gallery,
             fetcher=self._fetcher,
-            spec=self._model.manifest.preprocessing,
-            vote=self._vote,
+            spec=served.model.manifest.preprocessing,
+            vote=served.vote,
             worker_id=self._settings.worker_id,
             clock=self._clock,
             decode_pool=self._pool,
@@ -218,7 +191,7 @@ class WorkerService:
         )
 
     def _retry_later(self, records: list[KafkaRecord], error: Exception) -> None:
-        kind = _error_kind(error)
+        kind = error_kind(error)
         self._metrics.errors.labels(kind=kind).inc()
         self._backoff_s = min(
             self._settings.backoff_max_s, max(self._settings.backoff_initial_s, self._backoff_s * 2)
@@ -291,94 +264,6 @@ class WorkerService:
             self._metrics.errors.labels(kind="lag_unavailable").inc()
             log.debug("lag unavailable", error=repr(error))
 
-    def _maybe_reload(self) -> None:
-        """Between batches: pick up a new gallery behind the alias, or a new model export."""
-        now = time.monotonic()
-        if now < self._next_reload_check:
-            return
-        self._next_reload_check = now + self._settings.reload_check_interval_s
-        self._look_for_new_model()
-        if self._pending_model is not None:
-            self._try_switch_to_pending_model()
-            return
-        try:
-            if self._gallery.refresh():
-                self._announce_versions()
-                log.info(
-                    "gallery switched",
-                    gallery_version=self.gallery_version,
-                    model_version=self.model_version,
-                )
-        except Exception as error:
-            # GalleryMismatchError: the alias moved to a gallery of a model we do not have yet;
-            # the index keeps searching the previous collection. Unreachable: retried later.
-            self._metrics.errors.labels(kind=_error_kind(error)).inc()
-            log.warning("gallery refresh failed; keeping the current gallery", error=str(error))
-
-    def _look_for_new_model(self) -> None:
-        on_disk = export_version_on_disk(self._settings.model_dir)
-        known = {self._model.model_version, self._rejected_model_version}
-        if self._pending_model is not None:
-            known.add(self._pending_model.model_version)
-        if on_disk is None or on_disk in known:
-            return
-        try:
-            self._pending_model = self._load_model(self._settings.model_dir)
-            log.info(
-                "new model export loaded; waiting for its gallery",
-                model_version=self._pending_model.model_version,
-            )
-        except Exception as error:
-            self._rejected_model_version = on_disk
-            self._metrics.errors.labels(kind="model_load_failed").inc()
-            log.warning(
-                "new model export could not be loaded", model_version=on_disk, error=str(error)
-            )
-
-    def _try_switch_to_pending_model(self) -> None:
-        candidate = self._pending_model
-        assert candidate is not None
-        try:
-            gallery = self._open_gallery()
-        except Exception as error:
-            self._metrics.errors.labels(kind=_error_kind(error)).inc()
-            log.warning("cannot open the gallery to switch models", error=str(error))
-            return
-        try:
-            gallery.check_compatible(candidate.model_version, candidate.embedding_dim)
-        except Exception as error:
-            gallery.close()
-            log.info(
-                "gallery not yet built for the new model; keeping the current one",
-                pending_model_version=candidate.model_version,
-                reason=str(error),
-            )
-            return
-        previous = self._gallery
-        self._model, self._gallery, self._pending_model = candidate, gallery, None
-        self._vote = self._vote_settings()
-        previous.close()
-        self._announce_versions()
-        log.info(
-            "switched model and gallery",
-            model_version=self.model_version,
-            gallery_version=self.gallery_version,
-        )
-
-    def _vote_settings(self) -> VoteSettings:
-        base = self._model.manifest.vote
-        s = self._settings
-        return VoteSettings(
-            k=s.vote_k if s.vote_k is not None else base.k,
-            weighting=s.vote_weighting if s.vote_weighting is not None else base.weighting,  # type: ignore[arg-type]
-            threshold=s.vote_threshold if s.vote_threshold is not None else base.threshold,
-        )
-
-    def _announce_versions(self) -> None:
-        self._metrics.set_versions(
-            self.model_version, self.gallery_version, self._settings.worker_id
-        )
-
     @staticmethod
     def _timed(action: Callable[[], None]) -> float:
         started = time.perf_counter()
@@ -391,7 +276,7 @@ class WorkerService:
         for what, action in (
             ("producer", self._sink.close),
             ("consumer", self._source.close),
-            ("gallery", self._gallery.close),
+            ("gallery", self._served.close),
         ):
             try:
                 action()
@@ -399,17 +284,3 @@ class WorkerService:
                 log.warning("close failed", what=what, error=repr(error))
         self._pool.shutdown(wait=True)
         log.info("worker stopped")
-
-
-def _error_kind(error: BaseException) -> str:
-    """A small, fixed vocabulary for the errors metric."""
-    name = type(error).__name__
-    if isinstance(error, PublishError):
-        return "publish_failed"
-    if isinstance(error, KafkaError):
-        return "kafka"
-    if name == "GalleryUnavailableError":
-        return "gallery_unavailable"
-    if name == "GalleryMismatchError":
-        return "gallery_mismatch"
-    return "unexpected"

@@ -1,4 +1,4 @@
-"""Kafka adapters: the image consumer and the tag/dead-letter publisher (kafka-python 3.x).
+"""Kafka adapters: the image consumer and the tag/dead-letter publisher (kafka-python 2.3.x).
 
 The consumer never commits on its own (``enable_auto_commit=False``): the loop commits a batch's
 offsets only after :meth:`OutputPublisher.publish` has returned, i.e. after the broker has
@@ -19,8 +19,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import TagEvent
-
-Partition = tuple[str, int]
+from worker.ports import Partition
 
 #: Size limits for every consumer of this project's topics. kafka-python refuses any network frame
 #: above ``receive_message_max_bytes`` (1 MB by default) and closes the connection, while a fetch
@@ -77,13 +76,8 @@ def first_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self,
-        on_change: Callable[[frozenset[Partition]], None],
-        consumer: Callable[[], KafkaConsumer],
-    ) -> None:
+    def __init__(self, on_change: Callable[[frozenset[Partition]], None]) -> None:
         self._on_change = on_change
-        self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self._on_change(frozenset())
@@ -144,7 +138,7 @@ class ImageConsumer:
             self._assigned = partitions
             on_assignment(partitions)
 
-        self._consumer.subscribe([topic], listener=_Listener(changed, lambda: self._consumer))
+        self._consumer.subscribe([topic], listener=_Listener(changed))
 
     def _wait_for_topic(self, topic: str, timeout_s: float) -> None:
         """Know the topic's partitions before joining the group.
