@@ -13,17 +13,15 @@ import pytest
 from pymilvus.exceptions import MilvusException, MilvusUnavailableException
 
 from schemas.gallery import collection_properties
-from worker.adapters.milvus import (
+from worker.adapters.milvus.description import check_compatible, describe_gallery
+from worker.adapters.milvus.errors import (
     GalleryMismatchError,
-    backoff_delays,
-    check_compatible,
-    describe_gallery,
-    distance_of,
     is_collection_gone,
     is_not_loaded,
     is_transient,
-    neighbours_from_hits,
 )
+from worker.adapters.milvus.hits import distance_of, neighbours_from_hits
+from worker.adapters.milvus.retries import backoff_delays
 
 
 def collection_info(dim: int = 4, properties: dict[str, str] | None = None) -> dict[str, Any]:
