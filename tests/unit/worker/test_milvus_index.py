@@ -6,6 +6,7 @@ here the inputs are the plain dictionaries pymilvus returns, written out by hand
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,12 +17,13 @@ from schemas.gallery import collection_properties
 from worker.adapters.milvus.description import check_compatible, describe_gallery
 from worker.adapters.milvus.errors import (
     GalleryMismatchError,
+    GalleryUnavailableError,
     is_collection_gone,
     is_not_loaded,
     is_transient,
 )
 from worker.adapters.milvus.hits import distance_of, neighbours_from_hits
-from worker.adapters.milvus.retries import backoff_delays
+from worker.adapters.milvus.retries import RetryPolicy, backoff_delays
 
 
 def collection_info(dim: int = 4, properties: dict[str, str] | None = None) -> dict[str, Any]:
@@ -186,3 +188,41 @@ def test_backoff_doubles_and_is_capped() -> None:
 
 def test_no_retries_means_no_waits() -> None:
     assert backoff_delays(0, 0.5) == []
+
+
+def failing(errors: list[Exception], result: str = "answer") -> Callable[[], str]:
+    """A call that raises ``errors`` one by one, then returns ``result``."""
+
+    def call() -> str:
+        if errors:
+            raise errors.pop(0)
+        return result
+
+    return call
+
+
+def test_transient_failures_are_retried_after_the_backoff_waits() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy([0.1, 0.2], waits.append, alias="landmarks")
+    unavailable = [MilvusUnavailableException(message="server unavailable") for _ in range(2)]
+
+    assert policy.call("search", failing(unavailable)) == "answer"
+    assert waits == [0.1, 0.2]
+
+
+def test_a_failure_after_the_last_retry_is_gallery_unavailable() -> None:
+    policy = RetryPolicy([0.1], lambda _s: None, alias="landmarks")
+    unavailable = [MilvusUnavailableException(message="server unavailable") for _ in range(2)]
+
+    with pytest.raises(GalleryUnavailableError, match="search failed for alias 'landmarks'"):
+        policy.call("search", failing(unavailable))
+
+
+def test_a_request_error_is_not_retried() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy([0.1], waits.append, alias="landmarks")
+    invalid = [MilvusException(code=1100, message="invalid parameter: dim")]
+
+    with pytest.raises(GalleryUnavailableError, match="after 1 attempt"):
+        policy.call("search", failing(invalid))
+    assert waits == []

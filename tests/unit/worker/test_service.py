@@ -1,0 +1,242 @@
+"""The worker loop's contract, driven with an in-memory source, sink, model and gallery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from kafka.errors import KafkaError
+from loop_fakes import ColourGallery, ColourModel, MemorySink, MemorySource, colour_manifest
+from structlog.testing import capture_logs
+from worker_fakes import BLUE, GREEN, PUBLISHED_AT, RED, DictFetcher, inline_record
+
+from schemas.kafka_record import KafkaRecord
+from worker.observability.health import HealthState
+from worker.observability.metrics import WorkerMetrics
+from worker.ports import Gallery, ServedModel
+from worker.service import LoopSettings, WorkerService
+
+BACKING_OFF = "backing off after publish_failed"
+
+
+@dataclass
+class Loop:
+    """A service wired to fakes, and the fakes to look at afterwards."""
+
+    service: WorkerService
+    source: MemorySource
+    sink: MemorySink
+    gallery: ColourGallery
+    metrics: WorkerMetrics
+    health: HealthState
+    journal: list[str]
+
+    def errors(self, kind: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "landmark_worker_errors_total", {"kind": kind}
+        )
+        return value or 0.0
+
+    def blocked(self) -> object:
+        return self.health.readiness()[1]["blocked"]
+
+
+def unexpected_model(directory: Path) -> ServedModel:
+    raise AssertionError(f"no model export expected in {directory}")
+
+
+def unexpected_gallery() -> Gallery:
+    raise AssertionError("no gallery switch expected")
+
+
+def make_loop(
+    model_dir: Path,
+    records: list[KafkaRecord],
+    *,
+    batch_max_records: int = 8,
+    sink_failures: int = 0,
+    load_model: Callable[[Path], ServedModel] = unexpected_model,
+    open_gallery: Callable[[], Gallery] = unexpected_gallery,
+) -> Loop:
+    """A loop that stops once its source has nothing left to read; backoff pauses of ms."""
+    journal: list[str] = []
+    source = MemorySource(records, journal)
+    sink = MemorySink(journal, failures=sink_failures)
+    gallery = ColourGallery(journal, model_version="model-a", gallery_version="gallery-1")
+    metrics, health = WorkerMetrics(), HealthState()
+    settings = LoopSettings(
+        worker_id="worker-1",
+        model_dir=model_dir,
+        batch_max_records=batch_max_records,
+        batch_max_wait_ms=0,
+        decode_threads=1,
+        backoff_initial_s=0.001,
+        backoff_max_s=0.004,
+        reload_check_interval_s=0.0,
+    )
+    service = WorkerService(
+        settings,
+        model=ColourModel("model-a"),
+        gallery=gallery,
+        source=source,
+        sink=sink,
+        fetcher=DictFetcher({}),
+        metrics=metrics,
+        health=health,
+        load_model=load_model,
+        open_gallery=open_gallery,
+        clock=lambda: PUBLISHED_AT + timedelta(milliseconds=250),
+    )
+    source.on_idle = service.stop
+    return Loop(service, source, sink, gallery, metrics, health, journal)
+
+
+def photos(count: int) -> list[KafkaRecord]:
+    colours = (RED, GREEN, BLUE)
+    return [inline_record(f"photo-{i}", colours[i % 3], offset=i) for i in range(count)]
+
+
+def test_offsets_are_committed_only_after_the_publish_is_acknowledged(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, photos(2))
+
+    loop.service.run()
+
+    assert loop.journal[:2] == ["published photo-0 photo-1", "committed images-0@2"]
+
+
+def test_a_failed_publish_is_rewound_and_published_and_committed_later(tmp_path: Path) -> None:
+    """Nothing is committed while the publish fails; the retried batch loses no photo."""
+    loop = make_loop(tmp_path, photos(2), sink_failures=2)
+
+    loop.service.run()
+
+    assert loop.sink.attempts == [["photo-0", "photo-1"]] * 3
+    assert loop.source.rewinds == 2
+    assert [e.image_id for e in loop.sink.tag_events] == ["photo-0", "photo-1"]
+    assert loop.journal[:2] == ["published photo-0 photo-1", "committed images-0@2"]
+    assert loop.errors("publish_failed") == 2
+
+
+def test_pauses_after_failed_batches_double_up_to_the_maximum(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, photos(1), sink_failures=4)
+
+    with capture_logs() as logs:
+        loop.service.run()
+
+    pauses = [e["pause_s"] for e in logs if e["event"].startswith("batch not committed")]
+    assert pauses == [0.001, 0.002, 0.004, 0.004]
+
+
+def test_readiness_is_blocked_while_backing_off_and_unblocked_after_a_success(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(1), sink_failures=1)
+    at_publish: list[object] = []
+    at_poll: list[object] = []
+    loop.sink.on_publish = lambda: at_publish.append(loop.blocked())
+    loop.source.on_poll = lambda: at_poll.append(loop.blocked())
+
+    loop.service.run()
+
+    assert at_publish == [None, BACKING_OFF]
+    assert at_poll == [None, BACKING_OFF, None]
+
+
+def test_a_commit_refused_after_a_rebalance_is_counted_and_not_retried(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, photos(2))
+    # The group takes the partition away while the batch is being published.
+    loop.sink.on_publish = lambda: loop.source.rebalance(frozenset())
+
+    loop.service.run()
+
+    assert loop.errors("commit_failed") == 1
+    assert loop.sink.attempts == [["photo-0", "photo-1"]]
+    assert loop.source.committed == {}
+    assert loop.source.rewinds == 0
+    assert loop.errors("publish_failed") == 0
+
+
+def test_a_new_model_is_not_served_while_the_gallery_is_built_with_the_old_one(
+    tmp_path: Path,
+) -> None:
+    colour_manifest("model-b").write(tmp_path)
+    loaded: list[Path] = []
+    opened: list[ColourGallery] = []
+
+    def load_model(directory: Path) -> ServedModel:
+        loaded.append(directory)
+        return ColourModel("model-b")
+
+    def open_gallery() -> Gallery:
+        opened.append(ColourGallery([], model_version="model-a", gallery_version="gallery-1"))
+        return opened[-1]
+
+    loop = make_loop(tmp_path, photos(1), load_model=load_model, open_gallery=open_gallery)
+
+    loop.service.run()
+
+    assert [e.model_version for e in loop.sink.tag_events] == ["model-a"]
+    assert loaded == [tmp_path]
+    assert opened and all(g.closed for g in opened)
+    assert loop.service.model_version == "model-a"
+
+
+def test_a_new_model_is_switched_to_once_its_gallery_is_compatible(tmp_path: Path) -> None:
+    colour_manifest("model-b").write(tmp_path)
+    alias = {"model_version": "model-a", "gallery_version": "gallery-1"}
+
+    def open_gallery() -> Gallery:
+        return ColourGallery([], **alias)
+
+    def gallery_for_model_b_is_loaded() -> None:
+        alias.update(model_version="model-b", gallery_version="gallery-2")
+
+    loop = make_loop(
+        tmp_path,
+        photos(2),
+        batch_max_records=1,
+        load_model=lambda _directory: ColourModel("model-b"),
+        open_gallery=open_gallery,
+    )
+    loop.sink.on_publish = gallery_for_model_b_is_loaded
+
+    loop.service.run()
+
+    served = [(e.image_id, e.model_version, e.gallery_version) for e in loop.sink.tag_events]
+    assert served == [("photo-0", "model-a", "gallery-1"), ("photo-1", "model-b", "gallery-2")]
+    assert loop.gallery.closed
+    versions = {"model_version": "model-b", "gallery_version": "gallery-2", "worker_id": "worker-1"}
+    assert loop.metrics.registry.get_sample_value("landmark_worker_model_info", versions) == 1.0
+
+
+def test_stop_finishes_the_batch_in_flight_then_closes_sink_source_and_gallery(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(3), batch_max_records=1)
+    loop.sink.on_publish = loop.service.stop
+
+    loop.service.run()
+
+    assert loop.journal == [
+        "published photo-0",
+        "committed images-0@1",
+        "sink closed",
+        "source closed",
+        "gallery-1 closed",
+    ]
+    assert loop.source.polls == 1
+
+
+def test_an_error_while_polling_ends_the_run_after_closing_sink_source_and_gallery(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(1))
+    loop.source.poll_errors.append(KafkaError("broker gone"))
+
+    with pytest.raises(KafkaError):
+        loop.service.run()
+
+    assert loop.journal == ["sink closed", "source closed", "gallery-1 closed"]
