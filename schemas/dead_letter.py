@@ -2,7 +2,9 @@
 
 JSON, described by ``schemas/json/dead-letter.schema.json``. It keeps enough of the original
 record to replay or inspect it: key, headers, the value itself when small (base64) and always its
-size and sha256.
+size and sha256. Every copied part is bounded (:mod:`schemas.dead_letter_bounds`), so a dead letter
+built by :meth:`DeadLetter.from_record` is at most ``MAX_DEAD_LETTER_BYTES`` (1 MiB) serialised,
+whatever the record; what was cut is listed in ``truncated`` with its size and sha256.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from schemas.dead_letter_bounds import (
+    KEY_MAX_LENGTH,
+    MAX_INLINE_VALUE_BYTES,
+    MESSAGE_MAX_LENGTH,
+    SHA256_PATTERN,
+    TruncatedPart,
+    bound_record_parts,
+)
 from schemas.errors import ReasonCode, schema_violation
 from schemas.json_fields import (
     JsonObject,
+    check_array,
     check_integer,
     check_keys,
     check_object,
@@ -31,10 +42,7 @@ from schemas.timestamps import format_rfc3339, require_utc
 DEAD_LETTER_SCHEMA_VERSION = "1"
 DEFAULT_DEAD_LETTER_TOPIC = "images.dlq"
 DEAD_LETTER_CONTENT_TYPE = "application/json"
-DEFAULT_MAX_INLINE_BYTES = 1_000_000
-MESSAGE_MAX_LENGTH = 2000
-KEY_MAX_LENGTH = 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_MAX_INLINE_BYTES = MAX_INLINE_VALUE_BYTES
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 _KEYS = (
@@ -52,12 +60,8 @@ _KEYS = (
     "source_partition",
     "source_offset",
 )
-
-
-def _text_of(raw: bytes) -> str:
-    # Keys and header values are meant to be UTF-8; anything else is kept readable and lossless
-    # enough to investigate (backslash escapes), since a dead letter must never fail to be written.
-    return raw.decode("utf-8", errors="backslashreplace")
+#: Absent when nothing was cut, so that readers older than the field read most dead letters.
+_OPTIONAL_KEYS = ("truncated",)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class DeadLetter:
     Attributes:
         original_key: The record key as text (non-UTF-8 bytes backslash-escaped), or ``None``.
         original_headers: Header name → value as text (the last value wins for repeated names).
-        value_base64: The value, base64-encoded, when at most ``max_inline_bytes``; else ``None``.
+        value_base64: The value, base64-encoded, when small enough to keep inline; else ``None``.
         value_size: The value's length in bytes (0 for a missing value).
         value_sha256: Hex sha256 of the value (of ``b""`` for a missing value).
         reason: Why it failed.
@@ -78,6 +82,7 @@ class DeadLetter:
         source_partition: Its partition (-1 when unknown).
         source_offset: Its offset (-1 when unknown).
         schema_version: The dead-letter schema version.
+        truncated: What was cut from the key, headers or message, with its size and sha256.
     """
 
     original_key: str | None
@@ -93,6 +98,7 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     schema_version: str = DEAD_LETTER_SCHEMA_VERSION
+    truncated: tuple[TruncatedPart, ...] = ()
 
     def __post_init__(self) -> None:
         where = "dead letter"
@@ -108,7 +114,7 @@ class DeadLetter:
             check_text(name, f"{where}.original_headers key", min_length=0)
             check_text(value, f"{where}.original_headers[{name!r}]", min_length=0)
         check_integer(self.value_size, f"{where}.value_size", minimum=0)
-        check_text(self.value_sha256, f"{where}.value_sha256", pattern=_SHA256)
+        check_text(self.value_sha256, f"{where}.value_sha256", pattern=SHA256_PATTERN)
         if self.value_base64 is not None:
             _check_inline_value(self.value_base64, self.value_size, self.value_sha256)
         if not isinstance(self.reason, ReasonCode):
@@ -119,6 +125,8 @@ class DeadLetter:
         check_text(self.source_topic, f"{where}.source_topic", min_length=0, max_length=249)
         check_integer(self.source_partition, f"{where}.source_partition", minimum=-1)
         check_integer(self.source_offset, f"{where}.source_offset", minimum=-1)
+        if not all(isinstance(part, TruncatedPart) for part in self.truncated):
+            raise schema_violation(f"{where}.truncated: expected TruncatedPart entries")
 
     @classmethod
     def from_record(
@@ -138,27 +146,30 @@ class DeadLetter:
             message: A human-readable explanation (cut to 2000 characters).
             worker_id: The worker giving up on it.
             now: The current time (timezone-aware).
-            max_inline_bytes: Values up to this size are kept inline as base64.
+            max_inline_bytes: Values up to this size are kept inline as base64; never more than
+                ``MAX_INLINE_VALUE_BYTES`` (512 KiB), whatever is asked.
 
         Returns:
-            The dead letter.
+            The dead letter; serialised, at most ``MAX_DEAD_LETTER_BYTES``.
         """
         value = record.value if record.value is not None else b""
-        inline = record.value is not None and len(value) <= max_inline_bytes
-        text = message if message else reason.value
+        inline_limit = min(max_inline_bytes, MAX_INLINE_VALUE_BYTES)
+        inline = record.value is not None and len(value) <= inline_limit
+        parts = bound_record_parts(record.key, record.headers, message or reason.value)
         return cls(
-            original_key=None if record.key is None else _text_of(record.key)[:KEY_MAX_LENGTH],
-            original_headers={name: _text_of(raw) for name, raw in record.headers},
+            original_key=parts.key,
+            original_headers=parts.headers,
             value_base64=base64.b64encode(value).decode("ascii") if inline else None,
             value_size=len(value),
             value_sha256=hashlib.sha256(value).hexdigest(),
             reason=reason,
-            message=text[:MESSAGE_MAX_LENGTH],
+            message=parts.message,
             worker_id=worker_id,
             failed_at=now,
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
+            truncated=parts.truncated,
         )
 
     def original_value(self) -> bytes | None:
@@ -166,8 +177,8 @@ class DeadLetter:
         return None if self.value_base64 is None else base64.b64decode(self.value_base64)
 
     def to_dict(self) -> JsonObject:
-        """Return the JSON object for this dead letter."""
-        return {
+        """Return the JSON object for this dead letter (``truncated`` only when not empty)."""
+        document: JsonObject = {
             "schema_version": self.schema_version,
             "original_key": self.original_key,
             "original_headers": dict(self.original_headers),
@@ -182,6 +193,9 @@ class DeadLetter:
             "source_partition": self.source_partition,
             "source_offset": self.source_offset,
         }
+        if self.truncated:
+            document["truncated"] = [part.to_dict() for part in self.truncated]
+        return document
 
     def to_json_bytes(self) -> bytes:
         """Serialise as UTF-8 JSON that ``dead-letter.schema.json`` accepts."""
@@ -214,7 +228,7 @@ class DeadLetter:
         """
         where = "dead letter"
         obj = check_object(document, where)
-        check_keys(obj, where, _KEYS)
+        check_keys(obj, where, _KEYS, _OPTIONAL_KEYS)
         version = check_text(obj["schema_version"], f"{where}.schema_version")
         if version != DEAD_LETTER_SCHEMA_VERSION:
             raise schema_violation(f"{where}: unknown schema_version {version!r}")
@@ -246,6 +260,12 @@ class DeadLetter:
             source_topic=check_text(obj["source_topic"], f"{where}.source_topic", min_length=0),
             source_partition=check_integer(obj["source_partition"], f"{where}.source_partition"),
             source_offset=check_integer(obj["source_offset"], f"{where}.source_offset"),
+            truncated=tuple(
+                TruncatedPart.from_dict(part, f"{where}.truncated[{index}]")
+                for index, part in enumerate(
+                    check_array(obj.get("truncated", []), f"{where}.truncated")
+                )
+            ),
         )
 
     @classmethod

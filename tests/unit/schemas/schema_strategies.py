@@ -94,11 +94,24 @@ kafka_records = st.builds(
     partition=st.integers(min_value=-1, max_value=1000),
     offset=st.integers(min_value=-1, max_value=2**62),
 )
+# Records with parts just over the dead letter's limits, so that some letters list `truncated`.
+oversized_records = st.builds(
+    KafkaRecord,
+    key=st.none() | st.binary(min_size=1020, max_size=1030),
+    value=st.none() | st.binary(max_size=64),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c" * 129]) | st.text(min_size=1, max_size=4),
+            st.binary(max_size=8) | st.binary(min_size=1020, max_size=1030),
+        ),
+        max_size=36,
+    ).map(tuple),
+)
 dead_letters = st.builds(
     DeadLetter.from_record,
-    record=kafka_records,
+    record=kafka_records | oversized_records,
     reason=st.sampled_from(list(ReasonCode)),
-    message=printable,
+    message=printable | st.text(min_size=1990, max_size=2010),
     worker_id=printable,
     now=aware_datetimes,
     max_inline_bytes=st.integers(min_value=0, max_value=600),

@@ -54,6 +54,7 @@ def _reference_parse(document: dict[str, Any]) -> object:
 PARSERS: dict[str, Callable[[bytes], object]] = {
     "tag": TagEvent.from_json_bytes,
     "dead": DeadLetter.from_json_bytes,
+    "dead (truncated)": DeadLetter.from_json_bytes,
     "manifest": ModelManifest.from_json_bytes,
 }
 
@@ -139,6 +140,11 @@ def _valid_dead() -> dict[str, Any]:
     }
 
 
+def _valid_truncated_dead() -> dict[str, Any]:
+    part = {"field": "original_headers.x-big", "size": 5242880, "sha256": "ab" * 32}
+    return {**_valid_dead(), "truncated": [part]}
+
+
 def _valid_manifest() -> dict[str, Any]:
     return {
         "format_version": 1,
@@ -176,8 +182,19 @@ def _with(document: dict[str, Any], path: str, value: object) -> dict[str, Any]:
     return copy
 
 
-VALID = {"tag": _valid_tag(), "dead": _valid_dead(), "manifest": _valid_manifest()}
-VALIDATORS = {"tag": TAG, "dead": DEAD, "manifest": MANIFEST}
+def _without_part_key(key: str) -> dict[str, Any]:
+    document = _valid_truncated_dead()
+    del document["truncated"][0][key]
+    return document
+
+
+VALID = {
+    "tag": _valid_tag(),
+    "dead": _valid_dead(),
+    "dead (truncated)": _valid_truncated_dead(),
+    "manifest": _valid_manifest(),
+}
+VALIDATORS = {"tag": TAG, "dead": DEAD, "dead (truncated)": DEAD, "manifest": MANIFEST}
 
 INVALID: list[tuple[str, str, dict[str, Any]]] = [
     ("tag", "missing tagged_at", _without(_valid_tag(), "tagged_at")),
@@ -204,6 +221,33 @@ INVALID: list[tuple[str, str, dict[str, Any]]] = [
     ("dead", "base64 with bad characters", _with(_valid_dead(), "value_base64", "!!")),
     ("dead", "empty message", _with(_valid_dead(), "message", "")),
     ("dead", "missing worker id", _without(_valid_dead(), "worker_id")),
+    ("dead", "truncated not array", _with(_valid_dead(), "truncated", {})),
+    ("dead", "truncated entry without sha256", _without_part_key("sha256")),
+    (
+        "dead",
+        "truncated entry with empty field",
+        _with(_valid_truncated_dead(), "truncated.0.field", ""),
+    ),
+    (
+        "dead",
+        "truncated entry with long field",
+        _with(_valid_truncated_dead(), "truncated.0.field", "f" * 257),
+    ),
+    (
+        "dead",
+        "truncated entry with negative size",
+        _with(_valid_truncated_dead(), "truncated.0.size", -1),
+    ),
+    (
+        "dead",
+        "truncated entry with short sha256",
+        _with(_valid_truncated_dead(), "truncated.0.sha256", "ab"),
+    ),
+    (
+        "dead",
+        "truncated entry with extra key",
+        _with(_valid_truncated_dead(), "truncated.0.why", "x"),
+    ),
     ("manifest", "unknown distance", _with(_valid_manifest(), "distance", "cosine")),
     ("manifest", "format version 2", _with(_valid_manifest(), "format_version", 2)),
     ("manifest", "k zero", _with(_valid_manifest(), "vote.k", 0)),
