@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import TypeVar
 import structlog
 from kafka.errors import KafkaError
 
+from configuration import load_settings
 from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
@@ -22,16 +22,19 @@ from worker.observability.logs import configure_logging
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Gallery, Partition
 from worker.service import LoopSettings, WorkerService
-from worker.settings import WorkerSettings, build_parser, settings_from_args
+from worker.settings import WorkerSettings
 
 EXIT_INCOMPATIBLE = 2
+DESCRIPTION = (
+    "Consume photos from Kafka, embed them in batches, vote over the nearest reference "
+    "photos in Milvus, publish landmark-tag events (bad input to the dead-letter topic)."
+)
 T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the process exit status."""
-    args = build_parser(os.environ).parse_args(argv)
-    settings = settings_from_args(args)
+    settings = load_settings(WorkerSettings, argv, prog="landmark-worker", description=DESCRIPTION)
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("landmark.worker").bind(worker_id=settings.worker_id)
 
@@ -114,7 +117,9 @@ def _open_gallery(settings: WorkerSettings) -> Gallery:
     from worker.adapters.milvus import MilvusReferenceIndex
 
     index: Gallery = MilvusReferenceIndex(
-        uri=settings.milvus_uri, token=settings.milvus_token, alias=settings.gallery_alias
+        uri=settings.milvus_uri,
+        token=settings.milvus_token.get_secret_value(),
+        alias=settings.gallery_alias,
     )
     return index
 
