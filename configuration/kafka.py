@@ -21,9 +21,11 @@ __all__ = [
 #: The local single-node broker of ``deploy/local/kafka.sh``.
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 
-#: Fetch sizes for every consumer of the project's topics. kafka-python 2.3 refuses any network
-#: frame over ``receive_message_max_bytes`` (1 MB by default) and a fetch of a few inline photos is
-#: larger; the frame limit sits above the local broker's 40 MiB message limit.
+#: Size limits for every consumer of this project's topics. kafka-python refuses any network frame
+#: above ``receive_message_max_bytes`` (1 MB by default) and closes the connection, while a fetch
+#: of a few inline photos easily returns more; the broker (``deploy/local/kafka.sh``) accepts
+#: record batches up to 40 MiB, and a fetch always returns at least one whole batch, so frames of
+#: that size plus the response's framing must be readable.
 CONSUMER_SIZE_LIMITS: dict[str, int] = {
     "fetch_max_bytes": 32 * 1024 * 1024,
     "max_partition_fetch_bytes": 8 * 1024 * 1024,

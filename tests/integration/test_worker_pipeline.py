@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.structs import TopicPartition
 
+from configuration.kafka import CONSUMER_SIZE_LIMITS
 from tests.integration.worker_stack import (
     Stack,
     WorkerProcess,
@@ -29,7 +30,6 @@ from tests.integration.worker_stack import (
     read_outputs,
     shared_stack,
 )
-from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
 
 pytestmark = pytest.mark.integration
 

@@ -67,10 +67,10 @@ def build_stack(directory: Path, landmarks_dir: Path) -> Stack:
 
     from schemas.preprocessing import PreprocessingSpec
     from schemas.vote import VoteSettings
-    from trainer.data import read_landmark_folders
-    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
-    from trainer.export import export_model
-    from trainer.gallery_loader import GalleryLoadSettings, load_gallery
+    from trainer.data.photos import read_landmark_folders
+    from trainer.gallery.loader import GalleryLoadSettings, load_gallery
+    from trainer.model.embedding import EmbeddingModelConfig, assemble, build_embedding_model
+    from trainer.model.export import export_model
 
     photos = [p for p in read_landmark_folders(landmarks_dir) if p.landmark_id in LANDMARKS]
     by_landmark: dict[str, list] = {}
@@ -261,7 +261,7 @@ def read_outputs(
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    from worker.adapters.kafka import CONSUMER_SIZE_LIMITS
+    from configuration.kafka import CONSUMER_SIZE_LIMITS
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **CONSUMER_SIZE_LIMITS
@@ -382,7 +382,7 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
 
 def reference_photos(landmarks_dir: Path, offset: int = 0) -> list:
     """``REFERENCES_PER_LANDMARK`` photos of each test landmark, starting at ``offset``."""
-    from trainer.data import read_landmark_folders
+    from trainer.data.photos import read_landmark_folders
 
     by_landmark: dict[str, list] = {}
     for photo in sorted(read_landmark_folders(landmarks_dir), key=lambda p: str(p.path)):
@@ -401,8 +401,8 @@ def load_gallery_into(
     """Embed ``photos`` with the export in ``model_dir`` and move ``alias`` to them."""
     from pymilvus import MilvusClient
 
-    from trainer.export import load_export
-    from trainer.gallery_loader import GalleryLoadSettings, load_gallery
+    from trainer.gallery.loader import GalleryLoadSettings, load_gallery
+    from trainer.model.export import load_export
 
     model, manifest = load_export(model_dir)
     client = MilvusClient(uri=milvus_uri)

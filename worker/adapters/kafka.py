@@ -16,21 +16,11 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from configuration.kafka import CONSUMER_SIZE_LIMITS
 from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import TagEvent
 from worker.ports import Partition
-
-#: Size limits for every consumer of this project's topics. kafka-python refuses any network frame
-#: above ``receive_message_max_bytes`` (1 MB by default) and closes the connection, while a fetch
-#: of a few inline photos easily returns more; the broker (``deploy/local/kafka.sh``) accepts
-#: record batches up to 40 MiB, and a fetch always returns at least one whole batch, so frames of
-#: that size plus the response's framing must be readable.
-CONSUMER_SIZE_LIMITS: dict[str, int] = {
-    "fetch_max_bytes": 32 * 1024 * 1024,
-    "max_partition_fetch_bytes": 8 * 1024 * 1024,
-    "receive_message_max_bytes": 48 * 1024 * 1024,
-}
 
 
 class PublishError(Exception):
