@@ -1,9 +1,10 @@
 """Resolves photo references (``file://`` and ``http(s)://`` URIs) to bytes, safely.
 
-A reference is untrusted input: a ``file://`` URI may only name a file under the configured root
-(no escaping it with ``..`` or symlinks), an ``http(s)://`` URI may only name a configured host,
-reads are bounded in size and time. Every failure is an :class:`~schemas.errors.InputError`, so the
-core turns it into a dead letter instead of an exception that stops the worker.
+A reference is untrusted input: a ``file://`` URI may only name a regular file under the configured
+root (no escaping it with ``..`` or symlinks, no FIFO or device to block on), an ``http(s)://`` URI
+may only name a configured host, reads are bounded in size and time. Every failure is an
+:class:`~schemas.errors.InputError`, so the core turns it into a dead letter instead of an
+exception that stops the worker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.errors import InputError, ReasonCode
+from worker.adapters.photo_fetcher.regular_files import (
+    FileTooLargeError,
+    NotARegularFileError,
+    read_regular_file,
+)
 
 _READ_CHUNK = 64 * 1024
 
@@ -50,7 +56,8 @@ class ReferenceFetcher:
         """Return the bytes behind ``uri``.
 
         Raises:
-            InputError: ``bad_reference`` for a malformed or disallowed URI,
+            InputError: ``bad_reference`` for a malformed or disallowed URI (a file outside the
+                root, a FIFO, device, socket or directory),
                 ``reference_unreachable`` when an allowed location cannot be read (missing file,
                 HTTP error, timeout), ``image_too_large`` for a photo over the size limit.
         """
@@ -81,19 +88,19 @@ class ReferenceFetcher:
                 ReasonCode.BAD_REFERENCE, f"file reference outside the allowed root: {uri!r}"
             )
         try:
-            with path.open("rb") as photo:
-                size = path.stat().st_size
-                if size > self._settings.max_bytes:
-                    raise _too_large(uri, size, self._settings.max_bytes)
-                data = photo.read(self._settings.max_bytes + 1)
-        except InputError:
-            raise
+            data = read_regular_file(
+                self._root, path.relative_to(self._root), self._settings.max_bytes
+            )
+        except FileTooLargeError as error:
+            raise _too_large(uri, error.size, self._settings.max_bytes) from None
+        except NotARegularFileError as error:
+            raise InputError(
+                ReasonCode.BAD_REFERENCE, f"file reference is not a regular file ({error}): {uri!r}"
+            ) from None
         except OSError as error:
             raise InputError(
                 ReasonCode.REFERENCE_UNREACHABLE, f"cannot read {uri!r}: {error.strerror or error}"
-            ) from error
-        if len(data) > self._settings.max_bytes:
-            raise _too_large(uri, len(data), self._settings.max_bytes)
+            ) from None
         return data
 
     def _fetch_http(self, parts: urllib.parse.SplitResult, uri: str) -> bytes:

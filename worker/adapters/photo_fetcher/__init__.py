@@ -1,0 +1,9 @@
+"""Resolves photo references (``file://`` and ``http(s)://`` URIs) to bytes, safely.
+
+:class:`ReferenceFetcher` checks each reference against its :class:`FetcherSettings`; reading a
+file without blocking on a FIFO or device lives in :mod:`.regular_files`.
+"""
+
+from worker.adapters.photo_fetcher.fetcher import FetcherSettings, ReferenceFetcher
+
+__all__ = ["FetcherSettings", "ReferenceFetcher"]
