@@ -36,7 +36,7 @@ $(VENV_STAMP): pyproject.toml
 	@touch $@
 
 weights: venv ## Fetch and convert the offline ImageNet checkpoints into .cache/
-	$(PY) -m trainer.pretrained_weights fetch
+	$(PY) -m trainer.cli.weights fetch
 
 kafka-start: venv ## Start the local single-node Kafka (KRaft) on 127.0.0.1:KAFKA_PORT (19092)
 	deploy/local/kafka.sh start

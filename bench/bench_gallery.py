@@ -1,7 +1,7 @@
 """Benchmark the reference gallery in Milvus Lite: load rate, batched search latency, recall.
 
 Random unit vectors (dimension 512 by default) go into a gallery collection through the
-gallery loader's own collection code (:class:`trainer.gallery_collection.GalleryCollection`), and
+gallery loader's own collection code (:class:`trainer.gallery.collection.GalleryCollection`), and
 are searched through the worker's adapter (:class:`worker.adapters.milvus.MilvusReferenceIndex`),
 so the figures are those the product sees. For every gallery size and index type it prints the
 latency of one search call per batch of ``nq`` queries, recall@k against exact numpy search,
@@ -32,7 +32,7 @@ from schemas.gallery import (
     collection_name,
     collection_properties,
 )
-from trainer.gallery_collection import LONG_CALL_GRPC_OPTIONS, GalleryCollection, move_alias
+from trainer.gallery.collection import LONG_CALL_GRPC_OPTIONS, GalleryCollection, move_alias
 from worker.adapters.milvus import MilvusReferenceIndex
 
 MODEL_VERSION = "0000000000bench0"

@@ -23,13 +23,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from trainer import cli_train
-from trainer.activation_cache import ActivationCacheSettings
-from trainer.embedding_model import EmbeddingModelConfig, build_embedding_model
-from trainer.evaluation import random_hit_at_k
-from trainer.split_evaluation import EVALUATION_PAIRS, evaluate_split
-from trainer.split_manifest import MANIFEST_FILE, read_manifest
-from trainer.training_run import TrainingSettings
+from trainer.cli import train as cli_train
+from trainer.evaluation.retrieval import random_hit_at_k
+from trainer.model.embedding import EmbeddingModelConfig, build_embedding_model
+from trainer.splits.manifest import MANIFEST_FILE, read_manifest
+from trainer.training.activation_cache import ActivationCacheSettings
+from trainer.training.run import TrainingSettings
+from trainer.training.split_evaluation import EVALUATION_PAIRS, evaluate_split
 
 KS = list(range(1, 51))
 TABLE_KS = (1, 5, 10, 20, 50)
@@ -61,8 +61,8 @@ def main() -> int:
             )
         return evaluate_split(parts, split.parts, settings, ks=KS)
 
-    from trainer.embedding_model import EmbeddingParts
-    from trainer.export import load_export
+    from trainer.model.embedding import EmbeddingParts
+    from trainer.model.export import load_export
 
     pretrained = curves(None, None)
     model, manifest = load_export(Path(train_args.output) / "model")

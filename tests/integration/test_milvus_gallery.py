@@ -21,16 +21,16 @@ from pymilvus import MilvusClient
 from schemas.gallery import FIELD_REFERENCE_ID, collection_properties
 from schemas.manifest import ModelManifest
 from tests.milvus_server import MilvusLiteServer
-from trainer.cli_gallery import main as load_gallery_command
-from trainer.data import Photo, read_landmark_folders
-from trainer.gallery_loader import (
+from trainer.cli.gallery import main as load_gallery_command
+from trainer.data.loading import load_photos
+from trainer.data.photos import Photo, read_landmark_folders
+from trainer.gallery.loader import (
     GalleryLoadError,
     GalleryLoadSettings,
     LoadProgress,
     load_gallery,
     plan_references,
 )
-from trainer.photo_loading import load_photos
 from worker.adapters.milvus import (
     GalleryMismatchError,
     GalleryUnavailableError,
@@ -56,8 +56,8 @@ INPUT_SIZE = 96
 def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real export: MobileNetV2 (ImageNet weights) pooled features, unit-normalised."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model
-    from trainer.export import export_model
+    from trainer.model.embedding import EmbeddingModelConfig, assemble, build_embedding_model
+    from trainer.model.export import export_model
 
     parts = build_embedding_model(EmbeddingModelConfig("mobilenet_v2", INPUT_SIZE), "imagenet")
     out = tmp_path_factory.mktemp("export")
@@ -67,7 +67,7 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(export_dir: Path) -> tuple[object, ModelManifest]:
-    from trainer.export import load_export
+    from trainer.model.export import load_export
 
     return load_export(export_dir)
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 def _reexport(source: Path, target: Path) -> str:
     """Save the same network again as a new export (a new file, hence a new model version)."""
-    from trainer.export import export_model, load_export
+    from trainer.model.export import export_model, load_export
 
     model, manifest = load_export(source)
     return export_model(

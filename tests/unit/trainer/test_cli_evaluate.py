@@ -1,8 +1,8 @@
-"""Tests for landmark-evaluate (trainer.cli_evaluate and trainer.model_evaluation).
+"""Tests for landmark-evaluate (trainer.cli.evaluate, trainer.evaluation.models and .report).
 
 The fast tests evaluate a small real Keras model (mean colour → unit vector), exported with
-trainer.export, on synthetic photos whose landmarks differ by colour, so the right answers are
-known. A slow test runs the pretrained MobileNetV2 on real landmark photos.
+trainer.model.export, on synthetic photos whose landmarks differ by colour, so the right answers
+are known. A slow test runs the pretrained MobileNetV2 on real landmark photos.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from PIL import Image
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings
-from trainer.cli_evaluate import build_parser, main
-from trainer.model_evaluation import grid_queries, parse_model_argument, pretrained_input_size
+from trainer.cli.evaluate import build_parser, main
+from trainer.evaluation.models import parse_model_argument, pretrained_input_size
+from trainer.evaluation.report import grid_queries
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DATA_DIR = Path(
@@ -42,7 +43,7 @@ def write_photos(root: Path, per_landmark: int, seed: int) -> None:
 def export_mean_colour_model(out_dir: Path) -> Path:
     import keras
 
-    from trainer.export import export_model
+    from trainer.model.export import export_model
 
     model = keras.Sequential(
         [
@@ -207,7 +208,7 @@ def test_pretrained_input_size_is_the_backbone_default_without_a_matching_export
 
 
 def test_grid_queries_picks_queries_of_different_landmarks() -> None:
-    from trainer.data import Photo
+    from trainer.data.photos import Photo
 
     queries = [Photo(Path(f"/q/{lm}/{i}.jpg"), lm, lm) for lm in "abc" for i in range(5)]
     chosen = grid_queries(queries, 3, seed=0)

@@ -1,4 +1,4 @@
-"""Tests for trainer.data: landmark-folder and Google-Landmarks readers, cap, summary."""
+"""Tests for trainer.data.photos: landmark-folder and Google-Landmarks readers, cap, summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import (
+from trainer.data.photos import (
     Photo,
     cap_per_landmark,
     google_landmarks_photo_path,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer.embedding_model import (
+from trainer.model.embedding import (
     EmbeddingModelConfig,
     assemble,
     embed_photos,

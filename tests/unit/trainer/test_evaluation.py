@@ -1,5 +1,5 @@
-"""Tests for trainer.evaluation (hit@k, its random baseline) and trainer.recognition_metrics
-(the vote's accuracy, GAP)."""
+"""Tests for trainer.evaluation.retrieval (hit@k, its random baseline) and
+trainer.evaluation.recognition (the vote's accuracy, GAP)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from schemas.vote import VoteSettings
-from trainer.evaluation import hit_at_k, nearest_references, random_hit_at_k
-from trainer.recognition_metrics import gap, vote_accuracy
+from trainer.evaluation.recognition import gap, vote_accuracy
+from trainer.evaluation.retrieval import hit_at_k, nearest_references, random_hit_at_k
 
 
 def on_circle(degrees: list[float]) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 
 from schemas.manifest import MODEL_FILE, model_version_of
 from schemas.preprocessing import PreprocessingSpec
-from trainer.embedding_model import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
-from trainer.export import export_model, load_export
-from trainer.losses import TripletLoss
+from trainer.metric_learning.losses import TripletLoss
+from trainer.model.embedding import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
+from trainer.model.export import export_model, load_export
 
 SIZE = 16
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from schemas.gallery import LANDMARK_NAME_MAX_LENGTH, reference_id_for
-from trainer.cli_gallery import build_parser, redact_uri
-from trainer.cli_gallery import main as cli_main
-from trainer.data import Photo
-from trainer.gallery_collection import GalleryLoadError, reference_row
-from trainer.gallery_loader import GalleryLoadSettings, embed_images
-from trainer.gallery_progress import LoadProgress, ProgressLog
-from trainer.gallery_references import Reference, gallery_version_of, plan_references
+from trainer.cli.gallery import build_parser, redact_uri
+from trainer.cli.gallery import main as cli_main
+from trainer.data.photos import Photo
+from trainer.gallery.collection import GalleryLoadError, reference_row
+from trainer.gallery.insertion import embed_images
+from trainer.gallery.loader import GalleryLoadSettings
+from trainer.gallery.progress import LoadProgress, ProgressLog
+from trainer.gallery.references import Reference, gallery_version_of, plan_references
 
 
 def photo_file(tmp_path: Path, name: str, data: bytes, landmark: str = "tajmahal") -> Photo:

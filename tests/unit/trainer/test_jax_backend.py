@@ -16,8 +16,10 @@ SCRIPT = textwrap.dedent(
     """
     import keras, numpy as np
     assert keras.backend.backend() == "jax", keras.backend.backend()
-    from trainer.embedding_model import EmbeddingModelConfig, assemble, build_embedding_model, embed_photos
-    from trainer.losses import TripletLoss
+    from trainer.model.embedding import (
+        EmbeddingModelConfig, assemble, build_embedding_model, embed_photos
+    )
+    from trainer.metric_learning.losses import TripletLoss
 
     config = EmbeddingModelConfig("mobilenet_v2", 64, 8, "block_16")
     parts = build_embedding_model(config, weights=None)

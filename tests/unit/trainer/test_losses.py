@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer.losses import (
+from trainer.metric_learning.losses import (
     TripletLoss,
     mined_triplet_loss,
     random_triplet_loss,
@@ -16,7 +16,7 @@ from trainer.losses import (
     reduce_triplets,
     triplet_loss,
 )
-from trainer.mining import sample_random_triplets
+from trainer.metric_learning.miners import sample_random_triplets
 
 
 def _sq(a: np.ndarray, b: np.ndarray) -> float:

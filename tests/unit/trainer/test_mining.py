@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer.mining import (
+from trainer.metric_learning.miners import (
     batch_hard,
     batch_semi_hard,
     pairwise_squared_l2,

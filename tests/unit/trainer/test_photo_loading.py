@@ -1,4 +1,4 @@
-"""Tests for trainer.photo_loading: threaded decoding that reports bad photos."""
+"""Tests for trainer.data.loading: threaded decoding that reports bad photos."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 
 from schemas.errors import InputError, ReasonCode
 from schemas.preprocessing import PreprocessingSpec
-from trainer.photo_loading import iter_photo_batches, load_photo, load_photos
+from trainer.data.loading import iter_photo_batches, load_photo, load_photos
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = Path(os.environ.get("LANDMARK_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

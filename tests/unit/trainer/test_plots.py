@@ -1,4 +1,4 @@
-"""Tests for trainer.plots: the hit@k figure and the retrieval grid PNGs."""
+"""Tests for trainer.evaluation.plots: the hit@k figure and the retrieval grid PNGs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.plots import RetrievalRow, plot_hit_at_k, plot_retrieval_grid
+from trainer.evaluation.plots import RetrievalRow, plot_hit_at_k, plot_retrieval_grid
 
 GREY = np.full((40, 40, 3), 128, np.uint8)
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from trainer.cli_split import main
-from trainer.data import Photo, google_landmarks_photo_path, read_landmark_folders, sort_photos
-from trainer.split_manifest import MANIFEST_FILE, materialise, read_manifest, write_manifest
-from trainer.splits import Split, hold_out_landmarks, split_per_landmark
+from trainer.cli.split import main
+from trainer.data.photos import (
+    Photo,
+    google_landmarks_photo_path,
+    read_landmark_folders,
+    sort_photos,
+)
+from trainer.splits.manifest import MANIFEST_FILE, materialise, read_manifest, write_manifest
+from trainer.splits.seeded import Split, hold_out_landmarks, split_per_landmark
 
 
 def photos_of(landmark: str, count: int, root: Path = Path("/data")) -> list[Photo]:
@@ -213,3 +220,18 @@ def test_split_command_reads_a_google_landmarks_csv(tmp_path: Path) -> None:
     assert main([*args, "--out", str(tmp_path / "s"), "--hold-out-landmarks", "0"]) == 0
     split = read_manifest(tmp_path / "s" / MANIFEST_FILE)
     assert {p.landmark_id for p in split.parts["train"]} == {"11", "22"}
+
+
+def test_split_command_runs_as_a_module() -> None:
+    """``python -m trainer.cli.split`` is the documented command (README, Makefile)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer.cli.split", "--help"],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: python -m trainer.cli.split")
+    assert "[env: LANDMARK_SPLIT_SEED]" in result.stdout

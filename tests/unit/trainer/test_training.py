@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from schemas.preprocessing import PreprocessingSpec
-from trainer.activation_cache import ActivationCacheSettings, cached_activations
-from trainer.augmentation import augmented_view, view_rng
-from trainer.data import Photo, read_landmark_folders
-from trainer.embedding_model import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
-from trainer.photo_loading import load_photos
-from trainer.training import fine_tune
-from trainer.training_run import TrainingSettings
+from trainer.data.augmentation import augmented_view, view_rng
+from trainer.data.loading import load_photos
+from trainer.data.photos import Photo, read_landmark_folders
+from trainer.model.embedding import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
+from trainer.training.activation_cache import ActivationCacheSettings, cached_activations
+from trainer.training.fine_tune import fine_tune
+from trainer.training.run import TrainingSettings
 
 SIZE = 32
 REPO = Path(__file__).resolve().parents[3]
@@ -70,7 +70,7 @@ def _settings(tmp_path: Path, epochs: int, views: int = 1) -> TrainingSettings:
 
 def test_cached_activation_through_trainable_part_equals_assembled_model(tmp_path):
     """Real MobileNetV2 weights, real photos, float16 cache: embeddings agree within 1e-3."""
-    from trainer.embedding_model import build_embedding_model
+    from trainer.model.embedding import build_embedding_model
 
     if not DATA_DIR.is_dir():
         pytest.skip(f"landmark photos not found at {DATA_DIR} (set LANDMARK_DATA_DIR)")
@@ -141,7 +141,7 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
 
 
 def test_every_landmark_train_flag_shows_its_environment_variable():
-    from trainer.cli_train import build_parser
+    from trainer.cli.train import build_parser
 
     actions = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
     missing = [a.option_strings[0] for a in actions if "[env: LANDMARK_" not in (a.help or "")]

@@ -1,0 +1,1 @@
+"""Landmark photo data sets: listings, decoding and augmentation."""

@@ -1,0 +1,1 @@
+"""Bulk-loading reference embeddings into a Milvus collection behind the workers' alias."""

@@ -1,0 +1,1 @@
+"""Triplet metric learning: miners and losses."""

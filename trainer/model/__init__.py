@@ -1,0 +1,1 @@
+"""The embedding network and its export (model file plus manifest)."""

@@ -1,0 +1,1 @@
+"""Seeded splits of landmark photos and their manifests on disk."""

@@ -1,0 +1,1 @@
+"""Offline ImageNet weights: reading PyTorch checkpoints safely, fetching and converting them."""
