@@ -8,11 +8,16 @@ with a timeout, so that a regression fails the test instead of hanging the suite
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
+import shutil
 import socket
+import socketserver
+import ssl
+import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePath
 
 import pytest
@@ -27,8 +32,6 @@ HANG_S = 6.0
 #: The trickling host sends one byte per TRICKLE_S, TRICKLE_BYTES in all (10 s).
 TRICKLE_S = 0.25
 TRICKLE_BYTES = 40
-BANNER = b"SSH-2.0-OpenSSH_9.6 secret-banner\r\n"
-GZIP_BODY = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)
 
 
 def _fetch_within(fetcher: ReferenceFetcher, uri: str) -> tuple[bytes | InputError, float]:
@@ -116,3 +119,144 @@ def test_symlink_swapped_in_after_resolving_is_refused(root: Path, swapped: str)
     (root / "linked").symlink_to(root)
     with pytest.raises(NotARegularFileError):
         read_regular_file(root, PurePath(swapped), 1000)
+
+
+# -- http:// hosts that trickle, lie or do not speak HTTP ---------------------------------
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        replies: dict[str, Callable[[], None]] = {
+            "/trickle-body.jpg": self._trickle_body,
+            "/trickle-headers.jpg": self._trickle_headers,
+        }
+        replies.get(self.path, lambda: self._raw(_head(len(PHOTO)) + PHOTO))()
+
+    def _trickle_body(self) -> None:
+        self._raw(_head(TRICKLE_BYTES))
+        self._trickle(b"x" * TRICKLE_BYTES)
+
+    def _trickle_headers(self) -> None:
+        self._trickle(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * TRICKLE_BYTES)
+        self._raw(b"\r\n" + _head(len(PHOTO))[len(b"HTTP/1.1 200 OK\r\n") :] + PHOTO)
+
+    def _trickle(self, data: bytes) -> None:
+        for position in range(len(data)):
+            self._raw(data[position : position + 1])
+            time.sleep(TRICKLE_S)
+
+    def _raw(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client gave up: fine
+            self.wfile.write(data)
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _head(length: int | str) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n".encode()
+
+
+@pytest.fixture(scope="module")
+def hostile_host() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def tls_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The hostile host behind TLS, with a throw-away certificate; yields it and its CA file."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
+            *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}", cert
+    server.shutdown()
+    server.server_close()
+
+
+class _TricklingHandshake(socketserver.BaseRequestHandler):
+    """Answers a TLS ClientHello with a record header announcing 16 KiB, then one byte at a time."""
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):
+            self.request.sendall(b"\x16\x03\x03\x40\x00")
+            for _ in range(TRICKLE_BYTES):
+                time.sleep(TRICKLE_S)
+                self.request.sendall(b"\x02")
+
+
+@pytest.fixture(scope="module")
+def trickling_tls_host() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _TricklingHandshake)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _http_fetcher(host: str, timeout_s: float = 1.0) -> ReferenceFetcher:
+    return ReferenceFetcher(
+        FetcherSettings(allowed_hosts=frozenset({host}), max_bytes=1000, timeout_s=timeout_s)
+    )
+
+
+def test_well_behaved_host_is_still_fetched(hostile_host: str) -> None:
+    assert _http_fetcher(hostile_host).fetch(f"http://{hostile_host}/a.jpg") == PHOTO
+
+
+@pytest.mark.parametrize("path", ["/trickle-body.jpg", "/trickle-headers.jpg"])
+def test_trickling_host_fails_at_the_deadline_not_the_end_of_the_trickle(
+    hostile_host: str, path: str
+) -> None:
+    """One byte every 0.25 s for 10 s never trips a per-read timeout of 1 s; the deadline does."""
+    uri = f"http://{hostile_host}{path}"
+    _assert_cut_at_the_deadline(*_fetch_within(_http_fetcher(hostile_host), uri))
+
+
+def _assert_cut_at_the_deadline(result: bytes | InputError, elapsed: float) -> None:
+    assert isinstance(result, InputError), f"fetched {len(result)} bytes in {elapsed:.1f} s"
+    assert result.reason is ReasonCode.REFERENCE_UNREACHABLE
+    assert "took longer than 1 s" in result.message
+    assert elapsed < 3.0
+
+
+def test_trickling_tls_handshake_fails_at_the_deadline(trickling_tls_host: str) -> None:
+    uri = f"https://{trickling_tls_host}/a.jpg"
+    _assert_cut_at_the_deadline(*_fetch_within(_http_fetcher(trickling_tls_host), uri))
+
+
+def test_trickling_body_over_tls_fails_at_the_deadline(
+    tls_host: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, ca_file = tls_host
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # OpenSSL's default trust store
+    fetcher = _http_fetcher(host)
+    assert fetcher.fetch(f"https://{host}/a.jpg") == PHOTO
+    _assert_cut_at_the_deadline(*_fetch_within(fetcher, f"https://{host}/trickle-body.jpg"))

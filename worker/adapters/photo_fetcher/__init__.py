@@ -1,7 +1,8 @@
 """Resolves photo references (``file://`` and ``http(s)://`` URIs) to bytes, safely.
 
 :class:`ReferenceFetcher` checks each reference against its :class:`FetcherSettings`; reading a
-file without blocking on a FIFO or device lives in :mod:`.regular_files`.
+file without blocking on a FIFO or device lives in :mod:`.regular_files`, the overall deadline of
+an HTTP fetch in :mod:`.deadline`.
 """
 
 from worker.adapters.photo_fetcher.fetcher import FetcherSettings, ReferenceFetcher

@@ -2,13 +2,15 @@
 
 A reference is untrusted input: a ``file://`` URI may only name a regular file under the configured
 root (no escaping it with ``..`` or symlinks, no FIFO or device to block on), an ``http(s)://`` URI
-may only name a configured host, reads are bounded in size and time. Every failure is an
-:class:`~schemas.errors.InputError`, so the core turns it into a dead letter instead of an
-exception that stops the worker.
+may only name a configured host, reads are bounded in size and each HTTP fetch in total time.
+Every failure is an :class:`~schemas.errors.InputError`, so the core turns it into a dead letter
+instead of an exception that stops the worker.
 """
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.errors import InputError, ReasonCode
+from worker.adapters.photo_fetcher.deadline import FetchDeadline, deadline_opener
 from worker.adapters.photo_fetcher.regular_files import (
     FileTooLargeError,
     NotARegularFileError,
@@ -34,7 +37,8 @@ class FetcherSettings:
         allowed_hosts: host names (lower case, optionally ``host:port``) that ``http(s)://``
             references may name; empty refuses them all.
         max_bytes: largest photo accepted, in bytes.
-        timeout_s: connect/read timeout for HTTP.
+        timeout_s: the whole budget of one ``http(s)://`` fetch (connecting, the response's
+            headers and its body together), in seconds.
     """
 
     file_root: Path | None = None
@@ -49,8 +53,7 @@ class ReferenceFetcher:
     def __init__(self, settings: FetcherSettings) -> None:
         self._settings = settings
         self._root = settings.file_root.resolve() if settings.file_root is not None else None
-        # Redirects could lead to a host that is not allowed; refuse them rather than follow.
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = deadline_opener(ssl.create_default_context())
 
     def fetch(self, uri: str) -> bytes:
         """Return the bytes behind ``uri``.
@@ -59,7 +62,8 @@ class ReferenceFetcher:
             InputError: ``bad_reference`` for a malformed or disallowed URI (a file outside the
                 root, a FIFO, device, socket or directory),
                 ``reference_unreachable`` when an allowed location cannot be read (missing file,
-                HTTP error, timeout), ``image_too_large`` for a photo over the size limit.
+                HTTP error, a fetch over its time budget), ``image_too_large`` for a photo over the
+                size limit.
         """
         try:
             parts = urllib.parse.urlsplit(uri)
@@ -111,46 +115,58 @@ class ReferenceFetcher:
             raise InputError(
                 ReasonCode.BAD_REFERENCE, f"host {host_port!r} is not allowed: {uri!r}"
             )
-        request = urllib.request.Request(uri, headers={"User-Agent": "landmark-worker"})
+        budget = self._settings.timeout_s
         try:
-            with self._opener.open(request, timeout=self._settings.timeout_s) as response:
-                declared = response.headers.get("Content-Length")
-                if (
-                    declared is not None
-                    and declared.isdigit()
-                    and (int(declared) > self._settings.max_bytes)
-                ):
-                    raise _too_large(uri, int(declared), self._settings.max_bytes)
-                data = _read_bounded(response, self._settings.max_bytes)
+            with FetchDeadline(budget) as deadline:
+                # http.client asks for "Accept-Encoding: identity" itself; nothing here inflates.
+                request = deadline.request(uri, {"User-Agent": "landmark-worker"})
+                with self._opener.open(request, timeout=budget) as response:
+                    data = self._read_body(response, uri, deadline)
         except InputError:
             raise
         except urllib.error.HTTPError as error:
+            error.close()  # it holds the response and its socket
             raise InputError(
                 ReasonCode.REFERENCE_UNREACHABLE, f"HTTP {error.code} for {uri!r}"
             ) from error
+        except http.client.HTTPException:
+            if deadline.expired:  # the cut connection ended the headers early
+                raise _unreachable(uri, f"took longer than {budget:g} s") from None
+            raise
         except (TimeoutError, urllib.error.URLError, OSError) as error:
+            if deadline.expired:
+                raise _unreachable(uri, f"took longer than {budget:g} s") from None
             reason = getattr(error, "reason", error)
-            raise InputError(
-                ReasonCode.REFERENCE_UNREACHABLE, f"cannot fetch {uri!r}: {reason}"
-            ) from error
-        if data is None:
-            raise _too_large(uri, None, self._settings.max_bytes)
+            raise _unreachable(uri, f"{reason}") from error
         return data
 
+    def _read_body(
+        self, response: http.client.HTTPResponse, uri: str, deadline: FetchDeadline
+    ) -> bytes:
+        """Read the body within the size limit and the deadline."""
+        limit = self._settings.max_bytes
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(uri, int(declared), limit)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            if deadline.expired:
+                raise _unreachable(uri, f"took longer than {deadline.seconds:g} s")
+            chunk = response.read(_READ_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(uri, None, limit)
+            chunks.append(chunk)
+        if deadline.expired:  # the deadline cut the connection: what came is not the photo
+            raise _unreachable(uri, f"took longer than {deadline.seconds:g} s")
+        return b"".join(chunks)
 
-def _read_bounded(response: object, max_bytes: int) -> bytes | None:
-    """Read at most ``max_bytes``; ``None`` when the body is longer."""
-    chunks: list[bytes] = []
-    total = 0
-    read = response.read  # type: ignore[attr-defined]
-    while True:
-        chunk: bytes = read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > max_bytes:
-            return None
-        chunks.append(chunk)
+
+def _unreachable(uri: str, what: str) -> InputError:
+    return InputError(ReasonCode.REFERENCE_UNREACHABLE, f"cannot fetch {uri!r}: {what}")
 
 
 def _too_large(uri: str, size: int | None, limit: int) -> InputError:
@@ -158,22 +174,3 @@ def _too_large(uri: str, size: int | None, limit: int) -> InputError:
     return InputError(
         ReasonCode.IMAGE_TOO_LARGE, f"referenced photo has {size_text}, limit {limit}: {uri!r}"
     )
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: object,
-        code: int,
-        msg: str,
-        headers: object,
-        newurl: str,
-    ) -> None:
-        raise urllib.error.HTTPError(
-            req.full_url,
-            code,
-            f"redirect to {newurl} refused",
-            headers,  # type: ignore[arg-type]
-            None,
-        )
