@@ -32,6 +32,8 @@ HANG_S = 6.0
 #: The trickling host sends one byte per TRICKLE_S, TRICKLE_BYTES in all (10 s).
 TRICKLE_S = 0.25
 TRICKLE_BYTES = 40
+BANNER = b"SSH-2.0-OpenSSH_9.6 secret-banner\r\n"
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 
 
 def _fetch_within(fetcher: ReferenceFetcher, uri: str) -> tuple[bytes | InputError, float]:
@@ -131,6 +133,10 @@ class _HostileHandler(BaseHTTPRequestHandler):
         replies: dict[str, Callable[[], None]] = {
             "/trickle-body.jpg": self._trickle_body,
             "/trickle-headers.jpg": self._trickle_headers,
+            "/banner.jpg": lambda: self._raw(BANNER),
+            "/short.jpg": lambda: self._raw(_head(100) + PHOTO[:50]),
+            "/bad-length.jpg": lambda: self._raw(_head("12abc") + PHOTO),
+            "/chunked-cut.jpg": lambda: self._raw(CHUNKED_HEAD + b"64\r\n" + PHOTO[:10]),
         }
         replies.get(self.path, lambda: self._raw(_head(len(PHOTO)) + PHOTO))()
 
@@ -260,3 +266,37 @@ def test_trickling_body_over_tls_fails_at_the_deadline(
     fetcher = _http_fetcher(host)
     assert fetcher.fetch(f"https://{host}/a.jpg") == PHOTO
     _assert_cut_at_the_deadline(*_fetch_within(fetcher, f"https://{host}/trickle-body.jpg"))
+
+
+@pytest.mark.parametrize("netloc", ["127.0.0.1:99999", "127.0.0.1:28080:80"])
+def test_malformed_port_is_a_bad_reference(netloc: str) -> None:
+    fetcher = _http_fetcher(netloc)
+    assert _refusal(fetcher, f"http://{netloc}/a.jpg").reason is ReasonCode.BAD_REFERENCE
+
+
+def test_host_that_does_not_speak_http_is_unreachable_and_not_quoted(hostile_host: str) -> None:
+    error = _refusal(_http_fetcher(hostile_host), f"http://{hostile_host}/banner.jpg")
+    assert error.reason is ReasonCode.REFERENCE_UNREACHABLE
+    assert "OpenSSH" not in error.message
+    assert "secret" not in error.message
+
+
+def test_body_shorter_than_its_content_length_is_unreachable(hostile_host: str) -> None:
+    error = _refusal(_http_fetcher(hostile_host), f"http://{hostile_host}/short.jpg")
+    assert error.reason is ReasonCode.REFERENCE_UNREACHABLE
+    assert "50 of its 100 bytes" in error.message
+
+
+def test_chunked_body_cut_short_is_unreachable(hostile_host: str) -> None:
+    error = _refusal(_http_fetcher(hostile_host), f"http://{hostile_host}/chunked-cut.jpg")
+    assert error.reason is ReasonCode.REFERENCE_UNREACHABLE
+
+
+def test_malformed_content_length_is_unreachable(hostile_host: str) -> None:
+    error = _refusal(_http_fetcher(hostile_host), f"http://{hostile_host}/bad-length.jpg")
+    assert error.reason is ReasonCode.REFERENCE_UNREACHABLE
+
+
+def test_control_character_in_the_path_is_a_bad_reference(hostile_host: str) -> None:
+    fetcher = _http_fetcher(hostile_host)
+    assert _refusal(fetcher, f"http://{hostile_host}/a\x01.jpg").reason is ReasonCode.BAD_REFERENCE

@@ -3,13 +3,15 @@
 A reference is untrusted input: a ``file://`` URI may only name a regular file under the configured
 root (no escaping it with ``..`` or symlinks, no FIFO or device to block on), an ``http(s)://`` URI
 may only name a configured host, reads are bounded in size and each HTTP fetch in total time.
-Every failure is an :class:`~schemas.errors.InputError`, so the core turns it into a dead letter
-instead of an exception that stops the worker.
+Every failure is an :class:`~schemas.errors.InputError` whose message describes what went wrong
+without quoting the remote's bytes, so the core turns it into a dead letter instead of an
+exception that stops the worker.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -26,6 +28,7 @@ from worker.adapters.photo_fetcher.regular_files import (
 )
 
 _READ_CHUNK = 64 * 1024
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -59,21 +62,23 @@ class ReferenceFetcher:
         """Return the bytes behind ``uri``.
 
         Raises:
-            InputError: ``bad_reference`` for a malformed or disallowed URI (a file outside the
-                root, a FIFO, device, socket or directory),
+            InputError: ``bad_reference`` for a malformed or disallowed URI (a port out of range,
+                a file outside the root, a FIFO, device, socket or directory),
                 ``reference_unreachable`` when an allowed location cannot be read (missing file,
-                HTTP error, a fetch over its time budget), ``image_too_large`` for a photo over the
-                size limit.
+                HTTP error or protocol error, a body shorter than its Content-Length, a fetch over
+                its time budget), ``image_too_large`` for a photo over the size limit.
         """
         try:
             parts = urllib.parse.urlsplit(uri)
+            # Parsed lazily by urllib; a port out of range or not a number raises only here.
+            port = parts.port
         except ValueError as error:
-            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {uri!r}: {error}") from error
+            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {uri!r}: {error}") from None
         scheme = parts.scheme.lower()
         if scheme == "file":
             return self._fetch_file(parts, uri)
         if scheme in ("http", "https"):
-            return self._fetch_http(parts, uri)
+            return self._fetch_http(parts, port, uri)
         raise InputError(
             ReasonCode.BAD_REFERENCE, f"unsupported URI scheme {parts.scheme!r} in {uri!r}"
         )
@@ -107,9 +112,9 @@ class ReferenceFetcher:
             ) from None
         return data
 
-    def _fetch_http(self, parts: urllib.parse.SplitResult, uri: str) -> bytes:
+    def _fetch_http(self, parts: urllib.parse.SplitResult, port: int | None, uri: str) -> bytes:
         host = (parts.hostname or "").lower()
-        host_port = f"{host}:{parts.port}" if parts.port is not None else host
+        host_port = f"{host}:{port}" if port is not None else host
         allowed = self._settings.allowed_hosts
         if not host or (host not in allowed and host_port not in allowed):
             raise InputError(
@@ -124,30 +129,25 @@ class ReferenceFetcher:
                     data = self._read_body(response, uri, deadline)
         except InputError:
             raise
+        except (http.client.InvalidURL, ValueError):  # what urlsplit let through: control bytes
+            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {uri!r}") from None
         except urllib.error.HTTPError as error:
             error.close()  # it holds the response and its socket
-            raise InputError(
-                ReasonCode.REFERENCE_UNREACHABLE, f"HTTP {error.code} for {uri!r}"
-            ) from error
-        except http.client.HTTPException:
-            if deadline.expired:  # the cut connection ended the headers early
-                raise _unreachable(uri, f"took longer than {budget:g} s") from None
-            raise
-        except (TimeoutError, urllib.error.URLError, OSError) as error:
+            raise _unreachable(uri, f"HTTP status {error.code}") from None
+        except (http.client.HTTPException, urllib.error.URLError, OSError) as error:
             if deadline.expired:
                 raise _unreachable(uri, f"took longer than {budget:g} s") from None
-            reason = getattr(error, "reason", error)
-            raise _unreachable(uri, f"{reason}") from error
+            raise _unreachable(uri, _describe(error)) from None
         return data
 
     def _read_body(
         self, response: http.client.HTTPResponse, uri: str, deadline: FetchDeadline
     ) -> bytes:
-        """Read the body within the size limit and the deadline."""
+        """Read the body within the size limit and the deadline, refusing a short body."""
         limit = self._settings.max_bytes
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(uri, int(declared), limit)
+        declared = _declared_length(response, uri)
+        if declared is not None and declared > limit:
+            raise _too_large(uri, declared, limit)
         chunks: list[bytes] = []
         total = 0
         while True:
@@ -162,7 +162,36 @@ class ReferenceFetcher:
             chunks.append(chunk)
         if deadline.expired:  # the deadline cut the connection: what came is not the photo
             raise _unreachable(uri, f"took longer than {deadline.seconds:g} s")
+        if declared is not None and total != declared:
+            raise _unreachable(uri, f"body ended after {total} of its {declared} bytes")
         return b"".join(chunks)
+
+
+def _declared_length(response: http.client.HTTPResponse, uri: str) -> int | None:
+    """The Content-Length, or ``None``; a malformed one is a protocol error."""
+    values = response.headers.get_all("Content-Length") or []
+    if not values:
+        return None
+    if len(set(values)) != 1 or not _DIGITS.fullmatch(values[0].strip()):
+        raise _unreachable(uri, "HTTP protocol error (malformed Content-Length)")
+    return int(values[0])
+
+
+def _describe(error: BaseException) -> str:
+    """Say what failed without the remote's words: exception types and local OS messages only."""
+    if isinstance(error, http.client.HTTPException):
+        # BadStatusLine, LineTooLong, IncompleteRead, ... carry the bytes the remote sent.
+        return f"HTTP protocol error ({type(error).__name__})"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, str):  # urllib's own words
+        return reason
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error ({reason.reason or type(reason).__name__})"
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return type(reason).__name__
 
 
 def _unreachable(uri: str, what: str) -> InputError:
