@@ -1,1 +1,1 @@
-"""Triplet metric learning: miners and losses."""
+"""Triplet metric learning in pieces that compose: distances, miners, samplers and losses."""

@@ -1,11 +1,13 @@
 """The paper's triplet loss: pure functions of (labels, embeddings) plus a serialisable Keras wrapper.
 
-    loss(a, p, n) = max(|f(a) - f(p)|^2 - |f(a) - f(n)|^2 + alpha, 0)
+    loss(a, p, n) = max(d(a, p) - d(a, n) + alpha, 0)
 
-on squared Euclidean distances between unit embeddings (the paper's best margin was alpha = 0.1).
-Which triplets a batch contributes is the miner's business
-(:mod:`trainer.metric_learning.miners`); how the per-triplet values are averaged is the reducer's.
-Everything here uses ``keras.ops`` only.
+with d the squared Euclidean distance between unit embeddings by default (the paper's best margin
+was alpha = 0.1). The pieces compose as in pytorch-metric-learning: a distance
+(:mod:`trainer.metric_learning.distances`) gives the batch's distance matrix, a miner
+(:mod:`trainer.metric_learning.miners`) picks index triplets from it, the hinge turns their
+distances into per-triplet values and a reducer averages them. Everything here uses ``keras.ops``
+only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from trainer.metric_learning import miners
+from trainer.metric_learning.distances import DistanceFn, pairwise_squared_l2, triplet_distances
+from trainer.metric_learning.miners import (
+    MINING_STRATEGIES,
+    MinedTriplets,
+    mine,
+    sample_random_triplets,
+    triplets_from_rows,
+)
 
 Tensor = Any
 DEFAULT_MARGIN = 0.1
@@ -62,11 +71,32 @@ def triplet_loss(
     return triplet_hinge(d_ap, d_an, margin)
 
 
+def margin_loss(
+    distances: Tensor,
+    triplets: MinedTriplets,
+    margin: float = DEFAULT_MARGIN,
+    reducer: str = "mean_active",
+) -> Tensor:
+    """Reduced hinge loss of mined triplets, their distances read from the batch's matrix.
+
+    Args:
+        distances: ``(n, n)`` pairwise distances of the batch.
+        triplets: index triplets into the batch with their validity mask.
+        margin: alpha.
+        reducer: see :func:`reduce_triplets`.
+    """
+    d_ap, d_an = triplet_distances(
+        distances, triplets.anchors, triplets.positives, triplets.negatives
+    )
+    return reduce_triplets(triplet_hinge(d_ap, d_an, margin), triplets.valid, reducer)
+
+
 def random_triplet_loss(
     embeddings: Tensor,
     triplets: Tensor,
     margin: float = DEFAULT_MARGIN,
     reducer: str = "mean",
+    distance: DistanceFn = pairwise_squared_l2,
 ) -> Tensor:
     """Loss over explicit (anchor, positive, negative) index triplets, e.g. the paper's random ones.
 
@@ -76,12 +106,11 @@ def random_triplet_loss(
             ignored (padding).
         margin: alpha.
         reducer: see :func:`reduce_triplets`.
+        distance: pairwise distance function (squared L2 as in the paper).
     """
-    triplets = ops.cast(triplets, "int32")
-    valid = ops.cast(ops.greater_equal(triplets[:, 1], 0), embeddings.dtype)
-    safe = ops.maximum(triplets, 0)
-    d_ap, d_an, _ = miners.explicit_triplets(miners.pairwise_squared_l2(embeddings), safe)
-    return reduce_triplets(triplet_hinge(d_ap, d_an, margin), valid, reducer)
+    embeddings = ops.convert_to_tensor(embeddings)
+    mined = triplets_from_rows(triplets, embeddings.dtype)
+    return margin_loss(distance(embeddings), mined, margin, reducer)
 
 
 def mined_triplet_loss(
@@ -90,20 +119,20 @@ def mined_triplet_loss(
     strategy: str = "batch_hard",
     margin: float = DEFAULT_MARGIN,
     reducer: str = "mean_active",
-    distance: miners.DistanceFn = miners.pairwise_squared_l2,
+    distance: DistanceFn = pairwise_squared_l2,
 ) -> Tensor:
     """Triplet loss over the triplets a batch miner picks (``batch_hard`` or ``batch_semi_hard``).
 
     Args:
         labels: int ``(n,)`` labels of a P x K batch.
         embeddings: ``(n, d)`` embeddings.
-        strategy: the miner, see :data:`trainer.metric_learning.miners.MINING_STRATEGIES`.
+        strategy: the miner, a key of :data:`trainer.metric_learning.miners.BATCH_MINERS`.
         margin: alpha.
         reducer: see :func:`reduce_triplets`.
         distance: pairwise distance function (squared L2 as in the paper).
     """
-    d_ap, d_an, valid = miners.mine(strategy, labels, distance(embeddings))
-    return reduce_triplets(triplet_hinge(d_ap, d_an, margin), valid, reducer)
+    distances = distance(embeddings)
+    return margin_loss(distances, mine(strategy, labels, distances), margin, reducer)
 
 
 def random_triplet_targets(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -114,7 +143,7 @@ def random_triplet_targets(labels: np.ndarray, rng: np.random.Generator) -> np.n
     labels = np.asarray(labels)
     targets = np.full((len(labels), 3), -1, dtype=np.int32)
     targets[:, 0] = labels
-    for anchor, positive, negative in miners.sample_random_triplets(labels, rng):
+    for anchor, positive, negative in sample_random_triplets(labels, rng):
         targets[anchor, 1:] = (positive, negative)
     return targets
 
@@ -138,10 +167,8 @@ class TripletLoss(keras.losses.Loss):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        if mining not in miners.MINING_STRATEGIES:
-            raise ValueError(
-                f"unknown mining {mining!r}; expected one of {miners.MINING_STRATEGIES}"
-            )
+        if mining not in MINING_STRATEGIES:
+            raise ValueError(f"unknown mining {mining!r}; expected one of {MINING_STRATEGIES}")
         if margin < 0:
             raise ValueError(f"margin must be non-negative, got {margin}")
         default_reducer = "mean" if mining == "random" else "mean_active"

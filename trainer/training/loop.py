@@ -20,7 +20,7 @@ import numpy as np
 
 from trainer.evaluation.retrieval import hit_at_k
 from trainer.metric_learning.losses import TripletLoss, random_triplet_targets
-from trainer.metric_learning.miners import pk_batch_indices
+from trainer.metric_learning.samplers import pk_batch_indices
 from trainer.model.embedding import EmbeddingParts, freeze_batch_norm
 from trainer.training.run import TrainingResult, TrainingSettings, TrainingSummary
 
