@@ -194,7 +194,7 @@ class Bench:
                 [
                     sys.executable,
                     "-m",
-                    "trainer.splits",
+                    "trainer.cli.split",
                     "--data",
                     self.s.data,
                     "--out",
@@ -224,7 +224,7 @@ class Bench:
         out = self.work / "train"
         if not (out / "model" / "manifest.json").is_file():
             self.say("no model export given: fine-tuning one quickly (1 epoch)")
-            sh([sys.executable, "-m", "trainer.pretrained_weights", "fetch"])
+            sh([sys.executable, "-m", "trainer.cli.weights", "fetch"])
             sh(
                 [
                     BIN / "landmark-train",

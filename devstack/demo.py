@@ -100,13 +100,13 @@ class Demo:
 
     def split_and_train(self, data: Path) -> Path:
         t = self.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
-        self.run([sys.executable, "-m", "trainer.pretrained_weights", "fetch"])
+        self.run([sys.executable, "-m", "trainer.cli.weights", "fetch"])
         split = self.work / "split"
         self.run(
             [
                 sys.executable,
                 "-m",
-                "trainer.splits",
+                "trainer.cli.split",
                 "--data",
                 data,
                 "--out",

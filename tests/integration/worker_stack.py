@@ -1,8 +1,8 @@
 """A small real model export and Milvus Lite gallery, and worker processes, for integration tests.
 
 The model is the project's own embedding model (MobileNetV2 with ImageNet weights from the offline
-checkpoint, 96 px, 64-d projection, not fine-tuned) exported by ``trainer.export``; the gallery is
-loaded by ``trainer.gallery_loader`` into Milvus Lite run as its gRPC server (a Milvus Lite
+checkpoint, 96 px, 64-d projection, not fine-tuned) exported by ``trainer.model.export``; the gallery is
+loaded by ``trainer.gallery.loader`` into Milvus Lite run as its gRPC server (a Milvus Lite
 ``.db`` file admits one process only, and the tests run several workers). Workers run as real
 ``landmark-worker`` processes.
 """

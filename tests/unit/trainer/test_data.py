@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 from pathlib import Path
@@ -193,7 +194,14 @@ def test_summarize_counts_landmarks_and_photos_per_landmark() -> None:
 
 @pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"real landmark photos not found at {DATA_DIR}")
 def test_read_landmark_folders_reads_the_shared_landmark_photos() -> None:
+    """Every landmark and photo that the data's own ``sources.csv`` lists is read."""
     summary = summarize(read_landmark_folders(DATA_DIR))
-    assert summary.landmarks == 39
+    sources = DATA_DIR.parent / "sources.csv"
+    if sources.is_file():
+        with sources.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert summary.landmarks == len(rows)
+        assert summary.photos == sum(int(row["photos"]) for row in rows)
+    assert summary.landmarks >= 54
     assert summary.min_per_landmark == 8
     assert summary.max_per_landmark == 264
