@@ -228,6 +228,7 @@ def _build_service(
         vote_k=settings.vote_k,
         vote_weighting=settings.vote_weighting,
         vote_threshold=settings.vote_threshold,
+        vote_rule=settings.vote_rule,
         dead_letter_max_inline_bytes=settings.dead_letter_max_inline_bytes,
         backoff_initial_s=settings.backoff_initial_s,
         backoff_max_s=settings.backoff_max_s,

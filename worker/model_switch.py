@@ -34,14 +34,16 @@ class VoteOverrides:
     k: int | None = None
     weighting: str | None = None
     threshold: float | None = None
+    rule: str | None = None
 
     def applied_to(self, defaults: VoteSettings) -> VoteSettings:
         """The vote settings to use with a model whose manifest says ``defaults``."""
         return VoteSettings(
             k=self.k if self.k is not None else defaults.k,
-            # VoteSettings rejects a weighting it does not know.
+            # VoteSettings rejects a weighting or rule it does not know.
             weighting=self.weighting if self.weighting is not None else defaults.weighting,  # type: ignore[arg-type]
             threshold=self.threshold if self.threshold is not None else defaults.threshold,
+            rule=self.rule if self.rule is not None else defaults.rule,  # type: ignore[arg-type]
         )
 
 

@@ -46,6 +46,7 @@ class LoopSettings:
     vote_k: int | None = None
     vote_weighting: str | None = None
     vote_threshold: float | None = None
+    vote_rule: str | None = None
     dead_letter_max_inline_bytes: int = 512 * 1024
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -104,7 +105,10 @@ class WorkerService:
             model_dir=settings.model_dir,
             check_interval_s=settings.reload_check_interval_s,
             vote_overrides=VoteOverrides(
-                settings.vote_k, settings.vote_weighting, settings.vote_threshold
+                settings.vote_k,
+                settings.vote_weighting,
+                settings.vote_threshold,
+                settings.vote_rule,
             ),
             metrics=metrics,
             worker_id=settings.worker_id,

@@ -73,8 +73,13 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
     vote_k: int | None = setting(
         None, ge=1, help="neighbours in the vote (default: the model manifest's)"
     )
+    vote_rule: Literal["margin", "weighted_knn"] | None = setting(
+        None,
+        help="decision rule: nearest landmark with a margin confidence, or the weighted kNN "
+        "vote (default: the model manifest's)",
+    )
     vote_weighting: Literal["uniform", "inverse_rank", "similarity"] | None = setting(
-        None, help="vote weighting (default: the model manifest's)"
+        None, help="weighting of the weighted kNN vote (default: the model manifest's)"
     )
     vote_threshold: float | None = setting(
         None, help="confidence below which the answer is 'no landmark' (default: the manifest's)"

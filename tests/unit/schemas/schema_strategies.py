@@ -141,6 +141,7 @@ vote_settings = st.builds(
     k=st.integers(min_value=1, max_value=100),
     weighting=st.sampled_from(["uniform", "inverse_rank", "similarity"]),
     threshold=unit_floats,
+    rule=st.sampled_from(["margin", "weighted_knn"]),
 )
 manifests = preprocessing_specs.flatmap(
     lambda spec: st.builds(

@@ -58,7 +58,7 @@ def export_mean_colour_model(out_dir: Path) -> Path:
         model,
         backbone="mean_colour",
         out_dir=out_dir,
-        vote=VoteSettings(k=3, weighting="uniform", threshold=0.5),
+        vote=VoteSettings(k=3, weighting="uniform", threshold=0.5, rule="weighted_knn"),
     )
     return out_dir
 

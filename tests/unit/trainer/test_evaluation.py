@@ -127,7 +127,7 @@ def test_random_hit_at_k_is_one_once_k_covers_every_reference() -> None:
     assert random_hit_at_k(["a", "b", "b"], ["a", "b"], ks=[3, 50]) == {3: 1.0, 50: 1.0}
 
 
-UNIFORM_K3 = VoteSettings(k=3, weighting="uniform", threshold=0.5)
+UNIFORM_K3 = VoteSettings(k=3, weighting="uniform", threshold=0.5, rule="weighted_knn")
 
 
 def test_vote_accuracy_at_threshold_matches_hand_count() -> None:

@@ -162,7 +162,7 @@ def colour_manifest(model_version: str) -> ModelManifest:
         input_size=INPUT_SIZE,
         embedding_dim=MeanColourEmbedder.embedding_dim,
         preprocessing=PreprocessingSpec(input_size=INPUT_SIZE),
-        vote=VoteSettings(k=3, weighting="similarity", threshold=0.5),
+        vote=VoteSettings(k=3, weighting="similarity", threshold=0.5, rule="weighted_knn"),
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         keras_version="none",
     )

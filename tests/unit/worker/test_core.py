@@ -33,7 +33,7 @@ from worker.core import BatchOutcome, process_batch
 
 TAGGED_AT = PUBLISHED_AT + timedelta(milliseconds=250)
 SPEC = PreprocessingSpec(input_size=16)
-VOTE = VoteSettings(k=3, weighting="similarity", threshold=0.5)
+VOTE = VoteSettings(k=3, weighting="similarity", threshold=0.5, rule="weighted_knn")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_equidistant_photo_gets_no_landmark(pool: ThreadPoolExecutor) -> None:
 
 
 def test_neighbours_are_cut_to_k(pool: ThreadPoolExecutor) -> None:
-    vote = VoteSettings(k=2, weighting="uniform", threshold=0.0)
+    vote = VoteSettings(k=2, weighting="uniform", threshold=0.0, rule="weighted_knn")
     (event,) = run([inline_record("img-1", RED)], pool, vote=vote).tag_events
     assert len(event.neighbours) == 2
 
