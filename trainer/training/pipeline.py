@@ -2,7 +2,8 @@
 
 What ``landmark-train`` runs after reading the photos and making (or reading) the split: builds the
 embedding network, fine-tunes it (:func:`trainer.training.fine_tune.fine_tune`), measures hit@k on
-the split's known and held-out landmarks (:mod:`trainer.training.split_evaluation`), exports
+the split's known and held-out landmarks and calibrates the decision rule's threshold for a target
+precision (:mod:`trainer.training.split_evaluation`), exports
 ``model.keras`` + ``manifest.json`` into ``<output>/model`` and writes
 ``<output>/training-summary.json``.
 """
@@ -20,7 +21,7 @@ from trainer.model.embedding import assemble, build_embedding_model
 from trainer.model.export import export_model
 from trainer.training.fine_tune import fine_tune
 from trainer.training.run import TrainingSettings
-from trainer.training.split_evaluation import evaluate_split
+from trainer.training.split_evaluation import calibrated_vote, evaluate_split
 
 SUMMARY_FILE = "training-summary.json"
 
@@ -55,6 +56,11 @@ def train_evaluate_export(
     parts = build_embedding_model(config, settings.weights, cache_dir=weights_cache_dir)
     result = fine_tune(parts, split_parts["train"], split_parts.get("val", []), settings)
     evaluation = evaluate_split(result.parts, split_parts, settings)
+    vote, calibration = calibrated_vote(
+        result.parts, split_parts, settings, settings.vote, settings.target_precision
+    )
+    if calibration is not None:
+        evaluation["vote_calibration"] = calibration.to_dict()
     summary = result.summary.to_dict()
     summary["total_seconds"] = round(time.monotonic() - started, 1)
     manifest = export_model(
@@ -62,6 +68,7 @@ def train_evaluate_export(
         backbone=config.backbone,
         out_dir=settings.output_dir / "model",
         preprocessing=PreprocessingSpec(input_size=config.input_size),
+        vote=vote,
         training=summary,
         evaluation=evaluation,
     )

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.vote import VoteSettings
+from trainer.evaluation.calibration import DEFAULT_TARGET_PRECISION
 from trainer.metric_learning.losses import DEFAULT_MARGIN
 from trainer.model.embedding import EmbeddingModelConfig, EmbeddingParts
 from trainer.training.activation_cache import ActivationCacheSettings
@@ -30,6 +32,9 @@ class TrainingSettings:
         output_dir: checkpoints and state go under ``output_dir/checkpoints``.
         cache: how the frozen activations are cached.
         resume: continue from the last checkpoint in ``output_dir`` when there is one.
+        vote: the decision rule exported in the manifest; its threshold is calibrated after
+            training (:func:`trainer.training.split_evaluation.calibrated_vote`).
+        target_precision: the precision the calibrated threshold aims at.
     """
 
     model: EmbeddingModelConfig
@@ -46,6 +51,8 @@ class TrainingSettings:
     patience: int = 3
     seed: int = 0
     resume: bool = True
+    vote: VoteSettings = field(default_factory=VoteSettings)
+    target_precision: float = DEFAULT_TARGET_PRECISION
 
     def plain_cache(self) -> ActivationCacheSettings:
         """The activation cache of the plain photos only (view 0, no augmented views)."""

@@ -1,18 +1,29 @@
-"""Evaluating a fine-tuned network on its split: hit@k of queries against references.
+"""Evaluating a fine-tuned network on its split, and calibrating its "no landmark" threshold.
 
 Embeds the plain photos through the same activation cache as training, for the landmarks
-trained on (``known``) and the landmarks held out of training (``heldout``).
+trained on (``known``) and the landmarks held out of training (``heldout``). The decision rule's
+threshold is calibrated on the split's queries against its references for a target precision,
+with the references of a seeded share of landmarks left out of the calibration gallery so that
+photos of landmarks the gallery does not hold count too (a deployment meets those).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from trainer.data.photos import Photo
+from schemas.vote import VoteSettings
+from trainer.data.photos import Photo, seeded_order
+from trainer.evaluation.calibration import (
+    DEFAULT_TARGET_PRECISION,
+    Calibration,
+    calibrate_threshold,
+)
+from trainer.evaluation.recognition import vote_accuracy
 from trainer.evaluation.retrieval import hit_at_k
 from trainer.model.embedding import EmbeddingParts
 from trainer.training.activation_cache import cached_activations
@@ -75,3 +86,58 @@ def evaluate_split(
             "hit_at_k": {int(k): float(v) for k, v in hits.items()},
         }
     return results
+
+
+#: Share of landmarks whose references are left out of the calibration gallery.
+UNKNOWN_SHARE = 0.2
+
+
+def calibrated_vote(
+    parts: EmbeddingParts,
+    split_parts: dict[str, list[Photo]],
+    settings: TrainingSettings,
+    rule: VoteSettings,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+) -> tuple[VoteSettings, Calibration | None]:
+    """``rule`` with its threshold calibrated on the split's queries against its references.
+
+    The references of a seeded :data:`UNKNOWN_SHARE` of the landmarks are left out of the
+    calibration gallery: their queries must come out as "no landmark".
+
+    Returns:
+        The vote settings with the calibrated threshold and the calibration, or ``rule``
+        unchanged and None when the split has no queries or references to calibrate on.
+    """
+    references = split_parts.get("reference", []) + split_parts.get("heldout_reference", [])
+    queries = split_parts.get("query", []) + split_parts.get("heldout_query", [])
+    landmarks = sorted({p.landmark_id for p in references})
+    if not queries or len(landmarks) < 2:
+        return rule, None
+    left_out = _left_out_landmarks(references, settings.seed)
+    gallery = [p for p in references if p.landmark_id not in left_out]
+    report = vote_accuracy(
+        plain_embeddings(parts, queries, settings),
+        [p.landmark_id for p in queries],
+        plain_embeddings(parts, gallery, settings),
+        [p.landmark_id for p in gallery],
+        [p.landmark_name for p in gallery],
+        dataclasses.replace(rule, threshold=0.0),
+    )
+    known = {p.landmark_id for p in gallery}
+    calibration = calibrate_threshold(
+        report.predictions,
+        report.confidences,
+        [p.landmark_id if p.landmark_id in known else None for p in queries],
+        target_precision,
+    )
+    return dataclasses.replace(rule, threshold=calibration.threshold), calibration
+
+
+def _left_out_landmarks(references: Sequence[Photo], seed: int) -> set[str]:
+    """A seeded share of the landmarks (at least one, never all)."""
+    first_photo: dict[str, Photo] = {}
+    for photo in seeded_order(references, seed):
+        first_photo.setdefault(photo.landmark_id, photo)
+    order = [p.landmark_id for p in seeded_order(first_photo.values(), seed + 1)]
+    count = min(len(order) - 1, max(1, round(UNKNOWN_SHARE * len(order))))
+    return set(order[:count])

@@ -146,3 +146,36 @@ def test_every_landmark_train_flag_shows_its_environment_variable():
     actions = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
     missing = [a.option_strings[0] for a in actions if "[env: LANDMARK_" not in (a.help or "")]
     assert actions and missing == []
+
+
+def test_calibrated_vote_reaches_its_precision_on_the_split_and_keeps_the_rule(tmp_path):
+    """The exported decision rule gets the threshold calibrated on the split's queries."""
+    from schemas.vote import VoteSettings
+    from trainer.training.split_evaluation import calibrated_vote
+
+    photos = _photo_folder(tmp_path / "photos", landmarks=5, per_landmark=4)
+    by_landmark: dict[str, list[Photo]] = {}
+    for photo in photos:
+        by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    split = {
+        "reference": [group[0] for group in by_landmark.values()],
+        "query": [p for group in by_landmark.values() for p in group[1:]],
+    }
+    settings = _settings(tmp_path, epochs=1)
+    parts = parts_from_stages(tiny_stages(), settings.model)
+    rule = VoteSettings(k=3, rule="margin", threshold=0.5)
+    vote, calibration = calibrated_vote(parts, split, settings, rule, target_precision=0.9)
+    assert calibration is not None and calibration.queries == len(split["query"])
+    assert vote.rule == "margin" and vote.k == 3
+    assert vote.threshold == calibration.threshold
+    assert calibration.precision is None or calibration.precision >= 0.9
+
+
+def test_calibration_needs_queries_and_two_landmarks(tmp_path):
+    from schemas.vote import VoteSettings
+    from trainer.training.split_evaluation import calibrated_vote
+
+    settings = _settings(tmp_path, epochs=1)
+    parts = parts_from_stages(tiny_stages(), settings.model)
+    rule = VoteSettings()
+    assert calibrated_vote(parts, {"reference": [], "query": []}, settings, rule) == (rule, None)
