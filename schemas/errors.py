@@ -16,6 +16,7 @@ class ReasonCode(StrEnum):
     UNSUPPORTED_FORMAT = "unsupported_format"
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_TOO_SMALL = "image_too_small"
+    BLANK_IMAGE = "blank_image"
     BAD_REFERENCE = "bad_reference"
     REFERENCE_UNREACHABLE = "reference_unreachable"
     SCHEMA_VIOLATION = "schema_violation"

@@ -1,8 +1,9 @@
 """The one image-preprocessing function shared by the trainer and the worker.
 
 Photos arrive as encoded bytes from untrusted sources. :func:`decode_photo` detects the format from
-the bytes (never a file name), refuses decompression bombs before decoding a pixel, applies EXIF
-orientation, converts every colour mode to RGB and produces the model's square input. Pixel
+the bytes (never a file name), refuses decompression bombs before decoding a pixel and truncated
+files (JPEG scans cut short included: :mod:`schemas.photo_integrity`), applies EXIF orientation,
+converts every colour mode to RGB and produces the model's square input. Pixel
 scaling/normalisation is inside the model: models take float32 RGB in 0…255.
 """
 
@@ -14,10 +15,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageFile
 
 from schemas.errors import InputError, ReasonCode, schema_violation
 from schemas.json_fields import JsonObject, check_integer, check_keys, check_object
+from schemas.photo_integrity import check_jpeg_structure, check_no_grey_fill, check_not_blank
 
 ResizeMode = Literal["center_crop", "pad"]
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
@@ -172,13 +174,17 @@ def detect_format(data: bytes) -> str | None:
     return None
 
 
-def decode_photo(data: bytes, spec: PreprocessingSpec) -> NDArray[np.uint8]:
+def decode_photo(
+    data: bytes, spec: PreprocessingSpec, *, refuse_blank: bool = False
+) -> NDArray[np.uint8]:
     """Decode an encoded photo into the model's input.
 
     Args:
         data: The encoded photo (JPEG, MPO, PNG, GIF, WebP, BMP or TIFF; the first frame of a
             multi-frame file).
         spec: Input size, resize mode and limits.
+        refuse_blank: Also refuse a picture with no detail (every colour channel's standard
+            deviation below ``BLANK_MAX_STD``), which no landmark can be recognised in.
 
     Returns:
         A C-contiguous ``uint8`` array of shape ``(input_size, input_size, 3)``, RGB.
@@ -187,7 +193,11 @@ def decode_photo(data: bytes, spec: PreprocessingSpec) -> NDArray[np.uint8]:
         InputError: ``unsupported_format`` when the bytes are no known image format;
             ``image_too_large`` when the encoded size or the pixel count is over the limits
             (checked from the header, before decoding); ``image_too_small`` when a side is
-            below ``min_side``; ``undecodable_image`` when the file is truncated or corrupt.
+            below ``min_side``; ``undecodable_image`` when the file is truncated or corrupt
+            (including a JPEG whose scan stops early, which libjpeg would fill with grey);
+            ``blank_image`` with ``refuse_blank`` for a blank or near-uniform picture.
+        RuntimeError: when Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is on: truncated photos
+            could then not be told apart.
     """
     if len(data) > spec.max_encoded_bytes:
         raise InputError(
@@ -200,8 +210,12 @@ def decode_photo(data: bytes, spec: PreprocessingSpec) -> NDArray[np.uint8]:
             ReasonCode.UNSUPPORTED_FORMAT,
             f"not a supported image format (leading bytes {bytes(data[:8]).hex()!r})",
         )
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("decode_photo needs PIL.ImageFile.LOAD_TRUNCATED_IMAGES off")
     try:
-        return _decode(data, image_format, spec)
+        if image_format == "jpeg":
+            check_jpeg_structure(data)
+        picture = _decode(data, image_format, spec)
     except InputError:
         raise
     except Image.DecompressionBombError as error:
@@ -213,11 +227,15 @@ def decode_photo(data: bytes, spec: PreprocessingSpec) -> NDArray[np.uint8]:
             ReasonCode.UNDECODABLE_IMAGE,
             f"cannot decode {image_format} photo: {type(error).__name__}: {error}",
         ) from None
+    if refuse_blank:
+        check_not_blank(picture)
+    return picture
 
 
 def _decode(data: bytes, image_format: str, spec: PreprocessingSpec) -> NDArray[np.uint8]:
     with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS[image_format]) as image:
-        _check_dimensions(image.size, spec)
+        coded_size = image.size  # before draft reduces it
+        _check_dimensions(coded_size, spec)
         orientation = _orientation(image)
         draft_side = DRAFT_SIDE_FACTOR * spec.input_size
         if image.format in ("JPEG", "MPO") and min(image.size) >= 2 * draft_side:
@@ -225,6 +243,8 @@ def _decode(data: bytes, image_format: str, spec: PreprocessingSpec) -> NDArray[
             image.draft("RGB", (draft_side, draft_side))
         image.load()
         rgb = _to_rgb(image)
+        if image.format in ("JPEG", "MPO"):
+            check_no_grey_fill(rgb, coded_size)
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
     size = spec.input_size
     if spec.resize == "center_crop":

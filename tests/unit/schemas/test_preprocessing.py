@@ -81,7 +81,7 @@ def _is_close(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 
 
 @pytest.mark.parametrize("path", ODD_FILES)
 def test_odd_format_file_decodes_to_model_input(path: Path) -> None:
-    photo = decode_photo(path.read_bytes(), PreprocessingSpec())
+    photo = decode_photo(path.read_bytes(), PreprocessingSpec(), refuse_blank=True)
     assert photo.shape == (224, 224, 3)
     assert photo.dtype == np.dtype(np.uint8)
     assert photo.flags.c_contiguous
