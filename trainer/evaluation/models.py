@@ -92,7 +92,9 @@ def parse_model_argument(text: str) -> tuple[str, str]:
 
 
 def _vote_settings(base: VoteSettings, settings: EvaluationSettings) -> VoteSettings:
+    """The export's decision rule (or the default one), with the evaluation's overrides."""
     return VoteSettings(
+        rule=base.rule,
         k=settings.vote_k if settings.vote_k is not None else base.k,
         weighting=settings.vote_weighting
         if settings.vote_weighting is not None
