@@ -143,6 +143,24 @@ def test_decompression_bomb_is_refused_without_allocating() -> None:
     assert peak < 5_000_000
 
 
+@pytest.mark.parametrize(("kind", "prefix"), [(b"zTXt", b"Comment\0\0"), (b"iCCP", b"icc\0\0")])
+def test_compressed_chunk_bomb_is_refused_without_inflating_it(kind: bytes, prefix: bytes) -> None:
+    """64 MiB of zeros in a 64 KiB text or colour-profile chunk: Pillow stops at 1 MiB."""
+    deflater = zlib.compressobj(9)
+    body = b"".join(deflater.compress(bytes(1 << 20)) for _ in range(64)) + deflater.flush()
+    chunk = struct.pack(">I", len(prefix + body)) + kind + prefix + body
+    chunk += struct.pack(">I", zlib.crc32(kind + prefix + body))
+    photo = _encode(_half_red_half_blue(64, 64), "PNG")
+    bomb = photo[:33] + chunk + photo[33:]  # after the signature and IHDR
+    tracemalloc.start()
+    try:
+        assert _reason(bomb) is ReasonCode.UNDECODABLE_IMAGE
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
 def test_bomb_is_refused_even_with_pillows_global_limit_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

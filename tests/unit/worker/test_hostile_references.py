@@ -8,6 +8,7 @@ with a timeout, so that a regression fails the test instead of hanging the suite
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import ssl
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePath
@@ -34,6 +36,13 @@ TRICKLE_S = 0.25
 TRICKLE_BYTES = 40
 BANNER = b"SSH-2.0-OpenSSH_9.6 secret-banner\r\n"
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+
+
+@functools.cache
+def _gzip_body() -> bytes:
+    """64 MiB of zeros as a gzip stream of about 64 KiB, compressed a MiB at a time."""
+    deflater = zlib.compressobj(9, wbits=31)  # 31: gzip framing
+    return b"".join(deflater.compress(bytes(1 << 20)) for _ in range(64)) + deflater.flush()
 
 
 def _fetch_within(fetcher: ReferenceFetcher, uri: str) -> tuple[bytes | InputError, float]:
@@ -128,6 +137,7 @@ def test_symlink_swapped_in_after_resolving_is_refused(root: Path, swapped: str)
 
 class _HostileHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    accept_encodings: list[str | None] = []  # noqa: RUF012 - shared with the tests on purpose
 
     def do_GET(self) -> None:
         replies: dict[str, Callable[[], None]] = {
@@ -137,6 +147,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
             "/short.jpg": lambda: self._raw(_head(100) + PHOTO[:50]),
             "/bad-length.jpg": lambda: self._raw(_head("12abc") + PHOTO),
             "/chunked-cut.jpg": lambda: self._raw(CHUNKED_HEAD + b"64\r\n" + PHOTO[:10]),
+            "/gzip.jpg": self._gzip,
         }
         replies.get(self.path, lambda: self._raw(_head(len(PHOTO)) + PHOTO))()
 
@@ -147,6 +158,12 @@ class _HostileHandler(BaseHTTPRequestHandler):
     def _trickle_headers(self) -> None:
         self._trickle(b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * TRICKLE_BYTES)
         self._raw(b"\r\n" + _head(len(PHOTO))[len(b"HTTP/1.1 200 OK\r\n") :] + PHOTO)
+
+    def _gzip(self) -> None:
+        self.accept_encodings.append(self.headers.get("Accept-Encoding"))
+        body = _gzip_body()
+        head = _head(len(body)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+        self._raw(head + body)
 
     def _trickle(self, data: bytes) -> None:
         for position in range(len(data)):
@@ -300,3 +317,15 @@ def test_malformed_content_length_is_unreachable(hostile_host: str) -> None:
 def test_control_character_in_the_path_is_a_bad_reference(hostile_host: str) -> None:
     fetcher = _http_fetcher(hostile_host)
     assert _refusal(fetcher, f"http://{hostile_host}/a\x01.jpg").reason is ReasonCode.BAD_REFERENCE
+
+
+def test_gzip_encoded_body_is_returned_as_sent_not_inflated(hostile_host: str) -> None:
+    """64 MiB of zeros sent as a 64 KiB gzip body: the fetcher never decompresses (issue #8).
+
+    The request asks for ``identity`` (http.client's default); the body comes back as sent.
+    """
+    fetcher = ReferenceFetcher(
+        FetcherSettings(allowed_hosts=frozenset({hostile_host}), max_bytes=1024 * 1024)
+    )
+    assert fetcher.fetch(f"http://{hostile_host}/gzip.jpg") == _gzip_body()
+    assert _HostileHandler.accept_encodings[-1] == "identity"
