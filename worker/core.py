@@ -186,7 +186,7 @@ def _prepare(
     try:
         event = decode_image_event(record)
         data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)
-        image = decode_photo(data, spec)
+        image = decode_photo(data, spec, refuse_blank=True)
     except InputError as error:
         return _Rejected(record, error)
     except Exception as error:  # a decoder bug on one odd photo must not stop the batch

@@ -23,6 +23,7 @@ from worker_fakes import (
     photo_bytes,
     raw_record,
     reference_record,
+    solid_photo_bytes,
 )
 
 from schemas.errors import ReasonCode
@@ -111,6 +112,12 @@ def test_truncated_jpeg_is_dead_lettered_as_undecodable(pool: ThreadPoolExecutor
     truncated = photo_bytes(RED, fmt="JPEG")[:60]
     (letter,) = run([raw_record(b"cut", truncated)], pool).dead_letters
     assert letter.reason == ReasonCode.UNDECODABLE_IMAGE
+
+
+def test_blank_photo_is_dead_lettered_not_tagged(pool: ThreadPoolExecutor) -> None:
+    """A flat red photo is nearest to the red landmark, but nothing in it can be recognised."""
+    (letter,) = run([raw_record(b"flat", solid_photo_bytes(RED, fmt="JPEG"))], pool).dead_letters
+    assert letter.reason == ReasonCode.BLANK_IMAGE
 
 
 def test_record_without_key_is_a_schema_violation(pool: ThreadPoolExecutor) -> None:

@@ -103,7 +103,23 @@ class DictFetcher:
         return self._photos[uri]
 
 
+#: Half the contrast of the fixtures' checkerboard: enough detail that the worker does not refuse
+#: the photo as blank, symmetric so that the photo's mean colour stays ``colour``.
+TEXTURE = 16
+
+
 def photo_bytes(colour: tuple[int, int, int], size: int = 40, fmt: str = "PNG") -> bytes:
+    """A photo of ``colour`` with a checkerboard texture of 5-pixel squares (mean: ``colour``)."""
+    rows, columns = np.indices((size, size))
+    sign = np.where((rows // 5 + columns // 5) % 2 == 0, 1, -1)[..., None]
+    pixels = np.clip(np.asarray(colour) + sign * TEXTURE, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def solid_photo_bytes(colour: tuple[int, int, int], size: int = 40, fmt: str = "PNG") -> bytes:
+    """A photo of one flat colour: nothing in it to recognise."""
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), colour).save(buffer, format=fmt)
     return buffer.getvalue()
