@@ -38,6 +38,8 @@ def setting(
     flag: str | None = None,
     positional: bool = False,
     nargs: str | None = None,
+    aliases: tuple[str, ...] = (),
+    off_flag: str | None = None,
     **constraints: Any,
 ) -> Any:
     """Declare a settings field that is also a flag.
@@ -49,12 +51,21 @@ def setting(
         flag: The flag when it is not ``--field-name``.
         positional: A positional argument (no flag, no environment variable).
         nargs: argparse ``nargs`` for list-valued settings.
+        aliases: Other flags for the same setting (an old name kept working).
+        off_flag: For a switch, one more flag that turns it off (``--drop-previous`` for
+            ``--no-keep-previous``).
         **constraints: pydantic constraints (``ge``, ``gt``, ``default_factory`` …).
 
     Returns:
         A pydantic ``FieldInfo``.
     """
-    extra: dict[str, Any] = {"flag": flag, "positional": positional, "nargs": nargs}
+    extra: dict[str, Any] = {
+        "flag": flag,
+        "positional": positional,
+        "nargs": nargs,
+        "aliases": list(aliases),
+        "off_flag": off_flag,
+    }
     if "default_factory" in constraints:
         default = None if default is ... else default
         return Field(
@@ -79,6 +90,13 @@ def split_commas(value: object) -> object:
     """
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def none_from_text(value: object) -> object:
+    """``BeforeValidator`` for optional settings: ``""`` or ``"none"`` (any case) → ``None``."""
+    if isinstance(value, str) and value.strip().lower() in {"", "none"}:
+        return None
     return value
 
 

@@ -40,6 +40,11 @@ def flag_of(field_name: str, field: FieldInfo) -> str:
     return str(declared) if declared else "--" + field_name.replace("_", "-")
 
 
+def _aliases(field: FieldInfo) -> list[str]:
+    aliases = _extra(field).get("aliases")
+    return [str(alias) for alias in aliases] if isinstance(aliases, list) else []
+
+
 def _nargs(field: FieldInfo) -> str | None:
     nargs = _extra(field).get("nargs")
     return nargs if isinstance(nargs, str) else None
@@ -80,7 +85,10 @@ def _default_text(field: FieldInfo) -> str:
 
 
 def _owner_titles(cls: type[CommandSettings]) -> dict[str, str | None]:
-    """Field name → the ``--help`` section of the group that declares it (None: the command's)."""
+    """Field name → the ``--help`` section of the group that declares it (None: the command's).
+
+    A command that declares a group's field again (to change its default) leaves it in the group.
+    """
     titles: dict[str, str | None] = {}
     for klass in reversed(cls.__mro__):
         if not (isinstance(klass, type) and issubclass(klass, CommandSettings)):
@@ -88,7 +96,7 @@ def _owner_titles(cls: type[CommandSettings]) -> dict[str, str | None]:
         title = None if klass is cls else klass.__dict__.get("group_title")
         for name in inspect.get_annotations(klass):
             if name in cls.model_fields:
-                titles[name] = title
+                titles.setdefault(name, title)
     return titles
 
 
@@ -126,24 +134,51 @@ def _add_flag(
 ) -> None:
     text = (field.description or "").replace("%", "%%")
     if is_positional(field):
-        target.add_argument(name, nargs=_nargs(field), help=text)
+        target.add_argument(
+            name, nargs=_nargs(field), choices=_choices(field.annotation), help=text
+        )
         return
     variable = env_name(cls, name)
     env_text = f" [env: {variable}"
     env_text += f" or {variable}{SECRET_FILE_SUFFIX}]" if is_secret(field) else "]"
     help_text = text + env_text + _default_text(field)
-    flag = flag_of(name, field)
+    flags = [flag_of(name, field), *_aliases(field)]
     if _is_switch(field.annotation):
-        target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        _add_switch(target, name, field, flags, help_text)
         return
     target.add_argument(
-        flag,
+        *flags,
         dest=name,
         nargs=_nargs(field),
         choices=_choices(field.annotation),
         metavar=name.upper() if _nargs(field) else None,
         help=help_text,
     )
+
+
+def _add_switch(
+    target: argparse.ArgumentParser | argparse._ArgumentGroup,
+    name: str,
+    field: FieldInfo,
+    flags: list[str],
+    help_text: str,
+) -> None:
+    """``--x`` / ``--no-x``; a flag already named ``--no-…`` only turns its switch on."""
+    if flags[0].startswith("--no-"):
+        target.add_argument(*flags, dest=name, action="store_const", const=True, help=help_text)
+    else:
+        target.add_argument(
+            *flags, dest=name, action=argparse.BooleanOptionalAction, help=help_text
+        )
+    off_flag = _extra(field).get("off_flag")
+    if off_flag:
+        target.add_argument(
+            str(off_flag),
+            dest=name,
+            action="store_const",
+            const=False,
+            help=f"same as --no-{flags[0].removeprefix('--')}",
+        )
 
 
 def describe_errors(cls: type[CommandSettings], error: ValidationError) -> list[str]:

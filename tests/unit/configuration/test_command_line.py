@@ -145,3 +145,59 @@ def test_settings_are_frozen() -> None:
 def test_unknown_settings_are_refused_in_code() -> None:
     with pytest.raises(ValueError, match="Extra inputs"):
         Example(inputs=(Path("a"),), colour="red")  # type: ignore[call-arg]
+
+
+class Renamed(CommandSettings):
+    action: Literal["go", "stop"] = setting(positional=True, help="what to do")
+    colour: str = setting("red", aliases=("--color",), help="a flag with an older name")
+    keep: bool = setting(True, off_flag="--discard", help="keep it")
+    no_cache: bool = setting(False, help="a switch whose flag already says no")
+
+
+def load_renamed(*argv: str) -> Renamed:
+    return load_settings(Renamed, ["go", *argv], prog="renamed", description="d")
+
+
+def test_an_alias_flag_sets_the_same_setting() -> None:
+    assert load_renamed("--color", "blue").colour == "blue"
+    assert load_renamed("--colour", "green").colour == "green"
+    assert (
+        "--colour COLOUR, --color COLOUR"
+        in build_parser(Renamed, prog="r", description="d").format_help()
+    )
+
+
+def test_an_off_flag_turns_a_switch_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_KEEP", "true")
+    assert load_renamed().keep is True
+    assert load_renamed("--discard").keep is False
+    assert load_renamed("--no-keep").keep is False
+
+
+def test_a_switch_named_no_is_not_negated_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_renamed().no_cache is False
+    assert load_renamed("--no-cache").no_cache is True
+    monkeypatch.setenv("LANDMARK_NO_CACHE", "1")
+    assert load_renamed().no_cache is True
+    assert "--no-no-cache" not in build_parser(Renamed, prog="r", description="d").format_help()
+
+
+def test_positional_choices_are_enforced_by_the_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(Renamed, ["jump"], prog="renamed", description="d")
+    assert "invalid choice" in capsys.readouterr().err
+
+
+class Overriding(Group):
+    """A command that gives a group's setting another default."""
+
+    endpoint: str = setting("elsewhere:2", env="LANDMARK_EXAMPLE_ENDPOINT", help="where")
+
+
+def test_a_group_setting_declared_again_keeps_its_group_and_takes_the_new_default() -> None:
+    assert load_settings(Overriding, [], prog="o", description="d").endpoint == "elsewhere:2"
+    text = build_parser(Overriding, prog="o", description="d").format_help()
+    assert "--endpoint" in text.split("shared group:")[1]
+    assert "(default: elsewhere:2)" in " ".join(text.split())
