@@ -7,15 +7,17 @@ frozen, no projection) on the same split, adds the exact random-guessing baselin
     .venv/bin/python bench/bench_training.py --name mobilenet_v2-160 -- \\
         --backbone mobilenet_v2 --input-size 160 --epochs 15 --output runs/exp1
 
-Arguments after ``--`` go to ``landmark-train`` (so its env vars apply too).
+Arguments before ``--`` are the bench's own (``--name``, ``--out``, or their
+``LANDMARK_BENCH_TRAINING_*`` variables); arguments after ``--`` go to ``landmark-train`` (so its
+variables apply too).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from configuration import CommandSettings, load_settings, setting
 from trainer.cli import train as cli_train
 from trainer.evaluation.retrieval import random_hit_at_k
 from trainer.model.embedding import EmbeddingModelConfig, build_embedding_model
@@ -35,29 +38,46 @@ KS = list(range(1, 51))
 TABLE_KS = (1, 5, 10, 20, 50)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--out", default="docs/results")
-    own, train_argv = parser.parse_known_args()
-    train_argv = [a for a in train_argv if a != "--"]
-    train_args = cli_train.build_parser().parse_args(train_argv)
+class BenchTrainingSettings(CommandSettings):
+    """The bench's own settings; ``landmark-train``'s come after ``--``."""
+
+    name: str = setting(
+        env="LANDMARK_BENCH_TRAINING_NAME", help="name of the result files <out>/<name>.json, .png"
+    )
+    out: Path = setting(
+        Path("docs/results"), env="LANDMARK_BENCH_TRAINING_OUT", help="folder of the results"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own_argv, train_argv = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
+    own = load_settings(
+        BenchTrainingSettings,
+        own_argv,
+        prog="bench/bench_training.py",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    train_settings = cli_train.settings_from(train_argv)
+    trainable_from = cli_train.trainable_from_of(train_settings)
 
     started = time.monotonic()
-    report = cli_train.run(train_args)
+    report = cli_train.run(train_settings)
     train_seconds = time.monotonic() - started
-    split = read_manifest(Path(train_args.output) / MANIFEST_FILE)
-    cache_dir = Path(train_args.cache_dir)
+    split = read_manifest(train_settings.output / MANIFEST_FILE)
+    cache_dir = train_settings.cache_dir
     cache = ActivationCacheSettings(cache_dir=cache_dir / "activations", augmented_views=0)
 
     def curves(trainable_from: str | None, embedding_dim: int | None, parts=None) -> dict:
         config = EmbeddingModelConfig(
-            train_args.backbone, train_args.input_size, embedding_dim, trainable_from
+            train_settings.backbone, train_settings.input_size, embedding_dim, trainable_from
         )
-        settings = TrainingSettings(model=config, output_dir=Path(train_args.output), cache=cache)
+        settings = TrainingSettings(model=config, output_dir=train_settings.output, cache=cache)
         if parts is None:
             parts = build_embedding_model(
-                config, train_args.weights, cache_dir=cache_dir / "weights"
+                config, train_settings.weights, cache_dir=cache_dir / "weights"
             )
         return evaluate_split(parts, split.parts, settings, ks=KS)
 
@@ -65,15 +85,15 @@ def main() -> int:
     from trainer.model.export import load_export
 
     pretrained = curves(None, None)
-    model, manifest = load_export(Path(train_args.output) / "model")
+    model, manifest = load_export(train_settings.output / "model")
     frozen, trainable = model.layers[0], model.layers[1]
     fine_tuned = curves(
-        train_args.trainable_from,
-        train_args.embedding_dim,
+        trainable_from,
+        train_settings.embedding_dim,
         EmbeddingParts(frozen=frozen, trainable=trainable),
     )
     results: dict = {
-        "settings": {k: v for k, v in vars(train_args).items()},
+        "settings": train_settings.model_dump(mode="json") | {"trainable_from": trainable_from},
         "training": report["training"],
         "model_version": manifest.model_version,
         "wall_seconds_training_and_eval": round(train_seconds, 1),
@@ -92,7 +112,7 @@ def main() -> int:
             "pretrained": pretrained[name]["hit_at_k"],
             "fine_tuned": fine_tuned[name]["hit_at_k"],
         }
-    out = Path(own.out)
+    out = own.out
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{own.name}.json").write_text(json.dumps(results, indent=1, default=str))
     _plot(results, out / f"{own.name}.png", own.name)

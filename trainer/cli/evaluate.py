@@ -18,21 +18,76 @@ To evaluate on a split of ``../shared/data/landmarks``, make one with
 
 from __future__ import annotations
 
-import argparse
-import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from schemas.vote import WEIGHTINGS
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from configuration import load_settings, setting
+from configuration.base import none_from_text
+from schemas.vote import Weighting
+from trainer.cli.settings import CacheSettings
 from trainer.evaluation.models import EvaluationSettings
 from trainer.evaluation.report import evaluate
 from trainer.weights.pretrained import PretrainedWeightsUnavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLE_KS = (1, 5, 10, 20, 50)
+DESCRIPTION = (
+    "hit@k (k=1..50) against random guessing, kNN-vote accuracy and GAP of embedding models on "
+    "a folder of reference photos and a folder of query photos (<folder>/<landmark>/<photo>); "
+    "writes metrics.json, hit_at_k.png, retrieval_grid.png."
+)
+
+
+def _shell_words(value: object) -> object:
+    """``LANDMARK_EVAL_MODELS="a=x 'b=y z'"`` → ``("a=x", "b=y z")``; flags come as a list."""
+    return tuple(shlex.split(value)) if isinstance(value, str) else value
+
+
+#: Models to compare, in the order their curves are drawn.
+ModelList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_shell_words), Field(min_length=1)]
+OptionalInt = Annotated[int | None, BeforeValidator(none_from_text)]
+OptionalFloat = Annotated[float | None, BeforeValidator(none_from_text)]
+
+
+class EvaluateSettings(CacheSettings):
+    """What ``landmark-evaluate`` measures; variables ``LANDMARK_EVAL_<SETTING>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LANDMARK_EVAL_")
+    group_title: ClassVar[str] = "evaluation"
+
+    models: ModelList = setting(
+        flag="--model",
+        nargs="+",
+        help="export folders or pretrained:<backbone>, each optionally NAME=...; curves are "
+        "drawn in this order (variable: space-separated, shell quoting)",
+    )
+    references: Path = setting(help="folder of landmark folders: the references")
+    queries: Path = setting(help="folder of landmark folders: the queries")
+    out: Path = setting(Path("runs/evaluate"), help="output folder")
+    batch_size: int = setting(32, help="photos per forward pass")
+    workers: int = setting(2, help="photo decoding threads")
+    input_size: OptionalInt = setting(
+        None,
+        help="input size of pretrained:<backbone> models (default: that of an export of the "
+        "same backbone, else the backbone's own)",
+    )
+    vote_k: OptionalInt = setting(
+        None, help="neighbours that vote (default: the export's manifest, else 5)"
+    )
+    vote_weighting: Weighting | None = setting(
+        None, help="vote weighting (default: the manifest's)"
+    )
+    vote_threshold: OptionalFloat = setting(
+        None, help="confidence below which the answer is unknown (default: the manifest's)"
+    )
+    grid_queries: int = setting(6, help="queries in the retrieval grid")
+    grid_neighbours: int = setting(5, help="references shown per query in the grid")
+    seed: int = setting(0, help="seed of the grid's choice of queries")
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -63,136 +118,33 @@ def format_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _optional_int(text: str) -> int | None:
-    return None if str(text).lower() in {"", "none"} else int(text)
-
-
-def _optional_float(text: str) -> float | None:
-    return None if str(text).lower() in {"", "none"} else float(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="landmark-evaluate",
-        description="hit@k (k=1..50) against random guessing, kNN-vote accuracy and GAP of "
-        "embedding models on a folder of reference photos and a folder of query photos "
-        "(<folder>/<landmark>/<photo>); writes metrics.json, hit_at_k.png, retrieval_grid.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-    def add(flag: str, env: str, default: Any, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=os.environ.get(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    env_models = os.environ.get("LANDMARK_EVAL_MODELS")
-    parser.add_argument(
-        "--model",
-        nargs="+",
-        default=shlex.split(env_models) if env_models else None,
-        help="export folders or pretrained:<backbone>, each optionally NAME=...; "
-        "curves are drawn in this order [env: LANDMARK_EVAL_MODELS, space-separated]",
-    )
-    add(
-        "--references",
-        "LANDMARK_EVAL_REFERENCES",
-        None,
-        "folder of landmark folders: the references",
-    )
-    add("--queries", "LANDMARK_EVAL_QUERIES", None, "folder of landmark folders: the queries")
-    add("--out", "LANDMARK_EVAL_OUT", "runs/evaluate", "output folder")
-    add("--batch-size", "LANDMARK_EVAL_BATCH_SIZE", "32", "photos per forward pass", type=int)
-    add("--workers", "LANDMARK_EVAL_WORKERS", "2", "photo decoding threads", type=int)
-    add(
-        "--input-size",
-        "LANDMARK_EVAL_INPUT_SIZE",
-        None,
-        "input size of pretrained:<backbone> models (default: that of an export of the same "
-        "backbone, else the backbone's own)",
-        type=_optional_int,
-    )
-    add(
-        "--cache-dir",
-        "LANDMARK_CACHE_DIR",
-        str(REPO_ROOT / ".cache"),
-        "cache root of the pretrained weights",
-    )
-    add(
-        "--vote-k",
-        "LANDMARK_EVAL_VOTE_K",
-        None,
-        "neighbours that vote (default: the export's manifest, else 5)",
-        type=_optional_int,
-    )
-    add(
-        "--vote-weighting",
-        "LANDMARK_EVAL_VOTE_WEIGHTING",
-        None,
-        f"vote weighting, one of {', '.join(WEIGHTINGS)} (default: the manifest's)",
-        choices=WEIGHTINGS,
-    )
-    add(
-        "--vote-threshold",
-        "LANDMARK_EVAL_VOTE_THRESHOLD",
-        None,
-        "confidence below which the answer is unknown (default: the manifest's)",
-        type=_optional_float,
-    )
-    add(
-        "--grid-queries",
-        "LANDMARK_EVAL_GRID_QUERIES",
-        "6",
-        "queries in the retrieval grid",
-        type=int,
-    )
-    add(
-        "--grid-neighbours",
-        "LANDMARK_EVAL_GRID_NEIGHBOURS",
-        "5",
-        "references shown per query in the grid",
-        type=int,
-    )
-    add("--seed", "LANDMARK_EVAL_SEED", "0", "seed of the grid's choice of queries", type=int)
-    return parser
-
-
-def settings_from(args: argparse.Namespace) -> EvaluationSettings:
-    """The evaluation settings from parsed flags."""
+def evaluation_settings(settings: EvaluateSettings) -> EvaluationSettings:
+    """What :func:`trainer.evaluation.report.evaluate` takes, from the command's settings."""
     return EvaluationSettings(
-        models=tuple(args.model),
-        references=Path(args.references),
-        queries=Path(args.queries),
-        out=Path(args.out),
-        batch_size=args.batch_size,
-        workers=args.workers,
-        input_size=args.input_size,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        vote_k=args.vote_k,
-        vote_weighting=args.vote_weighting,
-        vote_threshold=args.vote_threshold,
-        grid_queries=args.grid_queries,
-        grid_neighbours=args.grid_neighbours,
-        seed=args.seed,
+        models=settings.models,
+        references=settings.references,
+        queries=settings.queries,
+        out=settings.out,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        input_size=settings.input_size,
+        cache_dir=settings.cache_dir,
+        vote_k=settings.vote_k,
+        vote_weighting=settings.vote_weighting,
+        vote_threshold=settings.vote_threshold,
+        grid_queries=settings.grid_queries,
+        grid_neighbours=settings.grid_neighbours,
+        seed=settings.seed,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``landmark-evaluate``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    missing = [
-        flag
-        for flag, value in (
-            ("--model", args.model),
-            ("--references", args.references),
-            ("--queries", args.queries),
-        )
-        if not value
-    ]
-    if missing:
-        parser.error(f"missing {', '.join(missing)} (or their environment variables)")
+    settings = load_settings(
+        EvaluateSettings, argv, prog="landmark-evaluate", description=DESCRIPTION
+    )
     try:
-        metrics = evaluate(settings_from(args))
+        metrics = evaluate(evaluation_settings(settings))
     except (OSError, ValueError, PretrainedWeightsUnavailable) as error:
         print(f"landmark-evaluate: error: {error}", file=sys.stderr)
         return 1
@@ -202,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{len(metrics[name]['failures'])} {name} could not be decoded (see metrics.json)"
             )
-    print(f"wrote {Path(args.out) / 'metrics.json'}, hit_at_k.png, retrieval_grid.png")
+    print(f"wrote {settings.out / 'metrics.json'}, hit_at_k.png, retrieval_grid.png")
     return 0
 
 

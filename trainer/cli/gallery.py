@@ -8,34 +8,108 @@ Examples::
     LANDMARK_MILVUS_TOKEN=root:Milvus landmark-load-gallery --csv train.csv --images-root imgs ...
 
 Every flag has an environment variable, shown in ``--help``; a flag wins over its variable.
-The token is read but never printed or logged.
+The token (``--milvus-token``, ``LANDMARK_MILVUS_TOKEN`` or a file named by
+``LANDMARK_MILVUS_TOKEN_FILE``) is read but never printed or logged.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
-from schemas.gallery import DEFAULT_ALIAS, INDEX_TYPES
+from configuration import load_settings, setting
+from configuration.log_settings import LogLevel
+from configuration.milvus import MilvusConnection
+from schemas.gallery import DEFAULT_ALIAS, IndexType
+from trainer.cli.settings import DEFAULT_DATA_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "landmarks"
+if TYPE_CHECKING:
+    from trainer.data.photos import Photo
+
+DESCRIPTION = (
+    "Embed reference photos (a folder of landmark folders, or a Google-Landmarks CSV) with an "
+    "exported model, load them into a new Milvus collection named for the model and gallery "
+    "version, index and verify it, then move the alias workers search to it in one step. "
+    "Re-running adds no duplicates; an interrupted load resumes."
+)
 
 logger = logging.getLogger("trainer.cli.gallery")
 
 
-def _flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class GalleryLoaderSettings(MilvusConnection, LogLevel):
+    """What ``landmark-load-gallery`` loads, and into which Milvus.
+
+    The Milvus connection is the worker's group (:class:`configuration.milvus.MilvusConnection`),
+    with the loader's own default URI (a Milvus Lite file) and its older ``--alias`` flag.
+    """
+
+    group_title: ClassVar[str] = "gallery"
+
+    milvus_uri: str = setting(
+        "milvus.db", help="Milvus URI: a Milvus Lite .db file path or http://host:19530"
+    )
+    gallery_alias: str = setting(
+        DEFAULT_ALIAS,
+        aliases=("--alias",),
+        help="Milvus collection alias of the reference gallery, the one workers search",
+    )
+    model_dir: Path = setting(
+        env="LANDMARK_MODEL_DIR", help="export folder (model.keras + manifest.json)"
+    )
+    data: Path = setting(
+        DEFAULT_DATA_DIR, env="LANDMARK_DATA_DIR", help="folder of landmark folders"
+    )
+    csv: Path | None = setting(
+        None,
+        env="LANDMARK_GALLERY_CSV",
+        help="Google-Landmarks CSV (id,url,landmark_id) instead of --data",
+    )
+    images_root: Path | None = setting(
+        None,
+        env="LANDMARK_GALLERY_IMAGES_ROOT",
+        help="folder the CSV's photos were downloaded into",
+    )
+    names_csv: Path | None = setting(
+        None, env="LANDMARK_GALLERY_NAMES_CSV", help="CSV of landmark names for --csv"
+    )
+    cap: int | None = setting(
+        None, ge=1, env="LANDMARK_GALLERY_CAP", help="at most this many photos a landmark"
+    )
+    gallery_version: str | None = setting(
+        None,
+        env="LANDMARK_GALLERY_VERSION",
+        help="gallery version (default: a hash of the reference ids, so the same photos give "
+        "the same version)",
+    )
+    index_type: IndexType = setting("FLAT", env="LANDMARK_GALLERY_INDEX", help="vector index")
+    keep_previous: bool = setting(
+        True,
+        off_flag="--drop-previous",
+        env="LANDMARK_GALLERY_KEEP_PREVIOUS",
+        help="keep the collection the alias pointed to before (--no-keep-previous: drop it)",
+    )
+    embed_batch_size: int = setting(
+        32, ge=1, env="LANDMARK_GALLERY_EMBED_BATCH", help="photos per model call"
+    )
+    insert_batch_size: int = setting(
+        2000, ge=1, env="LANDMARK_GALLERY_INSERT_BATCH", help="rows per Milvus insert"
+    )
+    decode_workers: int = setting(
+        2, ge=1, env="LANDMARK_GALLERY_DECODE_WORKERS", help="photo-decoding threads"
+    )
+    timeout: float = setting(
+        120.0, gt=0, env="LANDMARK_MILVUS_TIMEOUT", help="seconds per Milvus call"
+    )
+    index_timeout: float = setting(
+        3600.0,
+        gt=0,
+        env="LANDMARK_GALLERY_INDEX_TIMEOUT",
+        help="seconds for building the index, flushing and loading",
+    )
 
 
 def redact_uri(uri: str) -> str:
@@ -48,120 +122,36 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command's flags, each with its ``LANDMARK_…`` environment variable."""
-    parser = argparse.ArgumentParser(
-        prog="landmark-load-gallery",
-        description="Embed reference photos (a folder of landmark folders, or a "
-        "Google-Landmarks CSV) with an exported model, load them into a new Milvus collection "
-        "named for the model and gallery version, index and verify it, then move the alias "
-        "workers search to it in one step. Re-running adds no duplicates; an interrupted "
-        "load resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-    def add(flag: str, env: str, default: Any, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=os.environ.get(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    add("--model-dir", "LANDMARK_MODEL_DIR", None, "export folder (model.keras + manifest.json)")
-    add("--data", "LANDMARK_DATA_DIR", str(DEFAULT_DATA_DIR), "folder of landmark folders")
-    add(
-        "--csv",
-        "LANDMARK_GALLERY_CSV",
-        None,
-        "Google-Landmarks CSV (id,url,landmark_id) instead of --data",
-    )
-    add(
-        "--images-root",
-        "LANDMARK_GALLERY_IMAGES_ROOT",
-        None,
-        "folder the CSV's photos were downloaded into",
-    )
-    add("--names-csv", "LANDMARK_GALLERY_NAMES_CSV", None, "CSV of landmark names for --csv")
-    add("--cap", "LANDMARK_GALLERY_CAP", None, "at most this many photos a landmark", type=int)
-    add("--milvus-uri", "LANDMARK_MILVUS_URI", "milvus.db", "Milvus URI or Milvus Lite file")
-    # The token's value must not appear in --help, so its variable is read after parsing.
-    parser.add_argument(
-        "--milvus-token",
-        default=None,
-        help="Milvus token, user:password or API key; never printed or logged "
-        "[env: LANDMARK_MILVUS_TOKEN]",
-    )
-    add("--alias", "LANDMARK_GALLERY_ALIAS", DEFAULT_ALIAS, "alias the workers search")
-    add(
-        "--gallery-version",
-        "LANDMARK_GALLERY_VERSION",
-        None,
-        "gallery version (default: a hash of the reference ids, so the same photos give the "
-        "same version)",
-    )
-    add("--index-type", "LANDMARK_GALLERY_INDEX", "FLAT", "vector index", choices=INDEX_TYPES)
-    add(
-        "--keep-previous",
-        "LANDMARK_GALLERY_KEEP_PREVIOUS",
-        "true",
-        "keep the collection the alias pointed to before (false: drop it)",
-        type=_flag,
-    )
-    parser.add_argument(
-        "--drop-previous",
-        dest="keep_previous",
-        action="store_false",
-        help="same as --keep-previous false",
-    )
-    add("--embed-batch-size", "LANDMARK_GALLERY_EMBED_BATCH", 32, "photos per model call", type=int)
-    add(
-        "--insert-batch-size",
-        "LANDMARK_GALLERY_INSERT_BATCH",
-        2000,
-        "rows per Milvus insert",
-        type=int,
-    )
-    add(
-        "--decode-workers", "LANDMARK_GALLERY_DECODE_WORKERS", 2, "photo-decoding threads", type=int
-    )
-    add("--timeout", "LANDMARK_MILVUS_TIMEOUT", 120.0, "seconds per Milvus call", type=float)
-    add(
-        "--index-timeout",
-        "LANDMARK_GALLERY_INDEX_TIMEOUT",
-        3600.0,
-        "seconds for building the index, flushing and loading",
-        type=float,
-    )
-    add("--log-level", "LANDMARK_LOG_LEVEL", "info", "log level")
-    return parser
-
-
-def _read_photos(args: argparse.Namespace) -> list[Any]:
+def _read_photos(settings: GalleryLoaderSettings) -> list[Photo]:
     from trainer.data.photos import (
         cap_per_landmark,
         read_google_landmarks_csv,
         read_landmark_folders,
     )
 
-    if args.csv:
-        if not args.images_root:
+    if settings.csv:
+        if not settings.images_root:
             raise ValueError("--csv needs --images-root (LANDMARK_GALLERY_IMAGES_ROOT)")
-        listing = read_google_landmarks_csv(args.csv, args.images_root, args.names_csv)
+        listing = read_google_landmarks_csv(settings.csv, settings.images_root, settings.names_csv)
         for missing in listing.missing:
             logger.warning(
                 "CSV row %d (%s) skipped: %s", missing.row_number, missing.image_id, missing.reason
             )
         photos = listing.photos
     else:
-        photos = read_landmark_folders(args.data)
-    if args.cap is not None:
-        photos = cap_per_landmark(photos, args.cap, seed=0)
+        photos = read_landmark_folders(settings.data)
+    if settings.cap is not None:
+        photos = cap_per_landmark(photos, settings.cap, seed=0)
     return photos
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the process exit status (0 ok, 1 load failed, 2 bad usage)."""
-    args = build_parser().parse_args(argv)
+    settings = load_settings(
+        GalleryLoaderSettings, argv, prog="landmark-load-gallery", description=DESCRIPTION
+    )
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -170,9 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("grpc._server").addFilter(
         lambda record: "Method not implemented" not in record.getMessage()
     )
-    if not args.model_dir:
-        print("error: --model-dir (or LANDMARK_MODEL_DIR) is required", file=sys.stderr)
-        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from trainer.gallery.collection import GalleryLoadError
@@ -180,21 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.model.export import load_export
 
     try:
-        settings = GalleryLoadSettings(
-            uri=args.milvus_uri,
-            token=args.milvus_token or os.environ.get("LANDMARK_MILVUS_TOKEN", ""),
-            alias=args.alias,
-            gallery_version=args.gallery_version,
-            index_type=args.index_type,
-            keep_previous=args.keep_previous,
-            embed_batch_size=args.embed_batch_size,
-            insert_batch_size=args.insert_batch_size,
-            decode_workers=args.decode_workers,
-            timeout_s=args.timeout,
-            index_timeout_s=args.index_timeout,
+        load = GalleryLoadSettings(
+            uri=settings.milvus_uri,
+            token=settings.milvus_token,
+            alias=settings.gallery_alias,
+            gallery_version=settings.gallery_version,
+            index_type=settings.index_type,
+            keep_previous=settings.keep_previous,
+            embed_batch_size=settings.embed_batch_size,
+            insert_batch_size=settings.insert_batch_size,
+            decode_workers=settings.decode_workers,
+            timeout_s=settings.timeout,
+            index_timeout_s=settings.index_timeout,
         )
-        photos = _read_photos(args)
-        model, manifest = load_export(Path(args.model_dir))
+        photos = _read_photos(settings)
+        model, manifest = load_export(settings.model_dir)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -202,12 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loading %d photos with model %s into %s (alias %s)",
         len(photos),
         manifest.model_version,
-        redact_uri(settings.uri),
-        settings.alias,
+        redact_uri(load.uri),
+        load.alias,
     )
-    client = connect(settings)
+    client = connect(load)
     try:
-        report = load_gallery(client, model, manifest, photos, settings)
+        report = load_gallery(client, model, manifest, photos, load)
     except GalleryLoadError as error:
         logger.error("gallery load failed: %s", error)
         return 1

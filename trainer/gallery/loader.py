@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
 from pymilvus import MilvusClient
 
 from schemas.gallery import (
@@ -63,7 +64,7 @@ def connect(settings: GalleryLoadSettings) -> MilvusClient:
     """A Milvus client for the loader (token passed, never logged)."""
     return MilvusClient(
         uri=settings.uri,
-        token=settings.token,
+        token=settings.token.get_secret_value(),
         timeout=settings.timeout_s,
         grpc_options=LONG_CALL_GRPC_OPTIONS,
     )
@@ -75,7 +76,7 @@ class GalleryLoadSettings:
 
     Attributes:
         uri: Milvus URI, or a Milvus Lite file such as ``milvus.db``.
-        token: Milvus token; never logged (excluded from ``repr``).
+        token: Milvus token; never logged or shown (``SecretStr``, read only by :func:`connect`).
         alias: the alias workers search.
         gallery_version: version of the reference set; None derives it from the references.
         index_type: ``FLAT`` (exact), ``HNSW`` or ``IVF_FLAT``.
@@ -89,7 +90,7 @@ class GalleryLoadSettings:
     """
 
     uri: str = "milvus.db"
-    token: str = field(default="", repr=False)
+    token: SecretStr = field(default=SecretStr(""), repr=False)
     alias: str = DEFAULT_ALIAS
     gallery_version: str | None = None
     index_type: IndexType = "FLAT"

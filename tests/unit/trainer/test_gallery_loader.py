@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
+from configuration import load_settings
 from schemas.gallery import LANDMARK_NAME_MAX_LENGTH, reference_id_for
-from trainer.cli.gallery import build_parser, redact_uri
+from trainer.cli.gallery import DESCRIPTION, GalleryLoaderSettings, redact_uri
 from trainer.cli.gallery import main as cli_main
 from trainer.data.photos import Photo
 from trainer.gallery.collection import GalleryLoadError, reference_row
@@ -20,6 +22,23 @@ from trainer.gallery.insertion import embed_images
 from trainer.gallery.loader import GalleryLoadSettings
 from trainer.gallery.progress import LoadProgress, ProgressLog
 from trainer.gallery.references import Reference, gallery_version_of, plan_references
+
+
+@pytest.fixture(autouse=True)
+def no_landmark_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command reads the process environment: start each test without LANDMARK_* set."""
+    for name in list(os.environ):
+        if name.startswith("LANDMARK_"):
+            monkeypatch.delenv(name)
+
+
+def parse(*argv: str) -> GalleryLoaderSettings:
+    return load_settings(
+        GalleryLoaderSettings,
+        ["--model-dir", "m", *argv],
+        prog="landmark-load-gallery",
+        description=DESCRIPTION,
+    )
 
 
 def photo_file(tmp_path: Path, name: str, data: bytes, landmark: str = "tajmahal") -> Photo:
@@ -127,9 +146,9 @@ def test_row_cuts_a_long_name_on_a_character_boundary(tmp_path: Path) -> None:
 
 
 def test_settings_hide_the_token_from_repr() -> None:
-    settings = GalleryLoadSettings(token="root:Secret")
+    settings = GalleryLoadSettings(token=SecretStr("root:Secret"))
 
-    assert "Secret" not in repr(settings)
+    assert "Secret" not in repr(settings) and "Secret" not in str(settings)
 
 
 def test_settings_reject_an_empty_batch() -> None:
@@ -148,52 +167,49 @@ def test_model_output_of_the_wrong_dimension_is_refused() -> None:
         embed_images(model, np.zeros((2, 4, 4, 3), np.uint8), embedding_dim=8)
 
 
-def test_every_flag_shows_its_environment_variable_in_help() -> None:
-    parser = build_parser()
-    flags = [a for a in parser._actions if a.option_strings and a.dest not in ("help",)]
-
-    missing = [
-        a.option_strings[0]
-        for a in flags
-        if "[env: LANDMARK_" not in (a.help or "") and a.option_strings != ["--drop-previous"]
-    ]
-
-    assert missing == []
-
-
 def test_environment_variables_set_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANDMARK_GALLERY_INDEX", "HNSW")
     monkeypatch.setenv("LANDMARK_GALLERY_KEEP_PREVIOUS", "false")
     monkeypatch.setenv("LANDMARK_MILVUS_URI", "http://milvus:19530")
 
-    args = build_parser().parse_args([])
+    settings = parse()
 
-    assert (args.index_type, args.keep_previous, args.milvus_uri) == (
+    assert (settings.index_type, settings.keep_previous, settings.milvus_uri) == (
         "HNSW",
         False,
         "http://milvus:19530",
     )
 
 
-def test_help_never_shows_the_token(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("LANDMARK_MILVUS_TOKEN", "root:Secret")
+def test_defaults_are_a_local_milvus_lite_file_and_the_landmarks_alias() -> None:
+    settings = parse()
 
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--help"])
-
-    assert "Secret" not in capsys.readouterr().out
-
-
-def test_drop_previous_flag_turns_keeping_off() -> None:
-    assert build_parser().parse_args(["--drop-previous"]).keep_previous is False
+    assert (settings.milvus_uri, settings.gallery_alias, settings.keep_previous) == (
+        "milvus.db",
+        "landmarks",
+        True,
+    )
+    assert settings.milvus_token.get_secret_value() == ""
 
 
-def test_command_without_a_model_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LANDMARK_MODEL_DIR", raising=False)
+def test_drop_previous_flag_turns_keeping_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANDMARK_GALLERY_KEEP_PREVIOUS", "true")
 
-    assert cli_main([]) == 2
+    assert parse("--drop-previous").keep_previous is False
+    assert parse("--no-keep-previous").keep_previous is False
+
+
+def test_old_alias_flag_still_names_the_gallery_alias() -> None:
+    assert parse("--alias", "staging").gallery_alias == "staging"
+    assert parse("--gallery-alias", "blue").gallery_alias == "blue"
+
+
+def test_command_without_a_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([])
+
+    assert exit_info.value.code == 2
+    assert "--model-dir / LANDMARK_MODEL_DIR" in capsys.readouterr().err
 
 
 def test_command_with_a_folder_that_is_not_an_export_is_a_usage_error(tmp_path: Path) -> None:

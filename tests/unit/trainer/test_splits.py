@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -18,6 +19,14 @@ from trainer.data.photos import (
 )
 from trainer.splits.manifest import MANIFEST_FILE, materialise, read_manifest, write_manifest
 from trainer.splits.seeded import Split, hold_out_landmarks, split_per_landmark
+
+
+@pytest.fixture(autouse=True)
+def no_landmark_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split command reads the process environment: start each test without LANDMARK_*."""
+    for name in list(os.environ):
+        if name.startswith("LANDMARK_"):
+            monkeypatch.delenv(name)
 
 
 def photos_of(landmark: str, count: int, root: Path = Path("/data")) -> list[Photo]:

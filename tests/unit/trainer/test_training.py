@@ -140,14 +140,6 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.keras").exists()
 
 
-def test_every_landmark_train_flag_shows_its_environment_variable():
-    from trainer.cli.train import build_parser
-
-    actions = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
-    missing = [a.option_strings[0] for a in actions if "[env: LANDMARK_" not in (a.help or "")]
-    assert actions and missing == []
-
-
 def test_calibrated_vote_reaches_its_precision_on_the_split_and_keeps_the_rule(tmp_path):
     """The exported decision rule gets the threshold calibrated on the split's queries."""
     from schemas.vote import VoteSettings
