@@ -134,7 +134,12 @@ def test_evaluate_measures_the_vote_with_the_manifest_settings(
     evaluated: tuple[Path, int, str],
 ) -> None:
     vote = json.loads((evaluated[0] / "metrics.json").read_text())["models"]["colour"]["vote"]
-    assert vote["settings"] == {"k": 3, "weighting": "uniform", "threshold": 0.5}
+    assert vote["settings"] == {
+        "k": 3,
+        "weighting": "uniform",
+        "threshold": 0.5,
+        "rule": "weighted_knn",
+    }
     assert (vote["accuracy"], vote["unknown_rate"]) == (1.0, 0.0)
     assert len(vote["sweep"]) == 21
 
