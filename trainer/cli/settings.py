@@ -125,14 +125,25 @@ def read_photos(settings: SplitSettings) -> list[Photo]:
     return listing.photos
 
 
-def split_photos(settings: SplitSettings, seed: int) -> Split:
-    """Read the photos, cap them, and make the seeded standard split.
+def split_photos(
+    settings: SplitSettings, seed: int, input_size: int | None = None, workers: int = 2
+) -> Split:
+    """Read the photos, leave out those that cannot be decoded, cap them, split them (seeded).
+
+    Args:
+        settings: the split flags.
+        seed: the split's seed.
+        input_size: decode every photo at this size first and leave out (with a warning on
+            stderr) those that fail; None skips the check.
+        workers: decoding threads for the check.
 
     Raises:
         OSError: the photos cannot be read.
         ValueError: the sizes do not fit the photos.
     """
     photos = read_photos(settings)
+    if input_size is not None:
+        photos = _decodable(photos, input_size, workers)
     if settings.cap is not None:
         photos = cap_per_landmark(photos, settings.cap, seed)
     return standard_split(
@@ -144,6 +155,18 @@ def split_photos(settings: SplitSettings, seed: int) -> Split:
         references=settings.references,
         heldout_references=settings.heldout_references,
     )
+
+
+def _decodable(photos: list[Photo], input_size: int, workers: int) -> list[Photo]:
+    from schemas.preprocessing import PreprocessingSpec
+    from trainer.data.loading import decodable_photos
+
+    usable, failed = decodable_photos(photos, PreprocessingSpec(input_size=input_size), workers)
+    for photo, error in failed:
+        print(f"left out {photo.path}: {error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} photo(s) cannot be decoded and are left out", file=sys.stderr)
+    return usable
 
 
 def manifest_parameters(settings: SplitSettings) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _split(settings: TrainSettings, output: Path) -> Any:
 
     if settings.split is not None:
         return split_manifest.read_manifest(settings.split)
-    split = split_photos(settings, settings.seed)
+    split = split_photos(settings, settings.seed, settings.input_size, settings.workers)
     split_manifest.write_manifest(
         output / split_manifest.MANIFEST_FILE,
         split,

@@ -19,6 +19,7 @@ import numpy as np
 
 from schemas.errors import InputError, ReasonCode
 from schemas.preprocessing import PreprocessingSpec, decode_photo
+from trainer.data.photos import Photo
 
 
 class LoadedPhotos(NamedTuple):
@@ -119,3 +120,27 @@ def iter_photo_batches(
             following = start + batch_size
             pending = submit(following) if following < len(path_list) else []
             yield _collect(path_list, start, current, spec.input_size)
+
+
+def decodable_photos(
+    photos: Sequence[Photo], spec: PreprocessingSpec, workers: int = 2
+) -> tuple[list[Photo], list[tuple[Photo, InputError]]]:
+    """Split photos into those that decode under ``spec`` and those that do not.
+
+    Collections scraped from the web hold the odd cut or broken file; a training run leaves them
+    out (and says so) instead of failing after minutes of work.
+
+    Returns:
+        ``(usable photos in input order, (photo, error) for each photo left out)``.
+    """
+    usable: list[Photo] = []
+    failed: list[tuple[Photo, InputError]] = []
+    batch = 256
+    for start in range(0, len(photos), batch):
+        chunk = list(photos[start : start + batch])
+        loaded = load_photos([p.path for p in chunk], spec, workers)
+        ok = set(loaded.ok_indices)
+        usable.extend(p for i, p in enumerate(chunk) if i in ok)
+        errors = {Path(path): error for path, error in loaded.failures}
+        failed.extend((p, errors[Path(p.path)]) for i, p in enumerate(chunk) if i not in ok)
+    return usable, failed

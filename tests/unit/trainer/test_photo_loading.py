@@ -83,3 +83,19 @@ def test_load_photos_decodes_the_real_odd_format_files() -> None:
     loaded = load_photos(paths, SPEC)
     assert loaded.failures == []
     assert loaded.images.shape == (len(paths), 32, 32, 3)
+
+
+def test_photos_that_cannot_be_decoded_are_set_apart(tmp_path: Path) -> None:
+    from trainer.data.loading import decodable_photos
+    from trainer.data.photos import Photo
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        good
+    )
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])
+    photos = [Photo(good, "a", "A"), Photo(broken, "a", "A"), Photo(good, "b", "B")]
+    usable, failed = decodable_photos(photos, PreprocessingSpec(input_size=32))
+    assert usable == [photos[0], photos[2]]
+    assert [photo for photo, _ in failed] == [photos[1]]
