@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -80,22 +81,74 @@ class HealthState:
             return ready, detail
 
 
+#: Connections served at once; more are closed at once, so idle clients cannot pile up threads.
+MAX_CONNECTIONS = 32
+#: An idle or trickling connection is closed after this long without a whole request.
+CONNECTION_TIMEOUT_S = 5.0
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them; extra connections are closed."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = (
+        128  # the listen backlog (socketserver's 5 makes bursts wait for SYN retries)
+    )
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_connections: int,
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class StatusServer:
     """Serves ``/healthz``, ``/readyz`` and ``/metrics`` from a daemon thread.
+
+    Each connection is served by a thread of its own, at most ``max_connections`` at once (more
+    are closed unanswered) and each for at most ``timeout_s`` without a whole request, so that idle
+    or slow clients cannot make the worker pile up threads.
 
     Args:
         host: address to bind.
         port: port to bind; 0 picks a free one (see :attr:`port`).
         state: the health flags.
         registry: the Prometheus registry to expose.
+        max_connections: connections served at once.
+        timeout_s: how long a connection may stay silent.
     """
 
     def __init__(
-        self, host: str, port: int, state: HealthState, registry: CollectorRegistry
+        self,
+        host: str,
+        port: int,
+        state: HealthState,
+        registry: CollectorRegistry,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout_s: float = CONNECTION_TIMEOUT_S,
     ) -> None:
-        handler = _handler_for(state, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = _handler_for(state, registry, timeout_s)
+        self._server = _BoundedHTTPServer((host, port), handler, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="status-http", daemon=True
         )
@@ -113,8 +166,12 @@ class StatusServer:
         self._server.server_close()
 
 
-def _handler_for(state: HealthState, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    state: HealthState, registry: CollectorRegistry, timeout_s: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # socketserver sets it on the connection: idle clients are dropped
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

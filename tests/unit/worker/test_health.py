@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from worker.observability.health import HealthState, StatusServer
+from worker.observability.health import MAX_CONNECTIONS, HealthState, StatusServer
 from worker.observability.metrics import WorkerMetrics
 
 
@@ -105,3 +108,43 @@ def test_metrics_are_served_in_the_prometheus_format(
 
 def test_unknown_path_is_404(server: tuple[StatusServer, HealthState, WorkerMetrics]) -> None:
     assert get(server[0].port, "/nope")[0] == 404
+
+
+def _idle_connections(port: int, count: int) -> list[socket.socket]:
+    connections = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+        connections.append(connection)
+    return connections
+
+
+def test_idle_connections_do_not_pile_up_threads(
+    server: tuple[StatusServer, HealthState, WorkerMetrics],
+) -> None:
+    """100 clients that connect and send nothing hold at most MAX_CONNECTIONS threads."""
+    before = threading.active_count()
+    connections = _idle_connections(server[0].port, 100)
+    try:
+        time.sleep(0.5)
+        assert threading.active_count() - before <= MAX_CONNECTIONS
+    finally:
+        for connection in connections:
+            connection.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get(server[0].port, "/healthz")[0] == 200
+
+
+def test_a_silent_connection_is_closed_after_the_timeout() -> None:
+    status = StatusServer("127.0.0.1", 0, HealthState(), WorkerMetrics().registry, timeout_s=0.3)
+    status.start()
+    try:
+        (connection,) = _idle_connections(status.port, 1)
+        with connection:
+            connection.settimeout(5)
+            started = time.monotonic()
+            assert connection.recv(1) == b""
+            assert time.monotonic() - started < 3
+    finally:
+        status.stop()
