@@ -21,6 +21,7 @@ from configuration.base import split_commas
 from configuration.kafka import DEAD_LETTER_TOPIC, IMAGES_TOPIC, TAGS_TOPIC, KafkaConnection
 from configuration.log_settings import LogSettings
 from configuration.milvus import MilvusConnection
+from schemas.dead_letter_bounds import MAX_INLINE_VALUE_BYTES
 
 DEFAULT_GROUP = "landmark-workers"
 
@@ -94,10 +95,17 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         32 * 1024 * 1024, ge=1, help="largest referenced photo, in bytes"
     )
     reference_timeout_s: float = setting(
-        5.0, gt=0, help="timeout fetching an http(s) reference, in seconds"
+        5.0,
+        gt=0,
+        help="time budget of the whole fetch of one http(s) reference (connecting, TLS, "
+        "headers and body together), in seconds",
     )
     dead_letter_max_inline_bytes: int = setting(
-        512 * 1024, ge=0, help="largest record value copied into a dead letter, in bytes"
+        MAX_INLINE_VALUE_BYTES,
+        ge=0,
+        le=MAX_INLINE_VALUE_BYTES,
+        help="largest record value copied into a dead letter, in bytes (at most 512 KiB, so "
+        "that a dead letter always fits the producer's limit)",
     )
     http_host: str = setting(
         "127.0.0.1", help="address of the /metrics, /healthz, /readyz endpoint"

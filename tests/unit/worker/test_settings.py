@@ -108,6 +108,7 @@ def test_help_names_the_variable_of_every_setting() -> None:
     [
         ("--batch-max-records", "0"),
         ("--reference-timeout-s", "0"),
+        ("--dead-letter-max-inline-bytes", str(512 * 1024 + 1)),
         ("--http-port", "70000"),
         ("--auto-offset-reset", "middle"),
     ],
@@ -115,6 +116,10 @@ def test_help_names_the_variable_of_every_setting() -> None:
 def test_out_of_range_values_are_rejected(flag: str, value: str) -> None:
     with pytest.raises(SystemExit):
         parse([*REQUIRED, flag, value])
+
+
+def test_help_says_the_reference_timeout_bounds_the_whole_fetch() -> None:
+    assert "whole fetch" in " ".join(help_text().split())
 
 
 def test_bad_env_value_is_rejected_with_its_name_but_not_its_value(
