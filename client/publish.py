@@ -24,12 +24,19 @@ from kafka.errors import KafkaError
 from configuration import load_settings, setting
 from configuration.kafka import IMAGES_TOPIC, KafkaConnection
 from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
+from schemas.preprocessing import PreprocessingSpec
 
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
 )
 #: Inline values above this go as references in ``auto`` mode (Kafka's default limit is 1 MB).
 DEFAULT_MAX_INLINE_BYTES = 900 * 1024
+#: The largest photo a worker decodes (``PreprocessingSpec.max_encoded_bytes``, 32 MiB): a larger
+#: one would only be dead-lettered, so it is not sent.
+MAX_PHOTO_BYTES = PreprocessingSpec().max_encoded_bytes
+#: The producer's request limit: the largest photo plus room for its key, headers and framing.
+#: The broker has its own limit (``message.max.bytes``: 40 MiB for ``deploy/local/kafka.sh``).
+MAX_REQUEST_BYTES = MAX_PHOTO_BYTES + 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,19 @@ def publish(
         ``(acknowledged, failed)`` counts.
     """
     futures = []
+    refused = 0
     total = len(photos)
     started = time.monotonic()
     last_report = 0.0
-    for done, (photo, event, _size) in enumerate(
-        _events(photos, mode, max_inline_bytes, source), 1
-    ):
+    for done, (photo, event, size) in enumerate(_events(photos, mode, max_inline_bytes, source), 1):
+        if size > MAX_PHOTO_BYTES:
+            refused += 1
+            if progress is not None:
+                progress.write(
+                    f"not sent: {photo.path} is {size} bytes, over the {MAX_PHOTO_BYTES} "
+                    "bytes a worker accepts\n"
+                )
+            continue
         record = encode_image_event(event)
         futures.append(
             producer.send(topic, key=record.key, value=record.value, headers=list(record.headers))
@@ -152,7 +166,7 @@ def publish(
             progress.write(f"\rsent {done}/{total} photos ({rate:.0f}/s){end}")
             progress.flush()
     producer.flush(timeout=timeout_s)
-    failed = 0
+    failed = refused
     for future in futures:
         try:
             future.get(timeout=timeout_s)
@@ -238,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         acks="all",
         linger_ms=10,
         client_id="landmark-publish",
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=MAX_REQUEST_BYTES,
+        # kafka-python refuses a record larger than its whole buffer (32 MiB by default)
+        buffer_memory=2 * MAX_REQUEST_BYTES,
         max_block_ms=int(settings.timeout_s * 1000),
     )
     progress = None if settings.quiet else sys.stderr
