@@ -72,6 +72,21 @@ class TrainSettings(SplitSettings, CacheSettings):
         32, env="LANDMARK_CACHE_BATCH", help="photos per forward pass when caching"
     )
     no_resume: bool = setting(False, help="start over even if a checkpoint exists")
+    whitening: bool = setting(
+        False,
+        help="fit a learned whitening on the fine-tuned training embeddings and export it "
+        "with the model",
+    )
+    whitening_dim: CountOrNone = setting(0, help="whitened dimension (0: the embedding's)")
+    whitening_shrinkage: float = setting(
+        0.2, ge=0, help="whitening ridge, as a share of the intra-landmark scatter's mean"
+    )
+    target_precision: float = setting(
+        0.9,
+        gt=0,
+        le=1,
+        help="precision the exported 'no landmark' threshold is calibrated for",
+    )
 
 
 def settings_from(argv: Sequence[str] | None = None) -> TrainSettings:
@@ -113,7 +128,7 @@ def run(settings: TrainSettings) -> dict[str, Any]:
     from trainer.model.embedding import EmbeddingModelConfig
     from trainer.training.activation_cache import ActivationCacheSettings
     from trainer.training.pipeline import train_evaluate_export
-    from trainer.training.run import TrainingSettings
+    from trainer.training.run import TrainingSettings, WhiteningSettings
 
     started = time.monotonic()
     output = settings.output
@@ -140,6 +155,10 @@ def run(settings: TrainSettings) -> dict[str, Any]:
         patience=settings.patience,
         seed=settings.seed,
         resume=not settings.no_resume,
+        whitening=WhiteningSettings(settings.whitening_dim, settings.whitening_shrinkage)
+        if settings.whitening
+        else None,
+        target_precision=settings.target_precision,
         cache=ActivationCacheSettings(
             cache_dir=cache_dir / "activations",
             augmented_views=settings.augment_views,

@@ -17,11 +17,16 @@ from typing import Any
 
 from schemas.preprocessing import PreprocessingSpec
 from trainer.data.photos import Photo
-from trainer.model.embedding import assemble, build_embedding_model
+from trainer.model.embedding import EmbeddingParts, assemble, build_embedding_model
 from trainer.model.export import export_model
+from trainer.model.whitening import Whitening, fit_learned_whitening, with_whitening
 from trainer.training.fine_tune import fine_tune
 from trainer.training.run import TrainingSettings
-from trainer.training.split_evaluation import calibrated_vote, evaluate_split
+from trainer.training.split_evaluation import (
+    calibrated_vote,
+    evaluate_split,
+    plain_embeddings,
+)
 
 SUMMARY_FILE = "training-summary.json"
 
@@ -55,16 +60,24 @@ def train_evaluate_export(
     config = settings.model
     parts = build_embedding_model(config, settings.weights, cache_dir=weights_cache_dir)
     result = fine_tune(parts, split_parts["train"], split_parts.get("val", []), settings)
-    evaluation = evaluate_split(result.parts, split_parts, settings)
+    whitening = _fit_whitening(result.parts, split_parts["train"], settings)
+    evaluation = evaluate_split(result.parts, split_parts, settings, whitening=whitening)
     vote, calibration = calibrated_vote(
-        result.parts, split_parts, settings, settings.vote, settings.target_precision
+        result.parts,
+        split_parts,
+        settings,
+        settings.vote,
+        settings.target_precision,
+        whitening=whitening,
     )
     if calibration is not None:
         evaluation["vote_calibration"] = calibration.to_dict()
     summary = result.summary.to_dict()
+    summary["whitening"] = settings.whitening.to_dict() if settings.whitening else None
     summary["total_seconds"] = round(time.monotonic() - started, 1)
+    model = assemble(result.parts)
     manifest = export_model(
-        assemble(result.parts),
+        with_whitening(model, whitening) if whitening is not None else model,
         backbone=config.backbone,
         out_dir=settings.output_dir / "model",
         preprocessing=PreprocessingSpec(input_size=config.input_size),
@@ -79,3 +92,17 @@ def train_evaluate_export(
     }
     (settings.output_dir / SUMMARY_FILE).write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def _fit_whitening(
+    parts: EmbeddingParts, train: list[Photo], settings: TrainingSettings
+) -> Whitening | None:
+    """The learned whitening of the fine-tuned embeddings of the training photos, if asked for."""
+    if settings.whitening is None:
+        return None
+    return fit_learned_whitening(
+        plain_embeddings(parts, train, settings),
+        [p.landmark_id for p in train],
+        dim=settings.whitening.dim,
+        shrinkage=settings.whitening.shrinkage,
+    )

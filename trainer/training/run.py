@@ -14,6 +14,22 @@ from trainer.training.activation_cache import ActivationCacheSettings
 
 
 @dataclass(frozen=True)
+class WhiteningSettings:
+    """The learned whitening (:mod:`trainer.model.whitening`) of a run.
+
+    Attributes:
+        dim: output dimension (None: the embedding's).
+        shrinkage: ridge on the intra-landmark covariance, as a share of its mean eigenvalue.
+    """
+
+    dim: int | None = None
+    shrinkage: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainingSettings:
     """Everything that determines a fine-tuning run (besides the photos).
 
@@ -35,6 +51,8 @@ class TrainingSettings:
         vote: the decision rule exported in the manifest; its threshold is calibrated after
             training (:func:`trainer.training.split_evaluation.calibrated_vote`).
         target_precision: the precision the calibrated threshold aims at.
+        whitening: the learned whitening fitted on the training photos after fine-tuning and
+            exported with the model (None: none).
     """
 
     model: EmbeddingModelConfig
@@ -52,6 +70,7 @@ class TrainingSettings:
     seed: int = 0
     resume: bool = True
     vote: VoteSettings = field(default_factory=VoteSettings)
+    whitening: WhiteningSettings | None = None
     target_precision: float = DEFAULT_TARGET_PRECISION
 
     def plain_cache(self) -> ActivationCacheSettings:

@@ -26,6 +26,7 @@ from trainer.evaluation.calibration import (
 from trainer.evaluation.recognition import vote_accuracy
 from trainer.evaluation.retrieval import hit_at_k
 from trainer.model.embedding import EmbeddingParts
+from trainer.model.whitening import Whitening
 from trainer.training.activation_cache import cached_activations
 from trainer.training.run import TrainingSettings
 
@@ -36,9 +37,15 @@ EVALUATION_PAIRS = {
 
 
 def plain_embeddings(
-    parts: EmbeddingParts, photos: Sequence[Photo], settings: TrainingSettings
+    parts: EmbeddingParts,
+    photos: Sequence[Photo],
+    settings: TrainingSettings,
+    whitening: Whitening | None = None,
 ) -> np.ndarray:
-    """Embeddings of the plain (un-augmented) photos, through the activation cache."""
+    """Embeddings of the plain (un-augmented) photos, through the activation cache.
+
+    With ``whitening``, the embeddings of the exported model: whitened and re-normalised.
+    """
     acts = cached_activations(
         parts.frozen,
         [p.path for p in photos],
@@ -52,7 +59,8 @@ def plain_embeddings(
         )
         for i in range(0, len(acts), 128)
     ]
-    return np.concatenate(out).astype(np.float32)
+    embeddings = np.concatenate(out).astype(np.float32)
+    return whitening.apply(embeddings) if whitening is not None else embeddings
 
 
 def evaluate_split(
@@ -60,6 +68,7 @@ def evaluate_split(
     split_parts: dict[str, list[Photo]],
     settings: TrainingSettings,
     ks: Sequence[int] = (1, 5, 10, 20, 50),
+    whitening: Whitening | None = None,
 ) -> dict[str, Any]:
     """hit@k of queries against references for trained (``known``) and held-out landmarks.
 
@@ -73,9 +82,9 @@ def evaluate_split(
         if not references or not queries:
             continue
         hits = hit_at_k(
-            plain_embeddings(parts, queries, settings),
+            plain_embeddings(parts, queries, settings, whitening),
             [p.landmark_id for p in queries],
-            plain_embeddings(parts, references, settings),
+            plain_embeddings(parts, references, settings, whitening),
             [p.landmark_id for p in references],
             ks=list(ks),
         )
@@ -98,6 +107,7 @@ def calibrated_vote(
     settings: TrainingSettings,
     rule: VoteSettings,
     target_precision: float = DEFAULT_TARGET_PRECISION,
+    whitening: Whitening | None = None,
 ) -> tuple[VoteSettings, Calibration | None]:
     """``rule`` with its threshold calibrated on the split's queries against its references.
 
@@ -116,9 +126,9 @@ def calibrated_vote(
     left_out = _left_out_landmarks(references, settings.seed)
     gallery = [p for p in references if p.landmark_id not in left_out]
     report = vote_accuracy(
-        plain_embeddings(parts, queries, settings),
+        plain_embeddings(parts, queries, settings, whitening),
         [p.landmark_id for p in queries],
-        plain_embeddings(parts, gallery, settings),
+        plain_embeddings(parts, gallery, settings, whitening),
         [p.landmark_id for p in gallery],
         [p.landmark_name for p in gallery],
         dataclasses.replace(rule, threshold=0.0),

@@ -171,3 +171,38 @@ def test_calibration_needs_queries_and_two_landmarks(tmp_path):
     parts = parts_from_stages(tiny_stages(), settings.model)
     rule = VoteSettings()
     assert calibrated_vote(parts, {"reference": [], "query": []}, settings, rule) == (rule, None)
+
+
+@pytest.mark.slow
+def test_pipeline_exports_the_whitened_model_with_its_calibrated_rule(tmp_path):
+    """Fine-tune, whiten, calibrate, export: the export embeds like the evaluated network."""
+    from schemas.manifest import ModelManifest
+    from trainer.model.export import load_export
+    from trainer.training.pipeline import train_evaluate_export
+    from trainer.training.run import WhiteningSettings
+
+    photos = _photo_folder(tmp_path / "photos", landmarks=5, per_landmark=6)
+    by_landmark: dict[str, list[Photo]] = {}
+    for photo in photos:
+        by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    split = {
+        "train": [p for group in by_landmark.values() for p in group[:3]],
+        "reference": [group[3] for group in by_landmark.values()],
+        "query": [p for group in by_landmark.values() for p in group[4:]],
+    }
+    settings = TrainingSettings(
+        model=EmbeddingModelConfig("mobilenet_v2", 32, None, "block_16"),
+        output_dir=tmp_path / "run",
+        cache=ActivationCacheSettings(cache_dir=tmp_path / "cache", augmented_views=0),
+        p=2,
+        k=2,
+        epochs=1,
+        whitening=WhiteningSettings(dim=8, shrinkage=0.5),
+    )
+    report = train_evaluate_export(split, settings, REPO / ".cache" / "weights")
+    model, manifest = load_export(tmp_path / "run" / "model")
+    assert isinstance(manifest, ModelManifest)
+    assert manifest.embedding_dim == 8 and model.output_shape[-1] == 8
+    assert manifest.vote.rule == "margin"
+    assert manifest.vote.threshold == report["evaluation"]["vote_calibration"]["threshold"]
+    assert report["training"]["whitening"] == {"dim": 8, "shrinkage": 0.5}
