@@ -253,8 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         linger_ms=10,
         client_id="landmark-publish",
         max_request_size=MAX_REQUEST_BYTES,
-        # kafka-python refuses a record larger than its whole buffer (32 MiB by default)
-        buffer_memory=2 * MAX_REQUEST_BYTES,
         max_block_ms=int(settings.timeout_s * 1000),
     )
     progress = None if settings.quiet else sys.stderr
