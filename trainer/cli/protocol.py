@@ -18,21 +18,23 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
-from configuration import CommandSettings, load_settings, setting
+from configuration import load_settings, setting
 from configuration.base import split_commas
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from trainer.cli.settings import DEFAULT_DATA_DIR, CacheSettings, CountOrNone, TextOrNone
 
 SourceList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_commas)]
 
 
-class ProtocolCommandSettings(CommandSettings):
-    """The protocol command's settings: data, folds, training knobs, calibration, output."""
+class ProtocolCommandSettings(CacheSettings):
+    """The protocol command's settings: data, folds, training knobs, calibration, output.
+
+    The training knobs repeat ``landmark-train``'s (same flags, variables and defaults).
+    """
 
     group_title: ClassVar[str] = "protocol"
 
     data: Path = setting(
-        REPO_ROOT.parent / "shared/data/landmarks",
+        DEFAULT_DATA_DIR,
         env="LANDMARK_DATA_DIR",
         help="folder of landmark folders",
     )
@@ -75,16 +77,15 @@ class ProtocolCommandSettings(CommandSettings):
         env="LANDMARK_PROTOCOL_OUT",
         help="report path without suffix: writes OUT.json and OUT.md",
     )
-    cache_dir: Path = setting(REPO_ROOT / ".cache", help="cache folder (weights, activations)")
     backbone: str = setting("mobilenet_v2", help="backbone name")
-    weights: Literal["imagenet", "none"] = setting("imagenet", help="pretrained weights")
+    weights: TextOrNone = setting("imagenet", help="imagenet or none")
     input_size: int = setting(160, ge=32, help="side of the square input")
-    trainable_from: str = setting(
+    trainable_from: TextOrNone = setting(
         "auto",
-        help="first trainable stage (auto: landmark-train's choice for the backbone; "
-        "none: all frozen)",
+        help="first trainable stage (none: all frozen; auto: landmark-train's choice for the "
+        "backbone)",
     )
-    embedding_dim: int = setting(0, ge=0, help="Dense projection size (0: none)")
+    embedding_dim: CountOrNone = setting(0, help="Dense projection size (0: none)")
     mining: Literal["random", "batch_hard", "batch_semi_hard"] = setting(
         "random", help="triplet mining"
     )
@@ -101,24 +102,9 @@ class ProtocolCommandSettings(CommandSettings):
     )
 
 
-def resolved_trainable_from(backbone: str, trainable_from: str) -> str | None:
-    """``auto`` → the stage ``landmark-train`` picks for the backbone; ``none`` → None."""
-    from trainer.backbones import BACKBONES
-    from trainer.cli.train import MEASURED_TRAINABLE_FROM
-
-    if trainable_from.lower() == "none":
-        return None
-    if trainable_from != "auto":
-        return trainable_from
-    if backbone in MEASURED_TRAINABLE_FROM:
-        return MEASURED_TRAINABLE_FROM[backbone]
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
-    return BACKBONES[backbone].default_trainable_from
-
-
 def protocol_settings(settings: ProtocolCommandSettings) -> Any:
     """The :class:`trainer.protocol.run.ProtocolSettings` the command's settings describe."""
+    from trainer.cli.train import trainable_from_of
     from trainer.model.embedding import EmbeddingModelConfig
     from trainer.protocol.run import ProtocolSettings
     from trainer.training.activation_cache import ActivationCacheSettings
@@ -127,14 +113,14 @@ def protocol_settings(settings: ProtocolCommandSettings) -> Any:
     model = EmbeddingModelConfig(
         settings.backbone,
         settings.input_size,
-        settings.embedding_dim or None,
-        resolved_trainable_from(settings.backbone, settings.trainable_from),
+        settings.embedding_dim,
+        trainable_from_of(settings),  # type: ignore[arg-type]  # reads backbone, trainable_from
         seed=settings.seed,
     )
     training = TrainingSettings(
         model=model,
         output_dir=settings.out.parent,
-        weights=None if settings.weights == "none" else settings.weights,
+        weights=settings.weights,
         mining=settings.mining,
         margin=settings.margin,
         p=settings.p,
@@ -166,17 +152,23 @@ def _log(message: str) -> None:
 
 def run(settings: ProtocolCommandSettings) -> dict[str, Any]:
     """Make the folds, run those asked for, write the report; returns it."""
+    from schemas.preprocessing import PreprocessingSpec
+    from trainer.data.loading import decodable_photos
     from trainer.data.photos import read_landmark_folders
     from trainer.protocol.folds import FoldPlan, evaluation_photos, make_folds, read_sources
     from trainer.protocol.report import protocol_report, write_report
-    from trainer.protocol.run import decodable_photos, run_protocol
+    from trainer.protocol.run import run_protocol
 
     started = time.monotonic()
-    photos, skipped = decodable_photos(
-        read_landmark_folders(settings.data), settings.input_size, settings.workers
+    # The activation cache refuses a set with an undecodable photo: leave them out first.
+    photos, failed = decodable_photos(
+        read_landmark_folders(settings.data),
+        PreprocessingSpec(input_size=settings.input_size),
+        settings.workers,
     )
+    skipped = [{"path": str(photo.path), "error": str(error)} for photo, error in failed]
     for record in skipped:
-        _log(f"skipping {record['path']}: {record['reason']}: {record['message']}")
+        _log(f"left out {record['path']}: {record['error']}")
     sources = read_sources(settings.sources_csv or settings.data.parent / "sources.csv")
     plan = FoldPlan(
         settings.references,

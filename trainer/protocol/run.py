@@ -101,29 +101,6 @@ class FoldResult:
     seconds: float = 0.0
 
 
-def decodable_photos(
-    photos: Sequence[Photo], input_size: int, workers: int
-) -> tuple[list[Photo], list[dict[str, str]]]:
-    """The photos that decode, and a record (path, reason, message) of each that does not.
-
-    The activation cache refuses a set with an undecodable photo, so the protocol drops them
-    before making folds (the folds are then those of the photos that remain).
-    """
-    from schemas.preprocessing import PreprocessingSpec
-    from trainer.data.loading import iter_photo_batches
-
-    spec = PreprocessingSpec(input_size=input_size)
-    failed: dict[Path, dict[str, str]] = {}
-    for batch in iter_photo_batches([p.path for p in photos], spec, 64, workers):
-        for path, error in batch.failures:
-            failed[path] = {
-                "path": str(path),
-                "reason": error.reason.value,
-                "message": error.message,
-            }
-    return [p for p in photos if p.path not in failed], list(failed.values())
-
-
 def embed_table(
     parts: EmbeddingParts, photos: Sequence[Photo], training: TrainingSettings
 ) -> EmbeddingTable:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from configuration import load_settings
-from trainer.cli.protocol import ProtocolCommandSettings, main, resolved_trainable_from
+from trainer.cli.protocol import ProtocolCommandSettings, main, protocol_settings
 
 WEIGHTS_CACHE = Path(__file__).resolve().parents[3] / ".cache" / "weights"
 
@@ -41,9 +41,11 @@ def test_training_flags_default_to_landmark_train_defaults():
         8,
         4,
     )
-    assert resolved_trainable_from("mobilenet_v2", "auto") == "block_15"
-    assert resolved_trainable_from("mobilenet_v2", "none") is None
-    assert resolved_trainable_from("mobilenet_v2", "block_16") == "block_16"
+    assert protocol_settings(settings).training.model.trainable_from == "block_15"
+    assert protocol_settings(settings).training.model.embedding_dim is None
+    assert (
+        protocol_settings(parse(["--trainable-from", "none"])).training.model.trainable_from is None
+    )
 
 
 def write_photos(root, sources: dict[str, list[str]], per_landmark: int = 8) -> None:
