@@ -21,6 +21,9 @@ class ReasonCode(StrEnum):
     REFERENCE_UNREACHABLE = "reference_unreachable"
     SCHEMA_VIOLATION = "schema_violation"
     EMBEDDING_FAILED = "embedding_failed"
+    #: The Kafka client could not parse the record (a header name that is not UTF-8, a failed
+    #: CRC, a compressed batch that inflates past its bound): only its position is known.
+    UNREADABLE_RECORD = "unreadable_record"
 
 
 class InputError(ValueError):

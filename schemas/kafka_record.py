@@ -17,6 +17,9 @@ class KafkaRecord:
         partition: The partition, or -1 when unknown.
         offset: The offset, or -1 when unknown.
         timestamp_ms: The broker or producer timestamp in ms since the epoch, if any.
+        read_error: Set by a consumer when the client library could not parse the record (why,
+            in words): key, value and headers are then unknown (``None`` and empty), only the
+            topic, partition and offset are; the worker dead-letters it as ``unreadable_record``.
     """
 
     key: bytes | None
@@ -26,6 +29,7 @@ class KafkaRecord:
     partition: int = -1
     offset: int = -1
     timestamp_ms: int | None = None
+    read_error: str | None = None
 
     def header_values(self, name: str) -> tuple[bytes, ...]:
         """Return every value of the header ``name``, in order.

@@ -183,6 +183,8 @@ def _prepare(
     record: KafkaRecord, fetcher: PhotoFetcher, spec: PreprocessingSpec
 ) -> _Decoded | _Rejected:
     """Parse the event, fetch the photo if referenced, decode it; input errors become data."""
+    if record.read_error is not None:
+        return _Rejected(record, InputError(ReasonCode.UNREADABLE_RECORD, record.read_error))
     try:
         event = decode_image_event(record)
         data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)

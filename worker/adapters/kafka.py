@@ -20,6 +20,7 @@ from configuration.kafka import CONSUMER_SIZE_LIMITS
 from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import TagEvent
+from worker.adapters.unreadable import UNREADABLE_ERRORS, unreadable_stand_in
 from worker.ports import Partition
 
 
@@ -152,14 +153,29 @@ class ImageConsumer:
         return self._assigned
 
     def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
-        """Read up to ``max_records``, waiting at most ``max_wait_ms`` for the batch to fill."""
+        """Read up to ``max_records``, waiting at most ``max_wait_ms`` for the batch to fill.
+
+        A record the client cannot parse ends the batch: it is returned as a stand-in with
+        ``read_error`` set, and the consumer has sought past it (:mod:`worker.adapters.unreadable`).
+
+        Raises:
+            kafka.errors.CorruptRecordError: the client cannot parse a record and does not say
+                where (nothing is skipped then).
+        """
         deadline = time.monotonic() + max_wait_ms / 1000.0
         batch: list[KafkaRecord] = []
         while len(batch) < max_records:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            polled = self._consumer.poll(
-                timeout_ms=remaining_ms, max_records=max_records - len(batch)
-            )
+            try:
+                polled = self._consumer.poll(
+                    timeout_ms=remaining_ms, max_records=max_records - len(batch)
+                )
+            except UNREADABLE_ERRORS as error:
+                stand_in = unreadable_stand_in(self._consumer, error)
+                if stand_in is None:
+                    raise
+                batch.append(stand_in)
+                break
             for records in polled.values():
                 batch.extend(to_kafka_record(r) for r in records)
             if remaining_ms == 0:

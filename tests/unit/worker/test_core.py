@@ -120,6 +120,17 @@ def test_blank_photo_is_dead_lettered_not_tagged(pool: ThreadPoolExecutor) -> No
     assert letter.reason == ReasonCode.BLANK_IMAGE
 
 
+def test_a_record_the_client_could_not_read_is_dead_lettered_where_it_is(
+    pool: ThreadPoolExecutor,
+) -> None:
+    unreadable = KafkaRecord(
+        key=None, value=None, topic="images", partition=1, offset=42, read_error="bad header name"
+    )
+    (letter,) = run([unreadable, inline_record("img-1", RED, offset=43)], pool).dead_letters
+    assert (letter.reason, letter.message) == (ReasonCode.UNREADABLE_RECORD, "bad header name")
+    assert (letter.source_partition, letter.source_offset) == (1, 42)
+
+
 def test_record_without_key_is_a_schema_violation(pool: ThreadPoolExecutor) -> None:
     (letter,) = run([raw_record(None, photo_bytes(RED, fmt="JPEG"))], pool).dead_letters
     assert letter.reason == ReasonCode.SCHEMA_VIOLATION
