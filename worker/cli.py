@@ -189,6 +189,7 @@ def _build_service(
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=settings.session_timeout_ms,
             commit_timeout_ms=int(settings.publish_timeout_s * 1000),
+            max_inflated_bytes=settings.max_inflated_batch_bytes,
         ),
         (KafkaError,),
         settings,

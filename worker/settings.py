@@ -22,6 +22,7 @@ from configuration.kafka import DEAD_LETTER_TOPIC, IMAGES_TOPIC, TAGS_TOPIC, Kaf
 from configuration.log_settings import LogSettings
 from configuration.milvus import MilvusConnection
 from schemas.dead_letter_bounds import MAX_INLINE_VALUE_BYTES
+from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES
 
 DEFAULT_GROUP = "landmark-workers"
 
@@ -99,6 +100,12 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         gt=0,
         help="time budget of the whole fetch of one http(s) reference (connecting, TLS, "
         "headers and body together), in seconds",
+    )
+    max_inflated_batch_bytes: int = setting(
+        DEFAULT_MAX_INFLATED_BYTES,
+        ge=1024 * 1024,
+        help="most bytes one compressed record batch may inflate to; a larger one is "
+        "dead-lettered as unreadable_record without being inflated further",
     )
     dead_letter_max_inline_bytes: int = setting(
         MAX_INLINE_VALUE_BYTES,

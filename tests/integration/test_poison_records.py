@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from schemas.kafka_record import KafkaRecord
 from tests.integration.poison_rig import PoisonRig, RawHeaderName, Sent
 from tests.integration.worker_stack import (
     WorkerProcess,
@@ -25,6 +26,7 @@ from tests.integration.worker_stack import (
 pytestmark = pytest.mark.integration
 
 PARTITIONS = (0, 1)
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +118,38 @@ def test_records_after_an_unreadable_one_in_its_batch_are_dead_letters_once_each
     sent.append(rig.send_photo(0, "batch-after"))
 
     rig.check(sent)
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident memory so far (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_a_gzip_bomb_is_one_dead_letter_and_does_not_grow_the_worker(rig: PoisonRig) -> None:
+    """600 MiB of zeros compress to 0.6 MB; inflating them took a worker from 1.0 to 2.2 GB (#8)."""
+    bombing = KafkaProducer(
+        bootstrap_servers=rig.bootstrap,
+        acks="all",
+        compression_type="gzip",
+        max_request_size=700 * MIB,
+    )
+    peak_before = _peak_rss_bytes(rig.worker.process.pid)
+    try:
+
+        def poison(partition: int) -> Sent:
+            photo = rig.photo("gzip-bomb")
+            bomb = KafkaRecord(key=photo.key, value=bytes(600 * MIB), headers=photo.headers)
+            return rig.send(partition, bomb, "unreadable_record", producer=bombing)
+
+        sent = _between_photos(rig, "gzip", poison)
+    finally:
+        bombing.close(timeout=10)
+
+    rig.answers(sent)
+    grown = _peak_rss_bytes(rig.worker.process.pid) - peak_before
+    assert grown < 256 * MIB, f"the worker's peak memory grew by {grown / MIB:.0f} MiB"
+    answers = rig.check(sent)
+    assert "inflates past" in answers.by_position[(sent[1].partition, sent[1].offset)][0]["message"]

@@ -20,6 +20,7 @@ from configuration.kafka import CONSUMER_SIZE_LIMITS
 from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import TagEvent
+from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES, limit_inflation
 from worker.adapters.unreadable import UNREADABLE_ERRORS, unreadable_stand_in
 from worker.ports import Partition
 
@@ -92,6 +93,8 @@ class ImageConsumer:
         session_timeout_ms: How long the group waits for heartbeats of a dead worker.
         commit_timeout_ms: How long :meth:`commit` waits for the broker before giving up (the
             batch is then retried: at-least-once).
+        max_inflated_bytes: Most bytes one compressed record batch may inflate to; a larger one
+            is an unreadable record (:mod:`worker.adapters.inflate_limits`, process-wide).
     """
 
     def __init__(
@@ -105,7 +108,9 @@ class ImageConsumer:
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 10_000,
         commit_timeout_ms: int = 30_000,
+        max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
     ) -> None:
+        limit_inflation(max_inflated_bytes)
         self._commit_timeout_ms = commit_timeout_ms
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
