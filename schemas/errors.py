@@ -24,6 +24,9 @@ class ReasonCode(StrEnum):
     #: The Kafka client could not parse the record (a header name that is not UTF-8, a failed
     #: CRC, a compressed batch that inflates past its bound): only its position is known.
     UNREADABLE_RECORD = "unreadable_record"
+    #: The broker kept refusing this record's own output (its tag event or dead letter) while
+    #: it took the rest of the batch's: this minimal dead letter stands in for that output.
+    OUTPUT_REFUSED = "output_refused"
 
 
 class InputError(ValueError):

@@ -235,6 +235,8 @@ def _build_service(
         backoff_max_s=settings.backoff_max_s,
         reload_check_interval_s=settings.reload_check_interval_s,
         lag_interval_s=settings.lag_interval_s,
+        isolate_after_failures=settings.isolate_after_failures,
+        max_poll_interval_s=settings.max_poll_interval_ms / 1000,
     )
     return WorkerService(
         loop_settings,

@@ -49,13 +49,49 @@ class StageTimings:
         }
 
 
+#: Where a record was read: ``(topic, partition, offset)``.
+Position = tuple[str, int, int]
+
+
+def position_of(record: KafkaRecord) -> Position:
+    """The record's topic, partition and offset."""
+    return (record.topic, record.partition, record.offset)
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one batch produced: one tag event or one dead letter per input record."""
+    """What one batch produced: one tag event or one dead letter per input record.
+
+    Attributes:
+        tag_events: The tag events.
+        dead_letters: The dead letters (each names the position of its record).
+        stage_timings: Seconds spent in each stage.
+        tag_event_sources: The position of the record each tag event answers, in the same order.
+    """
 
     tag_events: tuple[TagEvent, ...]
     dead_letters: tuple[DeadLetter, ...]
     stage_timings: StageTimings
+    tag_event_sources: tuple[Position, ...] = ()
+
+    def only(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
+        """The outputs that answer ``records`` (a part of the batch), same stage timings."""
+        kept = {position_of(record) for record in records}
+        tagged = [
+            (event, source)
+            for event, source in zip(self.tag_events, self.tag_event_sources, strict=True)
+            if source in kept
+        ]
+        return BatchOutcome(
+            tag_events=tuple(event for event, _ in tagged),
+            dead_letters=tuple(
+                letter
+                for letter in self.dead_letters
+                if (letter.source_topic, letter.source_partition, letter.source_offset) in kept
+            ),
+            stage_timings=self.stage_timings,
+            tag_event_sources=tuple(source for _, source in tagged),
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +178,7 @@ def process_batch(
     search_done = timer()
 
     tag_events: list[TagEvent] = []
+    sources: list[Position] = []
     gallery_version, model_version = index.gallery_version, embedder.model_version
     for item, found in zip(embedded, neighbours, strict=True):
         landmark, confidence = decide_landmark(found, vote)
@@ -163,6 +200,7 @@ def process_batch(
                     trace_id=item.event.trace_id,
                 )
             )
+            sources.append(position_of(item.record))
         except InputError as error:
             dead_letters.append(dead_letter(item.record, error.reason, error.message))
     vote_done = timer()
@@ -176,6 +214,7 @@ def process_batch(
             search=search_done - embed_done,
             vote=vote_done - search_done,
         ),
+        tag_event_sources=tuple(sources),
     )
 
 

@@ -2,7 +2,9 @@
 
 At-least-once: offsets are committed only after the broker acknowledged every tag event and dead
 letter of the batch. When Kafka or Milvus fails, the batch is not committed: the consumer seeks
-back to the batch's first offsets and retries it after a growing pause. A commit the group refuses
+back to the batch's first offsets and retries it after a growing pause; a batch whose outputs keep
+being refused is published part by part until the record at fault is isolated
+(:mod:`worker.isolation`). A commit the group refuses
 after a rebalance is not retried (the partitions' new owner re-reads the batch). Between batches,
 :class:`worker.model_switch.ModelSwitch` picks up a new gallery or model. SIGTERM/SIGINT ask the
 loop to stop; it finishes the batch in flight (publish and commit), then closes the producer, the
@@ -26,7 +28,9 @@ from kafka.errors import CommitFailedError, KafkaError
 from schemas.kafka_record import KafkaRecord
 from worker.core import BatchOutcome, process_batch
 from worker.error_kinds import error_kind
+from worker.isolation import IsolatingPublisher
 from worker.model_switch import ModelSwitch, VoteOverrides
+from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Gallery, PhotoFetcher, ServedModel, Sink, Source
@@ -52,6 +56,8 @@ class LoopSettings:
     backoff_max_s: float = 30.0
     reload_check_interval_s: float = 5.0
     lag_interval_s: float = 5.0
+    isolate_after_failures: int = 3
+    max_poll_interval_s: float = 300.0
 
 
 class WorkerService:
@@ -96,6 +102,14 @@ class WorkerService:
         self._stop = threading.Event()
         self._backoff_s = 0.0
         self._next_lag = 0.0
+        self._publishing = IsolatingPublisher(
+            sink,
+            worker_id=settings.worker_id,
+            isolate_after_failures=settings.isolate_after_failures,
+            budget_s=settings.max_poll_interval_s / 4,
+            metrics=metrics,
+            clock=clock,
+        )
         self._pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
@@ -160,9 +174,9 @@ class WorkerService:
         with structlog.contextvars.bound_contextvars(batch_id=batch_id):
             try:
                 outcome = self._process(records)
-                publish_s = self._timed(
-                    lambda: self._sink.publish(outcome.tag_events, outcome.dead_letters)
-                )
+                started = time.perf_counter()
+                published = self._publishing.publish(records, outcome)
+                publish_s = time.perf_counter() - started
                 commit_s = self._timed(lambda: self._source.commit(records))
             except CommitFailedError as error:
                 # The group moved our partitions on; their new owner re-reads the uncommitted
@@ -176,8 +190,9 @@ class WorkerService:
                 self._retry_later(records, error)
                 return
             self._backoff_s = 0.0
+            self._publishing.succeeded()
             self._health.unblock()
-            self._record(records, outcome, publish_s, commit_s)
+            report_committed_batch(self._metrics, len(records), published, publish_s, commit_s)
 
     def _process(self, records: list[KafkaRecord]) -> BatchOutcome:
         served = self._served
@@ -213,49 +228,6 @@ class WorkerService:
         except KafkaError as seek_error:
             log.warning("seek back failed", error=repr(seek_error))
         self._stop.wait(self._backoff_s)
-
-    def _record(
-        self, records: list[KafkaRecord], outcome: BatchOutcome, publish_s: float, commit_s: float
-    ) -> None:
-        m = self._metrics
-        m.batch_size.observe(len(records))
-        m.batches.inc()
-        m.observe_stages(
-            {**outcome.stage_timings.as_dict(), "publish": publish_s, "commit": commit_s}
-        )
-        tagged = sum(1 for e in outcome.tag_events if e.landmark is not None)
-        m.observe_outcomes(
-            tagged, len(outcome.tag_events) - tagged, [d.reason.value for d in outcome.dead_letters]
-        )
-        for event in outcome.tag_events:
-            if event.latency_ms is not None:
-                m.end_to_end_seconds.observe(event.latency_ms / 1000.0)
-            log.debug(
-                "tagged",
-                image_id=event.image_id,
-                landmark=event.landmark.landmark_id if event.landmark else None,
-                confidence=round(event.confidence, 3),
-            )
-        for letter in outcome.dead_letters:
-            log.warning(
-                "dead-lettered",
-                image_id=letter.original_key,
-                reason=letter.reason.value,
-                message=letter.message,
-                partition=letter.source_partition,
-                offset=letter.source_offset,
-            )
-        timings = {k: round(v, 4) for k, v in outcome.stage_timings.as_dict().items()}
-        log.info(
-            "batch committed",
-            records=len(records),
-            tagged=tagged,
-            no_landmark=len(outcome.tag_events) - tagged,
-            dead_lettered=len(outcome.dead_letters),
-            publish_s=round(publish_s, 4),
-            commit_s=round(commit_s, 4),
-            **timings,
-        )
 
     def _maybe_update_lag(self) -> None:
         now = time.monotonic()

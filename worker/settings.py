@@ -135,6 +135,13 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
     backoff_max_s: float = setting(
         30.0, ge=0, help="longest wait between retries while Kafka or Milvus is down"
     )
+    isolate_after_failures: int = setting(
+        3,
+        ge=1,
+        help="failed publishes in a row of one batch, even ones that look like a broker "
+        "outage, after which it is published part by part until the record whose output is "
+        "refused stands alone (it then gets a minimal output_refused dead letter)",
+    )
     reload_check_interval_s: float = setting(
         5.0, ge=0, help="how often to look for a new model export or gallery between batches"
     )

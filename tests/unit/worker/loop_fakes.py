@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaTimeoutError, MessageSizeTooLargeError
 from worker_fakes import ColourIndex, MeanColourEmbedder
 
 from schemas.dead_letter import DeadLetter
+from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
@@ -125,6 +126,10 @@ class MemorySink:
         tag_events: The tag events acknowledged.
         dead_letters: The dead letters acknowledged.
         on_publish: Called at the start of every publish.
+        refuse: An image id (or dead letter key) whose output the sink refuses, with any
+            outputs published along with it, as a broker refuses a record too large for it.
+        refuse_with: The Kafka error given as the refusal's cause.
+        refuse_stand_ins: Refuse the minimal ``output_refused`` dead letter of ``refuse`` too.
     """
 
     def __init__(self, journal: list[str], failures: int = 0) -> None:
@@ -134,6 +139,9 @@ class MemorySink:
         self.tag_events: list[TagEvent] = []
         self.dead_letters: list[DeadLetter] = []
         self.on_publish: Callable[[], None] | None = None
+        self.refuse: str | None = None
+        self.refuse_with: Exception = MessageSizeTooLargeError()
+        self.refuse_stand_ins = False
         self.closed = False
 
     def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
@@ -144,7 +152,15 @@ class MemorySink:
             self.on_publish()
         if self._failures_left > 0:
             self._failures_left -= 1
-            raise PublishError(f"{len(ids)} outputs not acknowledged")
+            # as the Kafka adapter reports a broker that does not acknowledge in time
+            raise PublishError(f"{len(ids)} outputs not acknowledged") from KafkaTimeoutError()
+        refused = [e.image_id for e in tag_events] + [
+            d.original_key
+            for d in dead_letters
+            if self.refuse_stand_ins or d.reason is not ReasonCode.OUTPUT_REFUSED
+        ]
+        if self.refuse is not None and self.refuse in refused:
+            raise PublishError(f"{self.refuse} refused") from self.refuse_with
         self.tag_events += tag_events
         self.dead_letters += dead_letters
         self._journal.append(f"published {' '.join(map(str, ids))}")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from loop_fakes import ColourGallery, ColourModel, MemorySink, MemorySource, colour_manifest
 from structlog.testing import capture_logs
 from worker_fakes import BLUE, GREEN, PUBLISHED_AT, RED, DictFetcher, inline_record
 
+from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
@@ -58,6 +60,7 @@ def make_loop(
     *,
     batch_max_records: int = 8,
     sink_failures: int = 0,
+    isolate_after_failures: int = 3,
     load_model: Callable[[Path], ServedModel] = unexpected_model,
     open_gallery: Callable[[], Gallery] = unexpected_gallery,
 ) -> Loop:
@@ -76,6 +79,7 @@ def make_loop(
         backoff_initial_s=0.001,
         backoff_max_s=0.004,
         reload_check_interval_s=0.0,
+        isolate_after_failures=isolate_after_failures,
     )
     service = WorkerService(
         settings,
@@ -121,7 +125,7 @@ def test_a_failed_publish_is_rewound_and_published_and_committed_later(tmp_path:
 
 
 def test_pauses_after_failed_batches_double_up_to_the_maximum(tmp_path: Path) -> None:
-    loop = make_loop(tmp_path, photos(1), sink_failures=4)
+    loop = make_loop(tmp_path, photos(1), sink_failures=4, isolate_after_failures=10)
 
     with capture_logs() as logs:
         loop.service.run()
@@ -240,3 +244,63 @@ def test_an_error_while_polling_ends_the_run_after_closing_sink_source_and_galle
         loop.service.run()
 
     assert loop.journal == ["sink closed", "source closed", "gallery-1 closed"]
+
+
+def _answered(loop: Loop) -> Counter[str | None]:
+    return Counter(
+        [e.image_id for e in loop.sink.tag_events]
+        + [d.original_key for d in loop.sink.dead_letters]
+    )
+
+
+def test_a_record_whose_output_is_always_refused_is_isolated_as_a_minimal_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """The batch is split until photo-5 stands alone; the other seven are published once each."""
+    loop = make_loop(tmp_path, photos(8))
+    loop.sink.refuse = "photo-5"
+
+    loop.service.run()
+
+    assert _answered(loop) == Counter(f"photo-{i}" for i in range(8))
+    (letter,) = loop.sink.dead_letters
+    assert (letter.original_key, letter.reason) == ("photo-5", ReasonCode.OUTPUT_REFUSED)
+    assert (letter.original_headers, letter.value_base64) == ({}, None)
+    assert loop.source.committed == {("images", 0): 8}
+    assert loop.errors("output_refused") == 1
+
+
+def test_a_refusal_that_looks_like_an_outage_is_isolated_after_three_failures_in_a_row(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(4))
+    loop.sink.refuse = "photo-2"
+    loop.sink.refuse_with = KafkaTimeoutError()
+
+    loop.service.run()
+
+    assert loop.source.rewinds == 2
+    assert [d.original_key for d in loop.sink.dead_letters] == ["photo-2"]
+    assert _answered(loop) == Counter(f"photo-{i}" for i in range(4))
+
+
+def test_a_refused_stand_in_is_logged_as_an_error_and_the_batch_retried_not_dropped(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(2))
+    loop.sink.refuse = "photo-0"
+    loop.sink.refuse_stand_ins = True
+
+    def broker_takes_it_again() -> None:
+        if len(loop.sink.attempts) > 8:
+            loop.sink.refuse = None
+
+    loop.sink.on_publish = broker_takes_it_again
+
+    with capture_logs() as logs:
+        loop.service.run()
+
+    assert any(e["log_level"] == "error" for e in logs)
+    assert [e.image_id for e in loop.sink.tag_events][-2:] == ["photo-0", "photo-1"]
+    assert loop.sink.dead_letters == []
+    assert loop.source.committed == {("images", 0): 2}
