@@ -19,11 +19,11 @@ import numpy as np
 
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError, ReasonCode
-from schemas.image_event import ImageEvent, InlinePhoto, decode_image_event
 from schemas.kafka_record import KafkaRecord
-from schemas.preprocessing import PreprocessingSpec, decode_photo
+from schemas.preprocessing import PreprocessingSpec
 from schemas.tag_event import Neighbour, TagEvent, latency_ms_between
 from schemas.vote import VoteSettings, decide_landmark
+from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
 from worker.ports import Embedder, PhotoFetcher, ReferenceIndex
 
 #: Largest norm deviation accepted from an embedder that promises unit rows.
@@ -94,19 +94,6 @@ class BatchOutcome:
         )
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    record: KafkaRecord
-    event: ImageEvent
-    image: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Rejected:
-    record: KafkaRecord
-    error: InputError
-
-
 def process_batch(
     records: Sequence[KafkaRecord],
     *,
@@ -120,6 +107,7 @@ def process_batch(
     decode_pool: Executor,
     timer: Callable[[], float] = time.perf_counter,
     dead_letter_max_inline_bytes: int = 1_000_000,
+    pacing: Pacing | None = None,
 ) -> BatchOutcome:
     """Tag one batch of image events.
 
@@ -138,11 +126,14 @@ def process_batch(
         decode_pool: Where photos are fetched and decoded in parallel.
         timer: Monotonic seconds, for the stage timings.
         dead_letter_max_inline_bytes: Largest original value a dead letter carries inline.
+        pacing: The fetch stage's budget, the stop request, stage reports
+            (:mod:`worker.decode_stage`); none of them by default.
 
     Returns:
         One tag event per taggable record and one dead letter per other record.
 
     Raises:
+        BatchStopped: the worker was asked to stop while the batch was being fetched.
         Exception: whatever ``index.search`` raises (an unreachable gallery is not the input's
             fault; the caller must retry the batch rather than dead-letter it).
     """
@@ -157,16 +148,19 @@ def process_batch(
             max_inline_bytes=dead_letter_max_inline_bytes,
         )
 
+    pacing = pacing if pacing is not None else Pacing()
     started = timer()
-    prepared = list(decode_pool.map(lambda r: _prepare(r, fetcher, spec), records))
-    decoded = [item for item in prepared if isinstance(item, _Decoded)]
+    pacing.on_stage("decode")
+    prepared = prepare_batch(records, fetcher, spec, decode_pool, pacing)
+    decoded = [item for item in prepared if isinstance(item, Decoded)]
     dead_letters = [
         dead_letter(item.record, item.error.reason, item.error.message)
         for item in prepared
-        if isinstance(item, _Rejected)
+        if isinstance(item, Rejected)
     ]
     decode_done = timer()
 
+    pacing.on_stage("embed")
     embeddings, failed = _embed(embedder, decoded)
     for item, message in failed:
         dead_letters.append(dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
@@ -174,9 +168,11 @@ def process_batch(
     embedded = [item for item in decoded if id(item) not in failed_ids]
     embed_done = timer()
 
+    pacing.on_stage("search")
     neighbours = _search(index, embeddings, vote.k, len(embedded))
     search_done = timer()
 
+    pacing.on_stage("vote")
     tag_events: list[TagEvent] = []
     sources: list[Position] = []
     gallery_version, model_version = index.gallery_version, embedder.model_version
@@ -218,31 +214,9 @@ def process_batch(
     )
 
 
-def _prepare(
-    record: KafkaRecord, fetcher: PhotoFetcher, spec: PreprocessingSpec
-) -> _Decoded | _Rejected:
-    """Parse the event, fetch the photo if referenced, decode it; input errors become data."""
-    if record.read_error is not None:
-        return _Rejected(record, InputError(ReasonCode.UNREADABLE_RECORD, record.read_error))
-    try:
-        event = decode_image_event(record)
-        data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)
-        image = decode_photo(data, spec, refuse_blank=True)
-    except InputError as error:
-        return _Rejected(record, error)
-    except Exception as error:  # a decoder bug on one odd photo must not stop the batch
-        return _Rejected(
-            record,
-            InputError(
-                ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"
-            ),
-        )
-    return _Decoded(record, event, image)
-
-
 def _embed(
-    embedder: Embedder, decoded: Sequence[_Decoded]
-) -> tuple[np.ndarray, list[tuple[_Decoded, str]]]:
+    embedder: Embedder, decoded: Sequence[Decoded]
+) -> tuple[np.ndarray, list[tuple[Decoded, str]]]:
     """Embed the batch in one call; if that fails, photo by photo, so one bad photo fails alone.
 
     Returns:
@@ -263,7 +237,7 @@ def _embed(
         if not bad_rows.any():
             return batch, []
     rows: list[np.ndarray] = []
-    failed: list[tuple[_Decoded, str]] = []
+    failed: list[tuple[Decoded, str]] = []
     for position, item in enumerate(decoded):
         if batch is not None and not bad_rows[position]:
             rows.append(batch[position])

@@ -69,6 +69,10 @@ class PhotoFetcher(Protocol):
         """
         ...
 
+    def abort_in_flight(self) -> None:
+        """Cut short the fetches in progress (each then fails as ``reference_unreachable``)."""
+        ...
+
 
 class ServedModel(Embedder, Protocol):
     """An embedder that knows its manifest: the preprocessing it expects, the vote's defaults.

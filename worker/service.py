@@ -7,8 +7,10 @@ being refused is published part by part until the record at fault is isolated
 (:mod:`worker.isolation`). A commit the group refuses
 after a rebalance is not retried (the partitions' new owner re-reads the batch). Between batches,
 :class:`worker.model_switch.ModelSwitch` picks up a new gallery or model. SIGTERM/SIGINT ask the
-loop to stop; it finishes the batch in flight (publish and commit), then closes the producer, the
-consumer (leaving the group) and the gallery.
+loop to stop; it finishes the batch in flight (publish and commit) unless the batch is still being
+fetched (then it is given up, uncommitted, at once: its next reader tags it), then closes the
+producer, the consumer (leaving the group) and the gallery. Fetching a batch never takes more
+than a quarter of the consumer's poll interval (:mod:`worker.decode_stage`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from kafka.errors import CommitFailedError, KafkaError
 
 from schemas.kafka_record import KafkaRecord
 from worker.core import BatchOutcome, process_batch
+from worker.decode_stage import BatchStopped, Pacing
 from worker.error_kinds import error_kind
 from worker.isolation import IsolatingPublisher
 from worker.model_switch import ModelSwitch, VoteOverrides
@@ -178,6 +181,9 @@ class WorkerService:
                 published = self._publishing.publish(records, outcome)
                 publish_s = time.perf_counter() - started
                 commit_s = self._timed(lambda: self._source.commit(records))
+            except BatchStopped:
+                log.info("stopping: the batch being fetched is given up, not committed")
+                return
             except CommitFailedError as error:
                 # The group moved our partitions on; their new owner re-reads the uncommitted
                 # tail (already published: at-least-once, consumers deduplicate by image id).
@@ -207,6 +213,10 @@ class WorkerService:
             clock=self._clock,
             decode_pool=self._pool,
             dead_letter_max_inline_bytes=self._settings.dead_letter_max_inline_bytes,
+            pacing=Pacing(
+                fetch_budget_s=self._settings.max_poll_interval_s / 4,
+                stop_requested=self._stop.is_set,
+            ),
         )
 
     def _retry_later(self, records: list[KafkaRecord], error: Exception) -> None:
@@ -258,5 +268,6 @@ class WorkerService:
                 action()
             except Exception as error:
                 log.warning("close failed", what=what, error=repr(error))
-        self._pool.shutdown(wait=True)
+        # Fetches still running were cut short (decode_stage); queued ones never start.
+        self._pool.shutdown(wait=True, cancel_futures=True)
         log.info("worker stopped")

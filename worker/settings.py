@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, model_validator
 from pydantic_settings import NoDecode
 
 from configuration import setting
@@ -158,3 +158,23 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
     auto_offset_reset: Literal["earliest", "latest"] = setting(
         "earliest", help="where a new group starts reading"
     )
+
+    @model_validator(mode="after")
+    def _fits_in_the_poll_interval(self) -> WorkerSettings:
+        """A batch must be done within the poll interval, or the group drops the worker.
+
+        The loop gives a batch's fetches a quarter of the interval, and publishing it (the
+        publish, the commit and one more publish when isolating a refused output) the half.
+        """
+        interval_s = self.max_poll_interval_ms / 1000
+        if self.reference_timeout_s > interval_s / 4:
+            raise ValueError(
+                "--reference-timeout-s must be at most a quarter of --max-poll-interval-ms: "
+                "the fetches of one batch get a quarter of the poll interval"
+            )
+        if 3 * self.publish_timeout_s > interval_s / 2:
+            raise ValueError(
+                "3 x --publish-timeout-s must be at most half of --max-poll-interval-ms: "
+                "publishing and committing a batch must end within the poll interval"
+            )
+        return self

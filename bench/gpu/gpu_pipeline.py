@@ -57,6 +57,9 @@ class NoReferences:
     def fetch(self, uri: str) -> bytes:  # every event here is inline
         raise AssertionError(f"unexpected reference {uri}")
 
+    def abort_in_flight(self) -> None:
+        """Nothing to cut: no fetch ever starts."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

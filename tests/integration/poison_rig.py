@@ -8,13 +8,16 @@ source partition and offset. Every record must get exactly one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +216,49 @@ def _matches(expect: str, outcome: str) -> bool:
     if expect == "dead":
         return outcome != "tag" and " " not in outcome
     return outcome == expect
+
+
+class TricklingHost:
+    """An HTTP host on 127.0.0.1 that answers every request one byte at a time, slowly.
+
+    The status line and headers promise a photo; then one byte comes every ``every_s`` for
+    ``lasting_s``. Use as a context manager.
+
+    Attributes:
+        address: ``127.0.0.1:port``, for ``--reference-hosts``.
+        requested: Set once a request has come in.
+    """
+
+    def __init__(self, every_s: float = 0.5, lasting_s: float = 120.0) -> None:
+        self.requested = threading.Event()
+        self._closing = threading.Event()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.requested.set()
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                ends = time.monotonic() + lasting_s
+                with contextlib.suppress(OSError):
+                    while time.monotonic() < ends and not host._closing.wait(every_s):
+                        self.wfile.write(b"\xff")
+                        self.wfile.flush()
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> TricklingHost:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        self._server.shutdown()
+        self._server.server_close()

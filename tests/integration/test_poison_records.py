@@ -17,10 +17,10 @@ from kafka import KafkaProducer
 from schemas.kafka_record import KafkaRecord
 from tests.integration.poison_rig import PoisonRig, RawHeaderName, Sent
 from tests.integration.worker_stack import (
-    WorkerProcess,
     create_topics,
     delete_topics,
     shared_stack,
+    worker_on_topics,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,15 +36,8 @@ def rig(
     stack = shared_stack(landmarks_dir)
     topics = create_topics(kafka_bootstrap, "poison", partitions=len(PARTITIONS))
     directory = tmp_path_factory.mktemp("poison")
-    worker = WorkerProcess(
-        stack,
-        bootstrap=kafka_bootstrap,
-        images_topic=topics[0],
-        tags_topic=topics[1],
-        dead_letter_topic=topics[2],
-        group_id=f"{topics[0]}-group",
-        worker_id="worker-poison",
-        log_path=directory / "worker.log",
+    worker = worker_on_topics(
+        stack, kafka_bootstrap, topics, "worker-poison", directory / "worker.log"
     )
     photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::29][:8]
     rig = PoisonRig(kafka_bootstrap, topics, worker, photos)

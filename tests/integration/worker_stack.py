@@ -247,6 +247,28 @@ class WorkerProcess:
         self._log.close()
 
 
+def worker_on_topics(
+    stack: Stack,
+    bootstrap: str,
+    topics: tuple[str, str, str],
+    worker_id: str,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+) -> WorkerProcess:
+    """A worker on ``create_topics``' topics, in the group ``<images topic>-group``."""
+    return WorkerProcess(
+        stack,
+        bootstrap=bootstrap,
+        images_topic=topics[0],
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        group_id=f"{topics[0]}-group",
+        worker_id=worker_id,
+        log_path=log_path,
+        extra_args=extra_args,
+    )
+
+
 def read_outputs(
     bootstrap: str,
     topics: Sequence[str],

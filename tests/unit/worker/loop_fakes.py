@@ -9,6 +9,7 @@ Model and gallery are the colour fakes of :mod:`worker_fakes` with a manifest an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError, MessageSizeTooLar
 from worker_fakes import ColourIndex, MeanColourEmbedder
 
 from schemas.dead_letter import DeadLetter
-from schemas.errors import ReasonCode
+from schemas.errors import InputError, ReasonCode
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
@@ -168,6 +169,28 @@ class MemorySink:
     def close(self, timeout_s: float = 10.0) -> None:
         self.closed = True
         self._journal.append("sink closed")
+
+
+class SlowFetcher:
+    """A photo host that never answers: each fetch hangs until cut short, then fails.
+
+    Attributes:
+        started: Set once a fetch has started.
+        hang_s: Longest a fetch hangs if nobody cuts it (a fetcher's own deadline).
+    """
+
+    def __init__(self, hang_s: float = 5.0) -> None:
+        self.started = threading.Event()
+        self._cut = threading.Event()
+        self.hang_s = hang_s
+
+    def fetch(self, uri: str) -> bytes:
+        self.started.set()
+        self._cut.wait(self.hang_s)
+        raise InputError(ReasonCode.REFERENCE_UNREACHABLE, f"{uri} did not answer")
+
+    def abort_in_flight(self) -> None:
+        self._cut.set()
 
 
 def colour_manifest(model_version: str) -> ModelManifest:

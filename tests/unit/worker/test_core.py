@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loop_fakes import SlowFetcher
 from worker_fakes import (
     BLUE,
     GREEN,
@@ -31,6 +32,7 @@ from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings
 from worker.core import BatchOutcome, process_batch
+from worker.decode_stage import Pacing
 
 TAGGED_AT = PUBLISHED_AT + timedelta(milliseconds=250)
 SPEC = PreprocessingSpec(input_size=16)
@@ -256,3 +258,15 @@ def test_tagged_at_comes_from_the_clock(pool: ThreadPoolExecutor) -> None:
     now = datetime(2030, 5, 6, tzinfo=UTC)
     (event,) = run([inline_record("img-1", RED)], pool, clock=lambda: now).tag_events
     assert event.tagged_at == now
+
+
+def test_an_inline_photo_queued_behind_slow_fetches_is_still_tagged() -> None:
+    """One decoding thread, held by a host that hangs: the photo is decoded once the budget ends."""
+    records = [
+        reference_record("slow", "https://slow.example/a.jpg", offset=0),
+        inline_record("img-1", RED, offset=1),
+    ]
+    with ThreadPoolExecutor(max_workers=1) as one_thread:
+        outcome = run(records, one_thread, fetcher=SlowFetcher(), pacing=Pacing(fetch_budget_s=0.2))
+    assert [e.image_id for e in outcome.tag_events] == ["img-1"]
+    assert [d.reason for d in outcome.dead_letters] == [ReasonCode.REFERENCE_UNREACHABLE]

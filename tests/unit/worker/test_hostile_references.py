@@ -329,3 +329,14 @@ def test_gzip_encoded_body_is_returned_as_sent_not_inflated(hostile_host: str) -
     )
     assert fetcher.fetch(f"http://{hostile_host}/gzip.jpg") == _gzip_body()
     assert _HostileHandler.accept_encodings[-1] == "identity"
+
+
+def test_a_fetch_in_progress_is_cut_short_when_the_loop_gives_up_on_it(hostile_host: str) -> None:
+    """The worker stopping (or a batch's fetch budget spent) frees the fetching thread at once."""
+    fetcher = _http_fetcher(hostile_host, timeout_s=30.0)
+    threading.Timer(0.5, fetcher.abort_in_flight).start()
+
+    result, elapsed = _fetch_within(fetcher, f"http://{hostile_host}/trickle-body.jpg")
+
+    assert isinstance(result, InputError) and result.reason is ReasonCode.REFERENCE_UNREACHABLE
+    assert elapsed < 2.0

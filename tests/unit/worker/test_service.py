@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,15 +12,30 @@ from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaError, KafkaTimeoutError
-from loop_fakes import ColourGallery, ColourModel, MemorySink, MemorySource, colour_manifest
+from loop_fakes import (
+    ColourGallery,
+    ColourModel,
+    MemorySink,
+    MemorySource,
+    SlowFetcher,
+    colour_manifest,
+)
 from structlog.testing import capture_logs
-from worker_fakes import BLUE, GREEN, PUBLISHED_AT, RED, DictFetcher, inline_record
+from worker_fakes import (
+    BLUE,
+    GREEN,
+    PUBLISHED_AT,
+    RED,
+    DictFetcher,
+    inline_record,
+    reference_record,
+)
 
 from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
-from worker.ports import Gallery, ServedModel
+from worker.ports import Gallery, PhotoFetcher, ServedModel
 from worker.service import LoopSettings, WorkerService
 
 BACKING_OFF = "backing off after publish_failed"
@@ -61,6 +78,8 @@ def make_loop(
     batch_max_records: int = 8,
     sink_failures: int = 0,
     isolate_after_failures: int = 3,
+    fetcher: PhotoFetcher | None = None,
+    max_poll_interval_s: float = 300.0,
     load_model: Callable[[Path], ServedModel] = unexpected_model,
     open_gallery: Callable[[], Gallery] = unexpected_gallery,
 ) -> Loop:
@@ -80,6 +99,7 @@ def make_loop(
         backoff_max_s=0.004,
         reload_check_interval_s=0.0,
         isolate_after_failures=isolate_after_failures,
+        max_poll_interval_s=max_poll_interval_s,
     )
     service = WorkerService(
         settings,
@@ -87,7 +107,7 @@ def make_loop(
         gallery=gallery,
         source=source,
         sink=sink,
-        fetcher=DictFetcher({}),
+        fetcher=fetcher if fetcher is not None else DictFetcher({}),
         metrics=metrics,
         health=health,
         load_model=load_model,
@@ -304,3 +324,46 @@ def test_a_refused_stand_in_is_logged_as_an_error_and_the_batch_retried_not_drop
     assert [e.image_id for e in loop.sink.tag_events][-2:] == ["photo-0", "photo-1"]
     assert loop.sink.dead_letters == []
     assert loop.source.committed == {("images", 0): 2}
+
+
+def _around_a_slow_reference() -> list[KafkaRecord]:
+    return [
+        inline_record("photo-0", RED, offset=0),
+        reference_record("slow", "https://slow.example/p.jpg", offset=1),
+        inline_record("photo-2", BLUE, offset=2),
+    ]
+
+
+def test_a_reference_not_fetched_within_the_fetch_budget_is_unreachable_and_the_batch_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Budget: a quarter of the poll interval (0.3 s here); the host would hang for 5 s."""
+    loop = make_loop(
+        tmp_path, _around_a_slow_reference(), fetcher=SlowFetcher(), max_poll_interval_s=1.2
+    )
+
+    started = time.monotonic()
+    loop.service.run()
+
+    assert time.monotonic() - started < 2.5
+    assert [e.image_id for e in loop.sink.tag_events] == ["photo-0", "photo-2"]
+    (letter,) = loop.sink.dead_letters
+    assert (letter.original_key, letter.reason) == ("slow", ReasonCode.REFERENCE_UNREACHABLE)
+    assert "fetch budget" in letter.message
+    assert loop.source.committed == {("images", 0): 3}
+
+
+def test_stop_during_a_slow_fetch_gives_the_batch_up_at_once_uncommitted(tmp_path: Path) -> None:
+    fetcher = SlowFetcher()
+    loop = make_loop(tmp_path, _around_a_slow_reference(), fetcher=fetcher)
+    running = threading.Thread(target=loop.service.run)
+    running.start()
+    assert fetcher.started.wait(5)
+
+    stopped = time.monotonic()
+    loop.service.stop()
+    running.join(timeout=5)
+
+    assert not running.is_alive()
+    assert time.monotonic() - stopped < 1.5
+    assert loop.journal == ["sink closed", "source closed", "gallery-1 closed"]

@@ -122,6 +122,28 @@ def test_help_says_the_reference_timeout_bounds_the_whole_fetch() -> None:
     assert "whole fetch" in " ".join(help_text().split())
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--reference-timeout-s", "20", "--max-poll-interval-ms", "60000"],
+        ["--publish-timeout-s", "20", "--max-poll-interval-ms", "60000"],
+    ],
+    ids=["reference-timeout", "publish-timeout"],
+)
+def test_timeouts_that_do_not_fit_in_the_poll_interval_are_refused(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse([*REQUIRED, *flags])
+    assert "--max-poll-interval-ms" in capsys.readouterr().err
+
+
+def test_timeouts_that_fit_in_the_poll_interval_are_accepted() -> None:
+    flags = ["--reference-timeout-s", "15", "--publish-timeout-s", "10"]
+    settings = parse([*REQUIRED, *flags, "--max-poll-interval-ms", "60000"])
+    assert (settings.reference_timeout_s, settings.publish_timeout_s) == (15.0, 10.0)
+
+
 def test_bad_env_value_is_rejected_with_its_name_but_not_its_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

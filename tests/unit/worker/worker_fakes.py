@@ -102,6 +102,9 @@ class DictFetcher:
             raise InputError(ReasonCode.REFERENCE_UNREACHABLE, f"no photo at {uri}")
         return self._photos[uri]
 
+    def abort_in_flight(self) -> None:
+        """Nothing is ever in flight: every fetch answers at once."""
+
 
 #: Half the contrast of the fixtures' checkerboard: enough detail that the worker does not refuse
 #: the photo as blank, symmetric so that the photo's mean colour stays ``colour``.

@@ -77,6 +77,10 @@ class FetchDeadline:
         if fired:
             _shut_down(source())
 
+    def cut(self) -> None:
+        """Spend the budget now: the fetch's socket is shut down and the fetch fails."""
+        self._fire()
+
     def _fire(self) -> None:
         with self._lock:
             self._fired = True

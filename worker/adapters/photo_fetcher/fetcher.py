@@ -10,12 +10,15 @@ exception that stops the worker.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +60,19 @@ class ReferenceFetcher:
         self._settings = settings
         self._root = settings.file_root.resolve() if settings.file_root is not None else None
         self._opener = deadline_opener(ssl.create_default_context())
+        self._lock = threading.Lock()
+        self._in_flight: set[FetchDeadline] = set()
+
+    def abort_in_flight(self) -> None:
+        """Cut short the http(s) fetches in progress: each fails as over its budget at once.
+
+        The loop calls it when it gives up waiting for a batch's fetches (its fetch budget is
+        spent, or the worker is stopping), so that the decoding threads are free again.
+        """
+        with self._lock:
+            in_flight = list(self._in_flight)
+        for deadline in in_flight:
+            deadline.cut()
 
     def fetch(self, uri: str) -> bytes:
         """Return the bytes behind ``uri``.
@@ -122,7 +138,7 @@ class ReferenceFetcher:
             )
         budget = self._settings.timeout_s
         try:
-            with FetchDeadline(budget) as deadline:
+            with FetchDeadline(budget) as deadline, self._tracked(deadline):
                 # http.client asks for "Accept-Encoding: identity" itself; nothing here inflates.
                 request = deadline.request(uri, {"User-Agent": "landmark-worker"})
                 with self._opener.open(request, timeout=budget) as response:
@@ -139,6 +155,16 @@ class ReferenceFetcher:
                 raise _unreachable(uri, f"took longer than {budget:g} s") from None
             raise _unreachable(uri, _describe(error)) from None
         return data
+
+    @contextlib.contextmanager
+    def _tracked(self, deadline: FetchDeadline) -> Iterator[None]:
+        with self._lock:
+            self._in_flight.add(deadline)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight.discard(deadline)
 
     def _read_body(
         self, response: http.client.HTTPResponse, uri: str, deadline: FetchDeadline

@@ -1,0 +1,155 @@
+"""The first stage of a batch: parse each event, fetch referenced photos, decode, within a budget.
+
+Parsing is cheap and runs in the loop's thread; fetching and decoding run in the decoding pool.
+The stage waits for them at most the batch's fetch budget (derived from the consumer's poll
+interval, so that no slow host can hold the consumer past it): a reference not fetched by then
+is ``reference_unreachable`` and its fetch is cut short; an inline photo still waiting for a
+thread is decoded in the loop's thread. When the worker is asked to stop, the stage gives the
+batch up at once (:class:`BatchStopped`): nothing of it is published or committed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future, wait
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.errors import InputError, ReasonCode
+from schemas.image_event import ImageEvent, InlinePhoto, decode_image_event
+from schemas.kafka_record import KafkaRecord
+from schemas.preprocessing import PreprocessingSpec, decode_photo
+from worker.ports import PhotoFetcher
+
+#: How often the stage looks at the stop request while it waits.
+_WAKE_S = 0.05
+
+
+class BatchStopped(Exception):
+    """The worker was asked to stop while the batch was being fetched; the batch is given up."""
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How the loop paces one batch.
+
+    Attributes:
+        fetch_budget_s: Longest wait for the batch's fetches and decodes.
+        stop_requested: True once the worker is asked to stop.
+        on_stage: Told the name of each stage as the batch enters it.
+        now: Monotonic seconds, for the budget.
+    """
+
+    fetch_budget_s: float = math.inf
+    stop_requested: Callable[[], bool] = lambda: False
+    on_stage: Callable[[str], None] = lambda stage: None
+    now: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A record whose photo is ready for the model."""
+
+    record: KafkaRecord
+    event: ImageEvent
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that cannot be tagged, and why."""
+
+    record: KafkaRecord
+    error: InputError
+
+
+def prepare_batch(
+    records: Sequence[KafkaRecord],
+    fetcher: PhotoFetcher,
+    spec: PreprocessingSpec,
+    pool: Executor,
+    pacing: Pacing,
+) -> list[Decoded | Rejected]:
+    """Parse, fetch and decode every record, in order, within ``pacing.fetch_budget_s``.
+
+    Raises:
+        BatchStopped: ``pacing.stop_requested()`` became true before the stage was done.
+    """
+    deadline = pacing.now() + pacing.fetch_budget_s
+    parsed = [_parse(record) for record in records]
+    futures: dict[int, Future[Decoded | Rejected]] = {
+        index: pool.submit(_fetch_and_decode, item, fetcher, spec)
+        for index, item in enumerate(parsed)
+        if isinstance(item, tuple)
+    }
+    pending = set(futures.values())
+    while pending:
+        if pacing.stop_requested():
+            _give_up(futures.values(), fetcher)
+            raise BatchStopped
+        remaining = deadline - pacing.now()
+        if remaining <= 0:
+            break
+        pending = wait(pending, timeout=min(remaining, _WAKE_S)).not_done
+    late = frozenset(pending)
+    if late:
+        _give_up(late, fetcher)
+    results: list[Decoded | Rejected] = []
+    for index, item in enumerate(parsed):
+        if isinstance(item, Rejected):
+            results.append(item)
+            continue
+        future = futures[index]
+        if future in late and not isinstance(item[1], InlinePhoto):
+            results.append(Rejected(item[0], _not_fetched_in_time(pacing.fetch_budget_s)))
+        elif future.cancelled():  # an inline photo that never got a thread: quick to decode
+            results.append(_fetch_and_decode(item, fetcher, spec))
+        else:  # done, or an inline photo being decoded (bounded by the pixel limit)
+            results.append(future.result())
+    return results
+
+
+def _parse(record: KafkaRecord) -> Rejected | tuple[KafkaRecord, ImageEvent]:
+    if record.read_error is not None:
+        return Rejected(record, InputError(ReasonCode.UNREADABLE_RECORD, record.read_error))
+    try:
+        return record, decode_image_event(record)
+    except InputError as error:
+        return Rejected(record, error)
+
+
+def _fetch_and_decode(
+    item: tuple[KafkaRecord, ImageEvent], fetcher: PhotoFetcher, spec: PreprocessingSpec
+) -> Decoded | Rejected:
+    """Fetch the photo if referenced and decode it; input errors become data."""
+    record, event = item
+    try:
+        data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)
+        image = decode_photo(data, spec, refuse_blank=True)
+    except InputError as error:
+        return Rejected(record, error)
+    except Exception as error:  # a decoder bug on one odd photo must not stop the batch
+        return Rejected(
+            record,
+            InputError(
+                ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"
+            ),
+        )
+    return Decoded(record, event, image)
+
+
+def _give_up(futures: Iterable[Future[Decoded | Rejected]], fetcher: PhotoFetcher) -> None:
+    """Cancel what has not started, then cut the fetches in progress short."""
+    for future in futures:
+        future.cancel()
+    fetcher.abort_in_flight()
+
+
+def _not_fetched_in_time(budget_s: float) -> InputError:
+    return InputError(
+        ReasonCode.REFERENCE_UNREACHABLE,
+        f"not fetched within the batch's fetch budget of {budget_s:g} s",
+    )
