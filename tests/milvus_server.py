@@ -12,6 +12,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -111,6 +113,14 @@ class MilvusLiteServer:
             f"{self.start_timeout_s:.0f} s:\n{self._log_tail()}"
         )
 
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to the server and every process it started (``SIGSTOP`` freezes it)."""
+        if self._process is None:
+            return
+        for pid in [self._process.pid, *_descendants(self._process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def stop(self) -> None:
         """Stop the server: SIGTERM (clean shutdown), then SIGKILL.
 
@@ -172,3 +182,23 @@ class MilvusLiteServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, read from ``/proc`` (children first)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue += children.get(child, [])
+    return found

@@ -17,9 +17,10 @@ from configuration import load_settings
 from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
-from worker.observability.health import HealthState, StatusServer
+from worker.observability.health import HealthState, ReadinessLimits
 from worker.observability.logs import configure_logging
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.status_server import StatusServer
 from worker.ports import Gallery, Partition
 from worker.service import LoopSettings, WorkerService
 from worker.settings import WorkerSettings
@@ -39,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = structlog.get_logger("landmark.worker").bind(worker_id=settings.worker_id)
 
     metrics = WorkerMetrics()
-    health = HealthState()
+    health = HealthState(
+        limits=ReadinessLimits(
+            loop_within_s=settings.readiness_loop_max_s,
+            stage_within_s=settings.readiness_stage_max_s,
+        )
+    )
     metrics.ready.set_function(lambda: 1.0 if health.readiness()[0] else 0.0)
     server = StatusServer(settings.http_host, settings.http_port, health, metrics.registry).start()
     log.info(
@@ -113,13 +119,22 @@ def _load_warm(directory: Path, batch_max_records: int) -> KerasEmbedder:
     return model
 
 
-def _open_gallery(settings: WorkerSettings) -> Gallery:
+def _open_gallery(settings: WorkerSettings, metrics: WorkerMetrics, health: HealthState) -> Gallery:
     from worker.adapters.milvus import MilvusReferenceIndex
+    from worker.adapters.milvus.errors import is_timeout
+
+    def failed(what: str, error: BaseException) -> None:
+        # Every failed call, retried or not: a stall the retries outlast still shows.
+        kind = "gallery_timeout" if is_timeout(error) else "gallery_call_failed"
+        metrics.errors.labels(kind=kind).inc()
+        health.failed("milvus", f"{what}: {kind}")
 
     index: Gallery = MilvusReferenceIndex(
         uri=settings.milvus_uri,
         token=settings.milvus_token.get_secret_value(),
         alias=settings.gallery_alias,
+        timeout_s=settings.milvus_timeout_s,
+        on_failure=failed,
     )
     return index
 
@@ -148,7 +163,7 @@ def _build_service(
     try:
         gallery = _retrying(
             "milvus",
-            lambda: _open_gallery(settings),
+            lambda: _open_gallery(settings, metrics, health),
             (GalleryUnavailableError,),
             settings,
             health,
@@ -248,7 +263,7 @@ def _build_service(
         metrics=metrics,
         health=health,
         load_model=lambda directory: _load_warm(Path(directory), settings.batch_max_records),
-        open_gallery=lambda: _open_gallery(settings),
+        open_gallery=lambda: _open_gallery(settings, metrics, health),
     )
 
 

@@ -144,6 +144,10 @@ class Source(Protocol):
         """Records between this worker's position and the end of each held partition."""
         ...
 
+    def broker_reachable(self) -> bool:
+        """Whether the broker answered the consumer recently (without a call of its own)."""
+        ...
+
     def close(self) -> None:
         """Leave the group."""
         ...

@@ -36,6 +36,7 @@ from worker.model_switch import ModelSwitch, VoteOverrides
 from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.progress import BrokerWatch, ObservedIndex
 from worker.ports import Gallery, PhotoFetcher, ServedModel, Sink, Source
 
 log = structlog.get_logger("landmark.worker")
@@ -105,6 +106,7 @@ class WorkerService:
         self._stop = threading.Event()
         self._backoff_s = 0.0
         self._next_lag = 0.0
+        self._broker = BrokerWatch(source, health, metrics)
         self._publishing = IsolatingPublisher(
             sink,
             worker_id=settings.worker_id,
@@ -162,8 +164,11 @@ class WorkerService:
         try:
             while not self._stop.is_set():
                 self._health.beat()
+                self._health.enter_stage("switch")
                 self._served.maybe_switch()
                 self._maybe_update_lag()
+                self._broker.check()
+                self._health.enter_stage("poll")
                 records = self._source.poll_batch(
                     self._settings.batch_max_records, self._settings.batch_max_wait_ms
                 )
@@ -177,10 +182,13 @@ class WorkerService:
         with structlog.contextvars.bound_contextvars(batch_id=batch_id):
             try:
                 outcome = self._process(records)
+                self._health.enter_stage("publish")
                 started = time.perf_counter()
                 published = self._publishing.publish(records, outcome)
                 publish_s = time.perf_counter() - started
+                self._health.enter_stage("commit")
                 commit_s = self._timed(lambda: self._source.commit(records))
+                self._health.succeeded("kafka", "commit")
             except BatchStopped:
                 log.info("stopping: the batch being fetched is given up, not committed")
                 return
@@ -205,7 +213,7 @@ class WorkerService:
         return process_batch(
             records,
             embedder=served.model,
-            index=served.gallery,
+            index=ObservedIndex(served.gallery, self._health),
             fetcher=self._fetcher,
             spec=served.model.manifest.preprocessing,
             vote=served.vote,
@@ -216,6 +224,7 @@ class WorkerService:
             pacing=Pacing(
                 fetch_budget_s=self._settings.max_poll_interval_s / 4,
                 stop_requested=self._stop.is_set,
+                on_stage=self._health.enter_stage,
             ),
         )
 
@@ -233,6 +242,7 @@ class WorkerService:
             pause_s=self._backoff_s,
         )
         self._health.block(f"backing off after {kind}")
+        self._health.enter_stage("backoff")
         try:
             self._source.rewind(records)
         except KafkaError as seek_error:

@@ -123,6 +123,21 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         le=65535,
         help="port of the /metrics, /healthz, /readyz endpoint (0: any free port)",
     )
+    milvus_timeout_s: float = setting(
+        10.0, gt=0, help="time limit of each Milvus call, in seconds (a stalled call is retried)"
+    )
+    readiness_stage_max_s: float = setting(
+        30.0,
+        gt=0,
+        help="/readyz answers 503 while one stage of the loop (polling, fetching and decoding, "
+        "embedding, searching, publishing, committing) has run longer than this, in seconds",
+    )
+    readiness_loop_max_s: float = setting(
+        60.0,
+        gt=0,
+        help="/readyz answers 503 when the loop has not begun an iteration for this long, "
+        "in seconds",
+    )
     publish_timeout_s: float = setting(
         30.0,
         gt=0,

@@ -5,6 +5,8 @@ Each test runs a worker of its own (they stop it or freeze its gallery).
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import time
 from pathlib import Path
 
@@ -15,11 +17,15 @@ from kafka.structs import TopicPartition
 from schemas.image_event import PhotoReference, encode_image_event
 from tests.integration.poison_rig import PoisonRig, TricklingHost
 from tests.integration.worker_stack import (
+    LOG_FILES,
     create_topics,
     delete_topics,
+    load_gallery_into,
+    reference_photos,
     shared_stack,
     worker_on_topics,
 )
+from tests.milvus_server import MilvusLiteServer
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +81,46 @@ def test_sigterm_during_a_slow_fetch_stops_the_worker_at_once_without_committing
             rig.close()
             worker.kill()
             delete_topics(kafka_bootstrap, topics)
+
+
+def test_a_frozen_milvus_makes_the_worker_unready_and_counts_as_errors(
+    kafka_bootstrap: str, landmarks_dir: Path, tmp_path: Path
+) -> None:
+    """Milvus frozen for 15 s (a call's limit is 10 s): /readyz stayed 200, nothing was counted."""
+    stack = shared_stack(landmarks_dir)
+    server = MilvusLiteServer(tmp_path / "milvus")
+    server.start()
+    LOG_FILES.append(server.log_path)
+    topics = create_topics(kafka_bootstrap, "stall-milvus", partitions=1)
+    worker = worker_on_topics(
+        dataclasses.replace(stack, milvus_uri=server.uri),
+        kafka_bootstrap,
+        topics,
+        "worker-frozen-milvus",
+        tmp_path / "worker.log",
+    )
+    rig = PoisonRig(kafka_bootstrap, topics, worker, sorted(landmarks_dir.glob("*/*.jpg"))[5:7])
+    try:
+        load_gallery_into(
+            server.uri, stack.model_dir, "landmarks", reference_photos(landmarks_dir), "frozen"
+        )
+        worker.wait_ready()
+        server.signal_all(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        sent = [rig.send_photo(0, "while-frozen") for _ in range(2)]
+        statuses = []
+        while time.monotonic() - frozen_at < 15:
+            statuses.append(worker.get("/readyz")[0])
+            time.sleep(0.5)
+        counted = worker.metric("landmark_worker_errors_total", {"kind": "gallery_timeout"})
+        server.signal_all(signal.SIGCONT)
+
+        assert 503 in statuses
+        assert counted >= 1
+        rig.check(sent, timeout_s=90)
+    finally:
+        server.signal_all(signal.SIGCONT)
+        rig.close()
+        worker.kill()
+        server.stop()
+        delete_topics(kafka_bootstrap, topics)

@@ -1,5 +1,7 @@
 """Kafka adapters: the image consumer and the tag/dead-letter publisher (kafka-python 2.3.x).
 
+The publisher lives in :mod:`worker.adapters.kafka_output` and is re-exported here.
+
 The consumer never commits on its own (``enable_auto_commit=False``): the loop commits a batch's
 offsets only after :meth:`OutputPublisher.publish` has returned, i.e. after the broker has
 acknowledged (``acks=all``) every tag event and dead letter of the batch.
@@ -11,22 +13,26 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from configuration.kafka import CONSUMER_SIZE_LIMITS
-from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
-from schemas.tag_event import TagEvent
 from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES, limit_inflation
+from worker.adapters.kafka_output import OutputPublisher, PublishError
 from worker.adapters.unreadable import UNREADABLE_ERRORS, unreadable_stand_in
 from worker.ports import Partition
 
-
-class PublishError(Exception):
-    """The broker did not acknowledge every output of a batch in time."""
+__all__ = [
+    "ImageConsumer",
+    "OutputPublisher",
+    "PublishError",
+    "first_offsets",
+    "next_offsets",
+    "to_kafka_record",
+]
 
 
 def to_kafka_record(consumed: Any) -> KafkaRecord:
@@ -112,6 +118,7 @@ class ImageConsumer:
     ) -> None:
         limit_inflation(max_inflated_bytes)
         self._commit_timeout_ms = commit_timeout_ms
+        self._session_timeout_s = session_timeout_ms / 1000
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -230,67 +237,18 @@ class ImageConsumer:
                 lag[(topic, partition)] = max(0, int(end) - int(position))
         return lag
 
+    def broker_reachable(self) -> bool:
+        """Whether the group coordinator answered a heartbeat within the session timeout.
+
+        Reads the heartbeat record kafka-python 2.3 keeps (``_coordinator.heartbeat``): no
+        network call. True when the client keeps no such record.
+        """
+        heartbeat = getattr(getattr(self._consumer, "_coordinator", None), "heartbeat", None)
+        if heartbeat is None:
+            return True
+        heard = max(heartbeat.last_receive, heartbeat.last_reset)
+        return bool(time.time() - heard <= self._session_timeout_s)
+
     def close(self) -> None:
         """Leave the group (offsets were committed batch by batch; no auto-commit here)."""
         self._consumer.close(autocommit=False)
-
-
-class OutputPublisher:
-    """Publishes tag events and dead letters, and waits until the broker has acknowledged them.
-
-    Args:
-        bootstrap_servers: Kafka bootstrap servers.
-        tags_topic: Where tag events go (keyed by image id).
-        dead_letter_topic: Where dead letters go (keyed like the original record).
-        client_id: This worker's id.
-        timeout_s: How long :meth:`publish` waits for acknowledgements.
-    """
-
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        tags_topic: str,
-        dead_letter_topic: str,
-        client_id: str,
-        timeout_s: float = 30.0,
-    ) -> None:
-        self._tags_topic = tags_topic
-        self._dead_letter_topic = dead_letter_topic
-        self._timeout_s = timeout_s
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            acks="all",
-            linger_ms=5,
-            max_block_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(min(timeout_s, 30.0) * 1000),
-            delivery_timeout_ms=int(timeout_s * 1000) + 1000,
-            max_request_size=4 * 1024 * 1024,
-        )
-
-    def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
-        """Send every output and wait until the broker has acknowledged all of them.
-
-        Raises:
-            PublishError: some output was not acknowledged within the timeout.
-        """
-        outputs = [(self._tags_topic, e.to_record()) for e in tag_events] + [
-            (self._dead_letter_topic, d.to_record()) for d in dead_letters
-        ]
-        deadline = time.monotonic() + self._timeout_s
-        try:
-            futures = [
-                self._producer.send(
-                    topic, value=record.value, key=record.key, headers=list(record.headers)
-                )
-                for topic, record in outputs
-            ]
-            self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
-            for future in futures:
-                future.get(timeout=max(0.001, deadline - time.monotonic()))
-        except KafkaError as error:
-            raise PublishError(f"{len(outputs)} outputs not acknowledged: {error!r}") from error
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is pending and close."""
-        self._producer.close(timeout=timeout_s)

@@ -1,46 +1,92 @@
-"""Liveness, readiness and metrics over HTTP: ``/healthz``, ``/readyz``, ``/metrics``.
+"""Liveness and readiness: what ``/healthz`` and ``/readyz`` answer.
 
-One small threaded HTTP server, so that a container probe and a Prometheus scrape share a port.
-``/healthz`` answers 200 while the worker loop keeps turning; ``/readyz`` answers 200 once the model
-and gallery are loaded and partitions are assigned, and 503 while the worker backs off.
+``/healthz`` (liveness) fails once the loop has not turned for ``stall_after_s``: the process is
+stuck and should be restarted. ``/readyz`` (readiness) says "this worker is making progress now":
+it answers 200 only while all of these hold:
+
+- the model and the gallery are loaded and the worker holds partitions;
+- it is not blocked (starting, backing off after a failure, shutting down);
+- the loop began an iteration within ``loop_within_s``;
+- the stage it is in (polling, decoding, embedding, searching, publishing, committing, switching
+  models) has lasted at most ``stage_within_s``;
+- no dependency (Milvus, Kafka) failed within ``failure_memory_s`` without succeeding since.
+
+Its JSON body says which of them failed, and when the last search and commit succeeded.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+@dataclass(frozen=True)
+class ReadinessLimits:
+    """How long each sign of progress may be missing before ``/readyz`` answers 503.
+
+    Attributes:
+        loop_within_s: Longest time since the loop began an iteration.
+        stage_within_s: Longest time in one stage.
+        failure_memory_s: How long a failed call to a dependency counts, unless one succeeds.
+    """
+
+    loop_within_s: float = 60.0
+    stage_within_s: float = 30.0
+    failure_memory_s: float = 30.0
 
 
 class HealthState:
-    """Thread-safe flags the loop sets and the HTTP endpoint reads.
+    """Thread-safe flags and times the loop sets and the HTTP endpoint reads.
 
     Args:
         stall_after_s: ``/healthz`` fails when the loop has not beaten for this long.
-        clock: monotonic clock (injectable for tests).
+        limits: The readiness bounds.
+        clock: Monotonic seconds (injectable for tests).
     """
 
     def __init__(
-        self, stall_after_s: float = 120.0, clock: Callable[[], float] = time.monotonic
+        self,
+        stall_after_s: float = 120.0,
+        limits: ReadinessLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._stall_after_s = stall_after_s
+        self._limits = limits if limits is not None else ReadinessLimits()
         self._last_beat = clock()
+        self._stage: tuple[str, float] | None = None
         self._model_loaded = False
         self._gallery_loaded = False
         self._partitions: frozenset[tuple[str, int]] = frozenset()
         self._blocked_reason: str | None = "starting"
+        self._failures: dict[str, tuple[str, float]] = {}
+        self._successes: dict[str, float] = {}
 
     def beat(self) -> None:
-        """The loop is alive."""
+        """The loop begins an iteration."""
         with self._lock:
             self._last_beat = self._clock()
+
+    def enter_stage(self, stage: str | None) -> None:
+        """The loop enters ``stage`` (``None``: between stages)."""
+        with self._lock:
+            self._stage = None if stage is None else (stage, self._clock())
+
+    def succeeded(self, dependency: str, call: str | None = None) -> None:
+        """A call to ``dependency`` (``milvus``, ``kafka``) succeeded; ``call`` names it."""
+        with self._lock:
+            now = self._clock()
+            self._successes[dependency] = now
+            if call is not None:
+                self._successes[call] = now
+
+    def failed(self, dependency: str, kind: str) -> None:
+        """A call to ``dependency`` failed (``kind``: what went wrong, for the body)."""
+        with self._lock:
+            self._failures[dependency] = (kind, self._clock())
 
     def set_loaded(self, *, model: bool, gallery: bool) -> None:
         with self._lock:
@@ -65,135 +111,51 @@ class HealthState:
             return since <= self._stall_after_s, {"seconds_since_loop_beat": round(since, 3)}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether the worker is making progress, and the evidence (see the module's doc)."""
         with self._lock:
+            now = self._clock()
+            limits = self._limits
+            since_beat = now - self._last_beat
+            stage, in_stage = (None, 0.0)
+            if self._stage is not None:
+                stage, in_stage = self._stage[0], now - self._stage[1]
+            failing = {
+                dependency: kind
+                for dependency, (kind, at) in self._failures.items()
+                if now - at <= limits.failure_memory_s and self._successes.get(dependency, -1) < at
+            }
+            not_ready = [
+                *([] if self._model_loaded else ["model not loaded"]),
+                *([] if self._gallery_loaded else ["gallery not loaded"]),
+                *([] if self._partitions else ["no partitions assigned"]),
+                *([] if self._blocked_reason is None else [self._blocked_reason]),
+                *(
+                    [f"loop has not turned for {since_beat:.0f} s"]
+                    if since_beat > limits.loop_within_s
+                    else []
+                ),
+                *(
+                    [f"stage {stage} running for {in_stage:.0f} s"]
+                    if stage is not None and in_stage > limits.stage_within_s
+                    else []
+                ),
+                *(f"{dependency} failing ({kind})" for dependency, kind in failing.items()),
+            ]
             detail: dict[str, object] = {
                 "model_loaded": self._model_loaded,
                 "gallery_loaded": self._gallery_loaded,
                 "partitions": sorted(f"{t}-{p}" for t, p in self._partitions),
                 "blocked": self._blocked_reason,
+                "seconds_since_loop_beat": round(since_beat, 3),
+                "stage": stage,
+                "seconds_in_stage": round(in_stage, 3),
+                "seconds_since_search": self._age(now, "search"),
+                "seconds_since_commit": self._age(now, "commit"),
+                "failing": failing,
+                "not_ready_because": not_ready,
             }
-            ready = (
-                self._model_loaded
-                and self._gallery_loaded
-                and bool(self._partitions)
-                and self._blocked_reason is None
-            )
-            return ready, detail
+            return not not_ready, detail
 
-
-#: Connections served at once; more are closed at once, so idle clients cannot pile up threads.
-MAX_CONNECTIONS = 32
-#: An idle or trickling connection is closed after this long without a whole request.
-CONNECTION_TIMEOUT_S = 5.0
-
-
-class _BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` of them; extra connections are closed."""
-
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = (
-        128  # the listen backlog (socketserver's 5 makes bursts wait for SYN retries)
-    )
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        max_connections: int,
-    ) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class StatusServer:
-    """Serves ``/healthz``, ``/readyz`` and ``/metrics`` from a daemon thread.
-
-    Each connection is served by a thread of its own, at most ``max_connections`` at once (more
-    are closed unanswered) and each for at most ``timeout_s`` without a whole request, so that idle
-    or slow clients cannot make the worker pile up threads.
-
-    Args:
-        host: address to bind.
-        port: port to bind; 0 picks a free one (see :attr:`port`).
-        state: the health flags.
-        registry: the Prometheus registry to expose.
-        max_connections: connections served at once.
-        timeout_s: how long a connection may stay silent.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        state: HealthState,
-        registry: CollectorRegistry,
-        max_connections: int = MAX_CONNECTIONS,
-        timeout_s: float = CONNECTION_TIMEOUT_S,
-    ) -> None:
-        handler = _handler_for(state, registry, timeout_s)
-        self._server = _BoundedHTTPServer((host, port), handler, max_connections)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="status-http", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> StatusServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler_for(
-    state: HealthState, registry: CollectorRegistry, timeout_s: float
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = timeout_s  # socketserver sets it on the connection: idle clients are dropped
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/readyz"):
-                ok, detail = state.liveness() if path == "/healthz" else state.readiness()
-                body = json.dumps({"ok": ok, **detail}).encode()
-                self._send(200 if ok else 503, body, "application/json")
-            else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the prober gave up waiting; nothing to answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Scrapes every few seconds would drown the worker's own logs."""
-
-    return Handler
+    def _age(self, now: float, call: str) -> float | None:
+        at = self._successes.get(call)
+        return None if at is None else round(now - at, 3)

@@ -43,6 +43,7 @@ class MemorySource:
         commit_errors: Raised, first first, by the next commits.
         on_poll: Called at the start of every poll.
         on_idle: Called when a poll finds nothing left to read (typically the service's ``stop``).
+        reachable: What ``broker_reachable`` answers.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class MemorySource:
         self.commit_errors: list[Exception] = []
         self.on_poll: Callable[[], None] | None = None
         self.on_idle: Callable[[], None] | None = None
+        self.reachable = True
         self.polls = 0
         self.rewinds = 0
         self.closed = False
@@ -113,6 +115,9 @@ class MemorySource:
             p: sum(1 for r in self._topic[p] if r.offset >= self._positions[p])
             for p in sorted(self._assigned)
         }
+
+    def broker_reachable(self) -> bool:
+        return self.reachable
 
     def close(self) -> None:
         self.closed = True

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.observability.health import MAX_CONNECTIONS, HealthState, StatusServer
+from worker.observability.health import HealthState, ReadinessLimits
 from worker.observability.metrics import WorkerMetrics
+from worker.observability.status_server import MAX_CONNECTIONS, StatusServer
 
 
 def ready_state() -> HealthState:
@@ -148,3 +149,81 @@ def test_a_silent_connection_is_closed_after_the_timeout() -> None:
             assert time.monotonic() - started < 3
     finally:
         status.stop()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def progressing(clock: FakeClock) -> HealthState:
+    state = HealthState(
+        limits=ReadinessLimits(loop_within_s=60, stage_within_s=30, failure_memory_s=30),
+        clock=clock,
+    )
+    state.set_loaded(model=True, gallery=True)
+    state.set_partitions(frozenset({("images", 0)}))
+    state.unblock()
+    return state
+
+
+def reasons(state: HealthState) -> object:
+    return state.readiness()[1]["not_ready_because"]
+
+
+def test_not_ready_when_the_loop_has_not_turned_within_its_bound(clock: FakeClock) -> None:
+    state = progressing(clock)
+    clock.now = 61
+    assert (state.readiness()[0], reasons(state)) == (False, ["loop has not turned for 61 s"])
+    state.beat()
+    assert state.readiness()[0] is True
+
+
+def test_not_ready_while_one_stage_runs_past_its_bound(clock: FakeClock) -> None:
+    """A search that hangs (a frozen Milvus) while the loop is otherwise fine."""
+    state = progressing(clock)
+    state.enter_stage("search")
+    clock.now = 25
+    state.beat()
+    assert state.readiness()[0] is True
+    clock.now = 31
+    assert reasons(state) == ["stage search running for 31 s"]
+    state.enter_stage("vote")
+    assert state.readiness()[0] is True
+
+
+def test_not_ready_while_a_dependency_fails_until_a_call_to_it_succeeds(clock: FakeClock) -> None:
+    state = progressing(clock)
+    state.failed("milvus", "search: gallery_timeout")
+    ok, detail = state.readiness()
+    assert (ok, detail["failing"]) == (False, {"milvus": "search: gallery_timeout"})
+    clock.now = 5
+    state.succeeded("milvus", "search")
+    assert state.readiness()[0] is True
+
+
+def test_a_failure_no_longer_counts_after_the_failure_memory(clock: FakeClock) -> None:
+    state = progressing(clock)
+    state.failed("kafka", "the group coordinator does not answer")
+    clock.now = 31
+    state.beat()
+    assert state.readiness()[0] is True
+
+
+def test_readiness_tells_when_the_last_search_and_commit_succeeded(clock: FakeClock) -> None:
+    state = progressing(clock)
+    assert state.readiness()[1]["seconds_since_search"] is None
+    state.succeeded("milvus", "search")
+    clock.now = 4
+    state.succeeded("kafka", "commit")
+    clock.now = 10
+    detail = state.readiness()[1]
+    assert (detail["seconds_since_search"], detail["seconds_since_commit"]) == (10, 6)

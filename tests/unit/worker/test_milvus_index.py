@@ -20,6 +20,7 @@ from worker.adapters.milvus.errors import (
     GalleryUnavailableError,
     is_collection_gone,
     is_not_loaded,
+    is_timeout,
     is_transient,
 )
 from worker.adapters.milvus.hits import distance_of, neighbours_from_hits
@@ -226,3 +227,22 @@ def test_a_request_error_is_not_retried() -> None:
     with pytest.raises(GalleryUnavailableError, match="after 1 attempt"):
         policy.call("search", failing(invalid))
     assert waits == []
+
+
+def test_every_failed_attempt_is_told_even_when_a_retry_succeeds() -> None:
+    """A search that times out twice and then answers is a stall the metrics must count."""
+    told: list[tuple[str, bool]] = []
+    policy = RetryPolicy(
+        [0.1, 0.2],
+        lambda _s: None,
+        alias="landmarks",
+        on_failure=lambda what, error: told.append((what, is_timeout(error))),
+    )
+    deadline = [MilvusException(code=1, message="rpc deadline exceeded") for _ in range(2)]
+
+    assert policy.call("search", failing(deadline)) == "answer"
+    assert told == [("search", True), ("search", True)]
+
+
+def test_a_refused_connection_is_not_a_timeout() -> None:
+    assert not is_timeout(MilvusUnavailableException(message="connection refused"))

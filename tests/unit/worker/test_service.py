@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kafka.errors import KafkaError, KafkaTimeoutError
 from loop_fakes import (
@@ -33,7 +34,8 @@ from worker_fakes import (
 
 from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
-from worker.observability.health import HealthState
+from schemas.tag_event import Neighbour
+from worker.observability.health import HealthState, ReadinessLimits
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Gallery, PhotoFetcher, ServedModel
 from worker.service import LoopSettings, WorkerService
@@ -80,6 +82,7 @@ def make_loop(
     isolate_after_failures: int = 3,
     fetcher: PhotoFetcher | None = None,
     max_poll_interval_s: float = 300.0,
+    readiness: ReadinessLimits | None = None,
     load_model: Callable[[Path], ServedModel] = unexpected_model,
     open_gallery: Callable[[], Gallery] = unexpected_gallery,
 ) -> Loop:
@@ -88,7 +91,8 @@ def make_loop(
     source = MemorySource(records, journal)
     sink = MemorySink(journal, failures=sink_failures)
     gallery = ColourGallery(journal, model_version="model-a", gallery_version="gallery-1")
-    metrics, health = WorkerMetrics(), HealthState()
+    metrics, health = WorkerMetrics(), HealthState(limits=readiness)
+    health.set_partitions(frozenset({("images", 0)}))  # what the consumer's assignment sets
     settings = LoopSettings(
         worker_id="worker-1",
         model_dir=model_dir,
@@ -367,3 +371,76 @@ def test_stop_during_a_slow_fetch_gives_the_batch_up_at_once_uncommitted(tmp_pat
     assert not running.is_alive()
     assert time.monotonic() - stopped < 1.5
     assert loop.journal == ["sink closed", "source closed", "gallery-1 closed"]
+
+
+def _readiness_now(loop: Loop) -> tuple[bool, object]:
+    ok, detail = loop.health.readiness()
+    return ok, detail["not_ready_because"]
+
+
+def test_readiness_fails_while_a_search_hangs_and_comes_back_after(tmp_path: Path) -> None:
+    """A frozen Milvus: the loop still beats, but the search stage outlasts its bound."""
+    loop = make_loop(
+        tmp_path, photos(1), readiness=ReadinessLimits(stage_within_s=0.1, loop_within_s=60)
+    )
+    searching, thawed = threading.Event(), threading.Event()
+    search = loop.gallery.search
+
+    def frozen_search(embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        searching.set()
+        thawed.wait(5)
+        return search(embeddings, k)
+
+    loop.gallery.search = frozen_search  # type: ignore[method-assign]
+    at_publish: list[tuple[bool, object]] = []
+    loop.sink.on_publish = lambda: at_publish.append(_readiness_now(loop))
+    running = threading.Thread(target=loop.service.run)
+    running.start()
+    assert searching.wait(5)
+    time.sleep(0.3)
+
+    during = _readiness_now(loop)
+    thawed.set()
+    running.join(5)
+
+    assert during[0] is False and any("stage search" in r for r in during[1])  # type: ignore[attr-defined]
+    assert at_publish == [(True, [])]
+
+
+def test_a_failed_search_marks_milvus_failing(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, photos(1))
+    search = loop.gallery.search
+    failures = [ConnectionError("milvus gone")]
+
+    def failing_once(embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        if failures:
+            raise failures.pop()
+        return search(embeddings, k)
+
+    loop.gallery.search = failing_once  # type: ignore[method-assign]
+    at_poll: list[object] = []
+    loop.source.on_poll = lambda: at_poll.append(loop.health.readiness()[1]["failing"])
+
+    loop.service.run()
+
+    assert at_poll[:3] == [{}, {"milvus": "unexpected"}, {}]
+
+
+def test_readiness_fails_while_the_broker_is_silent_and_it_is_counted_once(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, [])
+    loop.source.reachable = False
+    polls: list[tuple[bool, object]] = []
+
+    def idle_a_few_times() -> None:
+        polls.append(_readiness_now(loop))
+        if len(polls) == 3:
+            loop.service.stop()
+
+    loop.source.on_poll = idle_a_few_times
+
+    loop.service.run()
+
+    assert polls[-1] == (False, ["kafka failing (the group coordinator does not answer)"])
+    assert loop.errors("kafka_silent") == 1

@@ -45,6 +45,20 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def is_timeout(error: BaseException) -> bool:
+    """Whether a failed Milvus call ran out of time (a stalled or overloaded server)."""
+    if isinstance(error, TimeoutError):
+        return True
+    if isinstance(error, grpc.RpcError) and callable(getattr(error, "code", None)):
+        return bool(error.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    if isinstance(error, MilvusException):
+        message = str(error.message).lower()
+        return error.code == grpc.StatusCode.DEADLINE_EXCEEDED or any(
+            hint in message for hint in ("deadline", "timeout", "timed out")
+        )
+    return False
+
+
 def is_collection_gone(error: BaseException) -> bool:
     """Whether the collection searched no longer exists (the alias moved and it was dropped)."""
     if not isinstance(error, MilvusException):

@@ -43,6 +43,7 @@ class MilvusReferenceIndex:
         retries: how many times a call that failed transiently is repeated.
         backoff_s: wait before the first retry; doubled for each further retry.
         sleep: how to wait (``time.sleep``), injectable so that callers can interrupt waits.
+        on_failure: told of every failed Milvus call (its name and the error), retried or not.
 
     Raises:
         GalleryUnavailableError: Milvus cannot be reached, or the alias does not exist.
@@ -58,12 +59,13 @@ class MilvusReferenceIndex:
         retries: int = 3,
         backoff_s: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
+        on_failure: Callable[[str, BaseException], None] = lambda what, error: None,
     ) -> None:
         if timeout_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("timeout_s must be > 0, retries and backoff_s >= 0")
         self._alias = alias
         self._timeout_s = timeout_s
-        self._retry = RetryPolicy(backoff_delays(retries, backoff_s), sleep, alias)
+        self._retry = RetryPolicy(backoff_delays(retries, backoff_s), sleep, alias, on_failure)
         self._expected: tuple[str, int] | None = None
         self._client = self._retry.call(
             "connect",

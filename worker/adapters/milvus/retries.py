@@ -31,11 +31,14 @@ class RetryPolicy:
         delays: the wait before each retry (:func:`backoff_delays`); no retries when empty.
         sleep: how to wait (``time.sleep``), injectable so that callers can interrupt waits.
         alias: the gallery's alias, named in the errors and logs.
+        on_failure: told of every failed attempt (the call's name and the error), retried or
+            not, so that a stall that retries hide still shows in the metrics and readiness.
     """
 
     delays: Sequence[float]
     sleep: Callable[[float], None]
     alias: str
+    on_failure: Callable[[str, BaseException], None] = lambda what, error: None
 
     def call(self, what: str, call: Callable[[], T]) -> T:
         """Return ``call()``, repeating it while it fails transiently and retries are left.
@@ -52,6 +55,7 @@ class RetryPolicy:
             try:
                 return call()
             except Exception as error:
+                self.on_failure(what, error)
                 if not is_transient(error) or attempt == len(self.delays):
                     raise GalleryUnavailableError(
                         f"Milvus {what} failed for alias {self.alias!r} "

@@ -1,0 +1,77 @@
+"""The tag-event and dead-letter publisher: returns once the broker acknowledged every output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from schemas.dead_letter import DeadLetter
+from schemas.tag_event import TagEvent
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge every output of a batch in time."""
+
+
+class OutputPublisher:
+    """Publishes tag events and dead letters, and waits until the broker has acknowledged them.
+
+    Args:
+        bootstrap_servers: Kafka bootstrap servers.
+        tags_topic: Where tag events go (keyed by image id).
+        dead_letter_topic: Where dead letters go (keyed like the original record).
+        client_id: This worker's id.
+        timeout_s: How long :meth:`publish` waits for acknowledgements.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        tags_topic: str,
+        dead_letter_topic: str,
+        client_id: str,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._tags_topic = tags_topic
+        self._dead_letter_topic = dead_letter_topic
+        self._timeout_s = timeout_s
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            linger_ms=5,
+            max_block_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(min(timeout_s, 30.0) * 1000),
+            delivery_timeout_ms=int(timeout_s * 1000) + 1000,
+            max_request_size=4 * 1024 * 1024,
+        )
+
+    def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
+        """Send every output and wait until the broker has acknowledged all of them.
+
+        Raises:
+            PublishError: some output was not acknowledged within the timeout.
+        """
+        outputs = [(self._tags_topic, e.to_record()) for e in tag_events] + [
+            (self._dead_letter_topic, d.to_record()) for d in dead_letters
+        ]
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            futures = [
+                self._producer.send(
+                    topic, value=record.value, key=record.key, headers=list(record.headers)
+                )
+                for topic, record in outputs
+            ]
+            self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+            for future in futures:
+                future.get(timeout=max(0.001, deadline - time.monotonic()))
+        except KafkaError as error:
+            raise PublishError(f"{len(outputs)} outputs not acknowledged: {error!r}") from error
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is pending and close."""
+        self._producer.close(timeout=timeout_s)
