@@ -51,7 +51,7 @@ def looks_like_outage(error: BaseException) -> bool:
 
 
 class IsolationTimeUp(Exception):
-    """Isolating took longer than its budget; the loop backs off and retries the batch."""
+    """Isolating took longer than its budget, or nothing went through; the batch is retried."""
 
 
 def publish_isolating(
@@ -76,20 +76,35 @@ def publish_isolating(
     Returns:
         The outputs published: ``outcome``'s, with stand-ins for the isolated records' outputs.
 
+    A record refused alone with an error that looks like an outage is only given a stand-in
+    once some other part went through (the broker is there, it is this record's output it
+    refuses); when no part goes through, the broker is taken to be away.
+
     Raises:
-        IsolationTimeUp: a part failed after ``deadline`` (its error is the cause).
+        IsolationTimeUp: a part failed after ``deadline``, or no part went through (the last
+            error is the cause).
         Exception: a stand-in dead letter was refused too (the sink's error).
     """
-    pending: list[list[KafkaRecord]] = [list(records)]
+    middle = len(records) // 2  # the whole batch has just failed: start with its halves
+    pending = [list(records[:middle]), list(records[middle:])] if middle else [list(records)]
+    waiting: list[list[KafkaRecord]] = []  # alone, refused as in an outage, before any success
     retried: set[int] = set()
     refused: dict[int, DeadLetter] = {}
-    while pending:
+    went_through = False
+    last_error: BaseException | None = None
+    while pending or waiting:
+        if not pending:
+            if not went_through:  # nothing at all went through: the broker is away
+                raise IsolationTimeUp("no part of the batch was acknowledged") from last_error
+            pending, waiting = waiting, []
         part = pending.pop(0)
         try:
             outputs = outcome.only(part)
             sink.publish(outputs.tag_events, outputs.dead_letters)
+            went_through = True
             continue
         except Exception as error:
+            last_error = error
             if clock() > deadline:
                 raise IsolationTimeUp(f"isolating took past its budget: {error!r}") from error
             if len(part) > 1:
@@ -97,6 +112,9 @@ def publish_isolating(
                 pending[:0] = [part[:middle], part[middle:]]
                 continue
             record = part[0]
+            if looks_like_outage(error) and not went_through:
+                waiting.append(part)  # judged once another part shows the broker is there
+                continue
             if id(record) not in retried:  # the broker may just be back: one more try alone
                 retried.add(id(record))
                 pending.insert(0, part)

@@ -444,3 +444,14 @@ def test_readiness_fails_while_the_broker_is_silent_and_it_is_counted_once(
 
     assert polls[-1] == (False, ["kafka failing (the group coordinator does not answer)"])
     assert loop.errors("kafka_silent") == 1
+
+
+def test_an_outage_while_isolating_gives_no_photo_a_stand_in(tmp_path: Path) -> None:
+    """Every part refused as in an outage: nothing is judged poison, the batch is retried."""
+    loop = make_loop(tmp_path, photos(2), sink_failures=6)
+
+    loop.service.run()
+
+    assert loop.sink.dead_letters == []
+    assert _answered(loop) == Counter(["photo-0", "photo-1"])
+    assert loop.errors("output_refused") == 0
