@@ -96,6 +96,13 @@ class ProtocolCommandSettings(CacheSettings):
     lr: float = setting(1e-4, gt=0.0, help="Adam learning rate")
     patience: int = setting(3, ge=1, help="early stopping patience (epochs)")
     augment_views: int = setting(4, ge=0, help="augmented views cached per training photo")
+    whitening: bool = setting(
+        False, help="also score each network with a learned whitening fitted on the fold"
+    )
+    whitening_dim: CountOrNone = setting(0, help="whitened dimension (0: the embedding's)")
+    whitening_shrinkage: float = setting(
+        0.2, ge=0, help="whitening ridge, as a share of the intra-landmark scatter's mean"
+    )
     workers: int = setting(2, ge=1, help="photo decoding threads")
     batch_size: int = setting(
         32, ge=1, env="LANDMARK_CACHE_BATCH", help="photos per forward pass when caching"
@@ -108,7 +115,7 @@ def protocol_settings(settings: ProtocolCommandSettings) -> Any:
     from trainer.model.embedding import EmbeddingModelConfig
     from trainer.protocol.run import ProtocolSettings
     from trainer.training.activation_cache import ActivationCacheSettings
-    from trainer.training.run import TrainingSettings
+    from trainer.training.run import TrainingSettings, WhiteningSettings
 
     model = EmbeddingModelConfig(
         settings.backbone,
@@ -143,6 +150,9 @@ def protocol_settings(settings: ProtocolCommandSettings) -> Any:
         weights_cache_dir=settings.cache_dir / "weights",
         target_precision=settings.target_precision,
         calibration_holdout=settings.calibration_holdout,
+        whitening=WhiteningSettings(settings.whitening_dim, settings.whitening_shrinkage)
+        if settings.whitening
+        else None,
     )
 
 

@@ -203,7 +203,9 @@ def make_folds(
 
 
 def evaluation_photos(folds: Sequence[Fold]) -> list[Photo]:
-    """Every photo some fold embeds plainly (gallery, queries, validation), sorted, once each.
+    """Every photo some fold embeds plainly (gallery, queries, validation, training), sorted.
+
+    The training photos are in it for the whitening fitted on each fold's training embeddings.
 
     Embedding this one list through the activation cache runs the frozen part once per photo
     for all folds and both networks; make it from all folds, not the ones run, so that the cache
@@ -211,7 +213,7 @@ def evaluation_photos(folds: Sequence[Fold]) -> list[Photo]:
     """
     photos: set[Photo] = set()
     for fold in folds:
-        photos.update(fold.gallery, fold.trained_queries, fold.unseen_queries, fold.val)
+        photos.update(fold.gallery, fold.trained_queries, fold.unseen_queries, fold.val, fold.train)
     return sort_photos(photos)
 
 

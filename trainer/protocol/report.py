@@ -16,7 +16,8 @@ from trainer.protocol.scoring import LEGACY_RULE, MARGIN_RULE, QueryOutcomes, gr
 if TYPE_CHECKING:
     from trainer.protocol.run import FoldResult
 
-NETWORKS = ("pretrained", "fine_tuned")
+#: The networks a run may score, in the order of the tables (the whitened ones with --whitening).
+NETWORKS = ("pretrained", "pretrained_whitened", "fine_tuned", "fine_tuned_whitened")
 
 GROUPS = ("trained", "unseen")
 GROUP_TITLES = {
@@ -36,10 +37,15 @@ TRAINING_KEYS = (
 )
 
 
+def _scored(results: Sequence[FoldResult]) -> list[str]:
+    """The networks of :data:`NETWORKS` that the results score."""
+    return [n for n in NETWORKS if results and n in results[0].networks]
+
+
 def pooled_figures(results: Sequence[FoldResult], ks: Sequence[int]) -> dict[str, Any]:
     """network → group → figures over the queries of every fold."""
     pooled: dict[str, Any] = {}
-    for network in NETWORKS:
+    for network in _scored(results):
         pooled[network] = {}
         for group in GROUPS:
             parts: list[QueryOutcomes] = [
@@ -127,7 +133,7 @@ def _pooled_rows(pooled: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
     """(row label, figures) of the pooled groups, trained landmarks first."""
     for group in GROUPS:
         for network in NETWORKS:
-            if group in pooled[network]:
+            if network in pooled and group in pooled[network]:
                 label = f"{network.replace('_', '-')} · {GROUP_TITLES[group]}"
                 yield label, pooled[network][group]
 
@@ -135,13 +141,15 @@ def _pooled_rows(pooled: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
 def _fold_counts_table(folds: Sequence[dict[str, Any]]) -> list[str]:
     lines = [
         "| fold | trained / unseen landmarks | gallery | train | val | queries trained / unseen "
-        "| threshold pretrained / fine-tuned | epochs (best) | seconds |",
+        "| thresholds (networks in table order) | epochs (best) | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for fold in folds:
         counts, training = fold["counts"], fold["training"]
         thresholds = [
-            _number((fold["networks"][n]["calibration"] or {}).get("threshold")) for n in NETWORKS
+            _number((fold["networks"][n]["calibration"] or {}).get("threshold"))
+            for n in NETWORKS
+            if n in fold["networks"]
         ]
         lines.append(
             f"| {fold['held_out']} | {counts['trained_landmarks']} / {counts['unseen_landmarks']} "
@@ -177,7 +185,7 @@ def markdown_tables(report: dict[str, Any], ks: Sequence[int]) -> str:
         *_margin_header("fold · network · queries", ks),
     ]
     for fold in report["folds"]:
-        for network in NETWORKS:
+        for network in (n for n in NETWORKS if n in fold["networks"]):
             for group, figures in fold["networks"][network]["groups"].items():
                 label = f"{fold['held_out']} · {network.replace('_', '-')} · {group}"
                 lines.append(_margin_row(label, figures, ks))

@@ -23,6 +23,7 @@ import numpy as np
 from trainer.data.photos import Photo
 from trainer.evaluation.calibration import Calibration
 from trainer.model.embedding import EmbeddingParts, build_embedding_model
+from trainer.model.whitening import fit_learned_whitening
 from trainer.protocol.folds import Fold, calibration_holdout
 from trainer.protocol.scoring import (
     DEFAULT_KS,
@@ -33,7 +34,7 @@ from trainer.protocol.scoring import (
     score_queries,
 )
 from trainer.training.fine_tune import fine_tune
-from trainer.training.run import TrainingSettings
+from trainer.training.run import TrainingSettings, WhiteningSettings
 from trainer.training.split_evaluation import plain_embeddings
 
 Log = Callable[[str], None]
@@ -50,6 +51,8 @@ class ProtocolSettings:
         target_precision: precision the margin rule's threshold is calibrated for.
         calibration_holdout: share of trained landmarks whose references calibration removes.
         ks: the k of hit@k.
+        whitening: also score each network followed by a learned whitening fitted on the
+            fold's training photos (``pretrained_whitened``, ``fine_tuned_whitened``).
     """
 
     training: TrainingSettings
@@ -57,6 +60,7 @@ class ProtocolSettings:
     target_precision: float = 0.9
     calibration_holdout: float = 0.2
     ks: tuple[int, ...] = DEFAULT_KS
+    whitening: WhiteningSettings | None = None
 
 
 class EmbeddingTable:
@@ -65,8 +69,17 @@ class EmbeddingTable:
     def __init__(self, photos: Sequence[Photo], embeddings: np.ndarray) -> None:
         if len(photos) != len(embeddings):
             raise ValueError(f"{len(embeddings)} embeddings for {len(photos)} photos")
+        self._photos = list(photos)
         self._row = {photo: row for row, photo in enumerate(photos)}
         self._embeddings = np.asarray(embeddings, dtype=np.float32)
+
+    def whitened(self, fold: Fold, settings: WhiteningSettings) -> EmbeddingTable:
+        """The same photos through a learned whitening fitted on the fold's training photos."""
+        train = self.of(fold.train)
+        whitening = fit_learned_whitening(
+            train.embeddings, train.landmark_ids, dim=settings.dim, shrinkage=settings.shrinkage
+        )
+        return EmbeddingTable(self._photos, whitening.apply(self._embeddings))
 
     def of(self, photos: Sequence[Photo]) -> Embedded:
         """The photos' embeddings, ids and names, in the order given."""
@@ -153,6 +166,10 @@ def run_fold(
         "pretrained": score_network(pretrained, fold, settings),
         "fine_tuned": score_network(fine_tuned, fold, settings),
     }
+    if settings.whitening is not None:
+        for name, table in (("pretrained", pretrained), ("fine_tuned", fine_tuned)):
+            whitened = table.whitened(fold, settings.whitening)
+            networks[f"{name}_whitened"] = score_network(whitened, fold, settings)
     return FoldResult(
         fold, networks, result.summary.to_dict(), round(time.monotonic() - started, 1)
     )

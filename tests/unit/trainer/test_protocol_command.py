@@ -82,6 +82,7 @@ def test_a_two_source_run_writes_pooled_and_per_fold_figures(tmp_path, capsys):
             *("--input-size", "32", "--trainable-from", "block_16", "--epochs", "1"),
             *("--p", "2", "--k", "2", "--augment-views", "1"),
             *("--references", "1", "--queries", "2", "--unseen-queries", "2"),
+            *("--whitening", "--whitening-shrinkage", "1.0"),
         ]
     )
     assert status == 0
@@ -90,11 +91,13 @@ def test_a_two_source_run_writes_pooled_and_per_fold_figures(tmp_path, capsys):
     fold = report["folds"][0]
     assert fold["counts"]["gallery"] == 6 and fold["counts"]["unseen_queries"] == 6
     assert fold["counts"]["train"] == 3 * 4 and fold["counts"]["val"] == 3
-    for network in ("pretrained", "fine_tuned"):
+    for network in ("pretrained", "pretrained_whitened", "fine_tuned", "fine_tuned_whitened"):
         for group in ("trained", "unseen"):
             figures = report["pooled"][network][group]
             assert figures["queries"] == 12
             assert 0.0 <= figures["hit_at_k"]["1"] <= figures["hit_at_k"]["5"] <= 1.0
             assert len(figures["margin"]["thresholds"]) >= 1
-    assert "| fine-tuned · landmarks of an unseen source |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| fine-tuned · landmarks of an unseen source |" in printed
+    assert "| fine-tuned-whitened · landmarks of an unseen source |" in printed
     assert out.with_suffix(".md").exists()
