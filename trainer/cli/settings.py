@@ -80,9 +80,11 @@ class SplitSettings(CommandSettings):
         help="at most this many photos a landmark before splitting (the paper's cap; 0: none)",
     )
     hold_out_landmarks: CountOrFraction = setting(
-        0.25,
+        0,
         env="LANDMARK_SPLIT_HOLD_OUT",
-        help="landmarks held out of training (count or fraction; 0: none)",
+        help="landmarks held out of training, an evaluation mode (count or fraction; 0, the "
+        "default: train on every landmark, as a deployment fit does; the honest measure of "
+        "unseen landmarks is python -m trainer.cli.protocol)",
     )
     query: CountOrFraction = setting(
         0.2, env="LANDMARK_SPLIT_QUERY", help="query photos a trained landmark (count or fraction)"

@@ -118,7 +118,7 @@ def test_the_token_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_train_needs_only_data_and_output_and_keeps_its_defaults(tmp_path: Path) -> None:
     settings = train_settings("--data", str(tmp_path / "d"), "--output", str(tmp_path / "o"))
     assert (settings.data, settings.output) == (tmp_path / "d", tmp_path / "o")
-    assert (settings.hold_out_landmarks, settings.query, settings.val) == (0.25, 0.2, 0.1)
+    assert (settings.hold_out_landmarks, settings.query, settings.val) == (0, 0.2, 0.1)
     assert (settings.references, settings.heldout_references, settings.cap) == (3, 3, None)
     assert (settings.backbone, settings.weights, settings.input_size) == (
         "mobilenet_v2",
@@ -206,7 +206,7 @@ def test_split_json_records_the_split_flags() -> None:
         "csv": "train.csv",
         "names_csv": None,
         "cap": None,
-        "hold_out_landmarks": 0.25,
+        "hold_out_landmarks": 0,
         "query": 0.2,
         "val": 0,
         "references": 3,
