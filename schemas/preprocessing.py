@@ -1,9 +1,10 @@
 """The one image-preprocessing function shared by the trainer and the worker.
 
 Photos arrive as encoded bytes from untrusted sources. :func:`decode_photo` detects the format from
-the bytes (never a file name), refuses decompression bombs before decoding a pixel and truncated
-files (JPEG scans cut short included: :mod:`schemas.photo_integrity`), applies EXIF orientation,
-converts every colour mode to RGB and produces the model's square input. Pixel
+the bytes, never a file name (:mod:`schemas.photo_format`), refuses decompression bombs before
+decoding a pixel and truncated files (JPEG scans cut short included:
+:mod:`schemas.photo_integrity`), applies EXIF orientation, converts every colour mode to RGB
+(:mod:`schemas.colour_mode`) and produces the model's square input. Pixel
 scaling/normalisation is inside the model: models take float32 RGB in 0…255.
 """
 
@@ -17,36 +18,16 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageFile
 
+from schemas.colour_mode import to_rgb
 from schemas.errors import InputError, ReasonCode, schema_violation
 from schemas.json_fields import JsonObject, check_integer, check_keys, check_object
+from schemas.photo_format import PILLOW_FORMATS, detect_format
 from schemas.photo_integrity import check_jpeg_structure, check_no_grey_fill, check_not_blank
 
 ResizeMode = Literal["center_crop", "pad"]
 RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 
 MIB = 1024 * 1024
-
-#: Formats recognised from their leading bytes → the Pillow plugins allowed to open them.
-#: MPO (multi-picture JPEG from cameras) is JPEG-based; Pillow reports it as ``MPO``.
-PILLOW_FORMATS: dict[str, tuple[str, ...]] = {
-    "jpeg": ("JPEG", "MPO"),
-    "png": ("PNG",),
-    "gif": ("GIF",),
-    "webp": ("WEBP",),
-    "bmp": ("BMP",),
-    "tiff": ("TIFF",),
-}
-CONTENT_TYPES: dict[str, str] = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "bmp": "image/bmp",
-    "tiff": "image/tiff",
-}
-
-# BMP info-header sizes (BITMAPCOREHEADER … BITMAPV5HEADER); "BM" alone is too weak a signature.
-_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 
 # EXIF orientation tag → the transpose that undoes it (as PIL.ImageOps.exif_transpose does).
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -59,7 +40,6 @@ _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 #: JPEG photos are decoded at 1/2, 1/4 or 1/8 size in the DCT domain (``Image.draft``) so that
 #: the shorter side stays at least this many times the input, then resized with LANCZOS. On the
 #: 80 camera-size photos of the shared data (CPU time, median of per-photo best of 3): 14 ms vs
@@ -146,34 +126,6 @@ class PreprocessingSpec:
         )
 
 
-def detect_format(data: bytes) -> str | None:
-    """Detect an image format from its leading bytes.
-
-    Args:
-        data: The encoded photo.
-
-    Returns:
-        ``"jpeg"`` (including MPO), ``"png"``, ``"gif"``, ``"webp"``, ``"bmp"``, ``"tiff"``, or
-        ``None`` when the bytes match none of them.
-    """
-    head = bytes(data[:32])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if len(head) >= 12 and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
-    if len(head) >= 18 and head.startswith(b"BM"):
-        if int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
-            return "bmp"
-        return None
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    return None
-
-
 def decode_photo(
     data: bytes, spec: PreprocessingSpec, *, refuse_blank: bool = False
 ) -> NDArray[np.uint8]:
@@ -242,7 +194,7 @@ def _decode(data: bytes, image_format: str, spec: PreprocessingSpec) -> NDArray[
             # Draft picks the largest DCT scaling (1/2, 1/4, 1/8) keeping both sides >= draft_side.
             image.draft("RGB", (draft_side, draft_side))
         image.load()
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
         if image.format in ("JPEG", "MPO"):
             check_no_grey_fill(rgb, coded_size)
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
@@ -291,40 +243,6 @@ def _orientation(image: Image.Image) -> int:
         # A corrupt EXIF block should not cost the photo: treat it as unrotated.
         return 1
     return value if isinstance(value, int) else 1
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "P":
-        has_alpha = "transparency" in image.info or (
-            image.palette is not None and image.palette.mode == "RGBA"
-        )
-        return _composite_on_white(image.convert("RGBA")) if has_alpha else image.convert("RGB")
-    if mode in _ALPHA_MODES:
-        return _composite_on_white(image.convert("RGBA"))
-    if mode in ("L", "1") and "transparency" in image.info:
-        return _composite_on_white(image.convert("RGBA"))
-    if mode.startswith("I") or mode == "F":
-        return _high_depth_grey_to_rgb(image)
-    return image.convert("RGB")
-
-
-def _composite_on_white(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    background.alpha_composite(rgba)
-    return background.convert("RGB")
-
-
-def _high_depth_grey_to_rgb(image: Image.Image) -> Image.Image:
-    # 16-bit (I;16*) and 32-bit (I, F) greyscale: Pillow's own conversion clips at 255, which
-    # turns most 16-bit photos white. Scale 16-bit ranges down by 256 instead.
-    values = np.asarray(image).astype(np.float32)
-    if image.mode.startswith("I;16") or values.max(initial=0.0) > 255.0:
-        values = values / 256.0
-    grey = np.clip(values, 0.0, 255.0).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
 
 
 def _pad_to_square(image: Image.Image, size: int) -> Image.Image:

@@ -19,7 +19,8 @@ from PIL import Image
 
 import schemas.preprocessing as preprocessing
 from schemas.errors import InputError, ReasonCode
-from schemas.preprocessing import PreprocessingSpec, decode_photo, detect_format
+from schemas.photo_format import detect_format
+from schemas.preprocessing import PreprocessingSpec, decode_photo
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = Path(os.environ.get("LANDMARK_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
