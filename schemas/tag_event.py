@@ -1,6 +1,7 @@
 """The tag event: what a worker publishes for each photo (topic ``landmark-tags``).
 
-JSON, keyed by image id, described by ``schemas/json/tag-event.schema.json``.
+JSON, keyed by image id, described by ``schemas/json/tag-event.schema.json``. The landmark and
+the neighbours it carries are the value types of :mod:`schemas.landmark`, re-exported here.
 """
 
 from __future__ import annotations
@@ -23,129 +24,35 @@ from schemas.json_fields import (
     optional_timestamp,
 )
 from schemas.kafka_record import KafkaRecord
+from schemas.landmark import (
+    ID_MAX_LENGTH,
+    MAX_DISTANCE,
+    NAME_MAX_LENGTH,
+    Landmark,
+    Neighbour,
+    check_id,
+)
 from schemas.timestamps import format_rfc3339, require_utc
 
 TAG_EVENT_SCHEMA_VERSION = "1"
 TAG_EVENT_CONTENT_TYPE = "application/json"
 DEFAULT_TAG_TOPIC = "landmark-tags"
 
-ID_MAX_LENGTH = 256
-NAME_MAX_LENGTH = 256
-#: Squared Euclidean distance between unit vectors lies in [0, 4].
-MAX_DISTANCE = 4.0
+# The value types a tag event is made of live in schemas.landmark; they are part of this contract.
+__all__ = [
+    "DEFAULT_TAG_TOPIC",
+    "ID_MAX_LENGTH",
+    "MAX_DISTANCE",
+    "NAME_MAX_LENGTH",
+    "TAG_EVENT_CONTENT_TYPE",
+    "TAG_EVENT_SCHEMA_VERSION",
+    "Landmark",
+    "Neighbour",
+    "TagEvent",
+    "latency_ms_between",
+]
 
 _VERSION = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-def _check_id(value: object, where: str) -> str:
-    return check_text(value, where, max_length=ID_MAX_LENGTH)
-
-
-@dataclass(frozen=True)
-class Landmark:
-    """A recognised landmark.
-
-    Attributes:
-        landmark_id: Stable identifier (e.g. the folder name or a Google-Landmarks id).
-        name: Human-readable name.
-    """
-
-    landmark_id: str
-    name: str
-
-    def __post_init__(self) -> None:
-        _check_id(self.landmark_id, "landmark.landmark_id")
-        check_text(self.name, "landmark.name", max_length=NAME_MAX_LENGTH)
-
-    def to_dict(self) -> JsonObject:
-        """Return the JSON object for this landmark."""
-        return {"landmark_id": self.landmark_id, "name": self.name}
-
-    @classmethod
-    def from_dict(cls, document: object, where: str = "landmark") -> Landmark:
-        """Build a landmark from its JSON object.
-
-        Args:
-            document: The parsed JSON value.
-            where: Its path, for error messages.
-
-        Returns:
-            The landmark.
-
-        Raises:
-            InputError: ``schema_violation`` when the object breaks the schema.
-        """
-        obj = check_object(document, where)
-        check_keys(obj, where, ("landmark_id", "name"))
-        return cls(
-            landmark_id=_check_id(obj["landmark_id"], f"{where}.landmark_id"),
-            name=check_text(obj["name"], f"{where}.name", max_length=NAME_MAX_LENGTH),
-        )
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    """One reference photo found near the query.
-
-    Attributes:
-        reference_id: The reference photo's id in the gallery.
-        landmark_id: The landmark the reference shows.
-        landmark_name: That landmark's name.
-        distance: Squared Euclidean distance between unit embeddings, in [0, 4].
-    """
-
-    reference_id: str
-    landmark_id: str
-    landmark_name: str
-    distance: float
-
-    def __post_init__(self) -> None:
-        _check_id(self.reference_id, "neighbour.reference_id")
-        _check_id(self.landmark_id, "neighbour.landmark_id")
-        check_text(self.landmark_name, "neighbour.landmark_name", max_length=NAME_MAX_LENGTH)
-        check_number(self.distance, "neighbour.distance", minimum=0.0, maximum=MAX_DISTANCE)
-
-    @property
-    def landmark(self) -> Landmark:
-        """The landmark this reference shows."""
-        return Landmark(self.landmark_id, self.landmark_name)
-
-    def to_dict(self) -> JsonObject:
-        """Return the JSON object for this neighbour."""
-        return {
-            "reference_id": self.reference_id,
-            "landmark_id": self.landmark_id,
-            "landmark_name": self.landmark_name,
-            "distance": float(self.distance),
-        }
-
-    @classmethod
-    def from_dict(cls, document: object, where: str = "neighbour") -> Neighbour:
-        """Build a neighbour from its JSON object.
-
-        Args:
-            document: The parsed JSON value.
-            where: Its path, for error messages.
-
-        Returns:
-            The neighbour.
-
-        Raises:
-            InputError: ``schema_violation`` when the object breaks the schema.
-        """
-        obj = check_object(document, where)
-        check_keys(obj, where, ("reference_id", "landmark_id", "landmark_name", "distance"))
-        return cls(
-            reference_id=_check_id(obj["reference_id"], f"{where}.reference_id"),
-            landmark_id=_check_id(obj["landmark_id"], f"{where}.landmark_id"),
-            landmark_name=check_text(
-                obj["landmark_name"], f"{where}.landmark_name", max_length=NAME_MAX_LENGTH
-            ),
-            distance=check_number(
-                obj["distance"], f"{where}.distance", minimum=0.0, maximum=MAX_DISTANCE
-            ),
-        )
-
 
 _REQUIRED_KEYS = (
     "schema_version",
@@ -201,7 +108,7 @@ class TagEvent:
                 f"tag event: schema_version {self.schema_version!r} is not "
                 f"{TAG_EVENT_SCHEMA_VERSION!r}"
             )
-        _check_id(self.image_id, "tag event.image_id")
+        check_id(self.image_id, "tag event.image_id")
         if self.landmark is not None and not isinstance(self.landmark, Landmark):
             raise schema_violation("tag event.landmark: expected a Landmark or None")
         check_number(self.confidence, "tag event.confidence", minimum=0.0, maximum=1.0)
@@ -285,7 +192,7 @@ class TagEvent:
         latency = obj["latency_ms"]
         trace_id = obj["trace_id"]
         return cls(
-            image_id=_check_id(obj["image_id"], f"{where}.image_id"),
+            image_id=check_id(obj["image_id"], f"{where}.image_id"),
             landmark=landmark,
             confidence=check_number(
                 obj["confidence"], f"{where}.confidence", minimum=0.0, maximum=1.0

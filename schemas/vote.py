@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 
 from schemas.errors import schema_violation
 from schemas.json_fields import JsonObject, check_integer, check_keys, check_number, check_object
-from schemas.tag_event import Landmark, Neighbour
+from schemas.landmark import Landmark, Neighbour
 
 Weighting = Literal["uniform", "inverse_rank", "similarity"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
