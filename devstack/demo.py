@@ -26,28 +26,20 @@ from typing import Any
 from devstack import sample_data
 from devstack.demo_report import print_report, scrape_outcomes, summarise
 from devstack.demo_settings import DemoSettings, settings_from
-from devstack.processes import (
-    REPO_ROOT,
-    child_env,
-    ensure_local_service,
-    run_command,
-    stop_all,
-    wait_until_ready,
-)
+from devstack.processes import create_topics, ensure_local_service, stop_all, wait_until_ready
+from devstack.session import Session
 
 BIN = Path(sys.executable).parent
 
 
 class Demo:
-    """One run: the steps in order, and the clean-up of everything it started."""
+    """One run: the steps in order; its session undoes what they started."""
 
     def __init__(self, settings: DemoSettings) -> None:
         self.s = settings
         self.run_id = time.strftime("%Y%m%d%H%M%S")
         self.work = settings.work_dir
-        self.cleanups: list[tuple[str, Any]] = []
-        self.step_no = 0
-        self.env = child_env()
+        self.session = Session(settings.work_dir)
         self.milvus_uri = f"http://127.0.0.1:{settings.milvus_port}"
         self.topics = {
             "images": f"demo-{self.run_id}.images",
@@ -55,21 +47,8 @@ class Demo:
             "dlq": f"demo-{self.run_id}.images.dlq",
         }
 
-    # -- plumbing -----------------------------------------------------------------------------
-    def step(self, title: str) -> float:
-        self.step_no += 1
-        print(f"\n[{self.step_no}] {title}", flush=True)
-        return time.monotonic()
-
-    def run(self, cmd: Sequence[str | Path], log: str | None = None, **env: str) -> None:
-        """Run a command; its output goes to the terminal, or to a log file under the work dir."""
-        shown = " ".join(str(c).replace(str(REPO_ROOT) + "/", "") for c in cmd)
-        print(f"  $ {shown}", flush=True)
-        log_path = None if log is None else self.work / "logs" / log
-        run_command(cmd, log=log_path, env=dict(self.env, **env))
-
     def ensure_data(self) -> Path:
-        t = self.step("Landmark photos")
+        t = self.session.step("Landmark photos")
         if sample_data.looks_like_landmark_folders(self.s.data):
             print(f"  using {self.s.data}")
             return self.s.data
@@ -86,7 +65,7 @@ class Demo:
         return root
 
     def start_kafka(self) -> None:
-        self.step("Kafka")
+        self.session.step("Kafka")
         host, _, port = self.s.bootstrap_servers.rpartition(":")
         if host not in ("127.0.0.1", "localhost"):
             print(f"  using the broker at {self.s.bootstrap_servers}")
@@ -96,13 +75,13 @@ class Demo:
         if stop is None:
             print(f"  a broker already answers on {self.s.bootstrap_servers}; using it")
         else:
-            self.cleanups.append(("stop Kafka", stop))
+            self.session.undo_at_end("stop Kafka", stop)
 
     def split_and_train(self, data: Path) -> Path:
-        t = self.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
-        self.run([sys.executable, "-m", "trainer.cli.weights", "fetch"])
+        t = self.session.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
+        self.session.run([sys.executable, "-m", "trainer.cli.weights", "fetch"])
         split = self.work / "split"
-        self.run(
+        self.session.run(
             [
                 sys.executable,
                 "-m",
@@ -126,7 +105,7 @@ class Demo:
             ],
             log="split.log",
         )
-        self.run(
+        self.session.run(
             [
                 BIN / "landmark-train",
                 "--split",
@@ -150,13 +129,13 @@ class Demo:
         return self.work / "train" / "model"
 
     def load_gallery(self, model_dir: Path) -> None:
-        t = self.step("Reference gallery into Milvus Lite (gRPC server)")
+        t = self.session.step("Reference gallery into Milvus Lite (gRPC server)")
         env = {"MILVUS_PORT": str(self.s.milvus_port), "MILVUS_DATA_DIR": str(self.work / "milvus")}
         print("  $ deploy/local/milvus.sh start")
         stop = ensure_local_service("milvus", env)
         if stop is not None:
-            self.cleanups.append(("stop Milvus", stop))
-        self.run(
+            self.session.undo_at_end("stop Milvus", stop)
+        self.session.run(
             [
                 BIN / "landmark-load-gallery",
                 "--model-dir",
@@ -173,23 +152,16 @@ class Demo:
 
     def create_topics(self, partitions: int = 4) -> None:
         """The run's own topics, with several partitions so that the two workers share them."""
-        from kafka.admin import KafkaAdminClient, NewTopic
-
-        admin = KafkaAdminClient(
-            bootstrap_servers=self.s.bootstrap_servers, client_id="landmark-demo"
-        )
-        try:
-            admin.create_topics([NewTopic(name, partitions, 1) for name in self.topics.values()])
-        finally:
-            admin.close()
+        names = list(self.topics.values())
+        create_topics(self.s.bootstrap_servers, names, partitions, client_id="landmark-demo")
         print(f"  topics {', '.join(self.topics.values())} ({partitions} partitions each)")
 
     def start_workers(self, model_dir: Path) -> list[subprocess.Popen[bytes]]:
-        self.step("Two workers in one consumer group")
+        self.session.step("Two workers in one consumer group")
         self.create_topics()
         workers: list[subprocess.Popen[bytes]] = []
         for n, port in enumerate(self.s.metrics_ports, 1):
-            log = (self.work / "logs" / f"worker-{n}.log").open("wb")
+            log = f"worker-{n}.log"
             cmd = [
                 str(BIN / "landmark-worker"),
                 "--model-dir",
@@ -217,14 +189,10 @@ class Demo:
             ]
             print(
                 f"  $ landmark-worker ... --worker-id demo-worker-{n} --http-port {port}"
-                f"  (log: {log.name})"
+                f"  (log: {self.session.logs / log})"
             )
-            workers.append(
-                subprocess.Popen(
-                    cmd, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
-                )
-            )
-        self.cleanups.append(("stop workers", lambda: stop_all(workers)))
+            workers.append(self.session.start(cmd, log))
+        self.session.undo_at_end("stop workers", lambda: stop_all(workers))
         for port, proc in zip(self.s.metrics_ports, workers, strict=True):
             try:
                 wait_until_ready(port, proc, timeout_s=300)
@@ -234,10 +202,10 @@ class Demo:
         return workers
 
     def publish_and_follow(self) -> tuple[list[dict[str, Any]], dict[str, str], float]:
-        self.step("Publish the held-out photos, follow the landmark-tag events")
+        self.session.step("Publish the held-out photos, follow the landmark-tag events")
         id_map = self.work / "published.jsonl"
         started = time.monotonic()
-        self.run(
+        self.session.run(
             [
                 BIN / "landmark-publish",
                 self.work / "split" / "query",
@@ -258,44 +226,31 @@ class Demo:
             item = json.loads(line)
             published[item["image_id"]] = item["path"]
         events_file = self.work / "tag-events.jsonl"
-        with events_file.open("w") as out:
-            subprocess.run(
-                [
-                    str(BIN / "landmark-follow"),
-                    "--bootstrap-servers",
-                    self.s.bootstrap_servers,
-                    "--topic",
-                    self.topics["tags"],
-                    "--dead-letter-topic",
-                    self.topics["dlq"],
-                    "--dead-letters",
-                    "--from-beginning",
-                    "--json",
-                    "--max-events",
-                    str(len(published)),
-                    "--timeout",
-                    str(self.s.timeout_s),
-                ],
-                check=True,
-                env=self.env,
-                cwd=REPO_ROOT,
-                stdout=out,
-            )
+        self.session.run_into(
+            [
+                BIN / "landmark-follow",
+                "--bootstrap-servers",
+                self.s.bootstrap_servers,
+                "--topic",
+                self.topics["tags"],
+                "--dead-letter-topic",
+                self.topics["dlq"],
+                "--dead-letters",
+                "--from-beginning",
+                "--json",
+                "--max-events",
+                str(len(published)),
+                "--timeout",
+                str(self.s.timeout_s),
+            ],
+            events_file,
+        )
         elapsed = time.monotonic() - started
         events = [json.loads(line) for line in events_file.read_text().splitlines() if line]
         return events, published, elapsed
 
-    def cleanup(self) -> None:
-        for name, action in reversed(self.cleanups):
-            try:
-                action()
-            except Exception as error:  # clean-up goes on whatever failed
-                print(f"  ({name} failed: {error})", file=sys.stderr)
-        self.cleanups.clear()
-
     def main(self) -> int:
-        self.work.mkdir(parents=True, exist_ok=True)
-        (self.work / "logs").mkdir(exist_ok=True)
+        self.session.open()
         started = time.monotonic()
         try:
             data = self.ensure_data()
@@ -312,7 +267,7 @@ class Demo:
             return 0 if report["missing"] == 0 else 1
         finally:
             print("\nstopping what the demo started", flush=True)
-            self.cleanup()
+            self.session.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

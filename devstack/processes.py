@@ -1,4 +1,4 @@
-"""Process helpers shared by the demo, ``bench/`` and the tests: commands, local services, metrics.
+"""Process helpers shared by the demo, ``bench/`` and the tests: commands, services, topics, metrics.
 
 The local Kafka and Milvus Lite servers are the scripts of ``deploy/local/``: this package works
 from a checkout of the repository, which is why it is not installed as a console command.
@@ -139,3 +139,16 @@ def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def create_topics(
+    bootstrap_servers: str, names: Sequence[str], partitions: int, client_id: str
+) -> None:
+    """Create Kafka topics with replication factor 1 (a single local broker)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    finally:
+        admin.close()
