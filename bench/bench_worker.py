@@ -43,7 +43,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 # The bench's sibling modules, and devstack/ (a checkout package, not installed).
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_accounting import CpuSample, per_photo_ms, pid_from_file, sample
 from pydantic import model_validator
 

@@ -13,22 +13,24 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
 from configuration import load_settings, setting
 from configuration.base import split_commas
-from trainer.cli.settings import DEFAULT_DATA_DIR, CacheSettings, CountOrNone, TextOrNone
+from trainer.cli.settings import DEFAULT_DATA_DIR, CacheSettings
+from trainer.cli.training_options import TrainingOptions
 
 SourceList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(split_commas)]
 
 
-class ProtocolCommandSettings(CacheSettings):
+class ProtocolCommandSettings(CacheSettings, TrainingOptions):
     """The protocol command's settings: data, folds, training knobs, calibration, output.
 
-    The training knobs repeat ``landmark-train``'s (same flags, variables and defaults).
+    The training knobs are ``landmark-train``'s group (same flags, variables and defaults);
+    ``--whitening`` also scores each network after a whitening fitted on the fold.
     """
 
     group_title: ClassVar[str] = "protocol"
@@ -62,9 +64,6 @@ class ProtocolCommandSettings(CacheSettings):
         env="LANDMARK_PROTOCOL_VAL_SHARE",
         help="validation share of a trained landmark's photos (early stopping, calibration)",
     )
-    target_precision: float = setting(
-        0.9, gt=0.0, le=1.0, help="precision the margin rule's threshold is calibrated for"
-    )
     calibration_holdout: float = setting(
         0.2,
         ge=0.0,
@@ -77,82 +76,24 @@ class ProtocolCommandSettings(CacheSettings):
         env="LANDMARK_PROTOCOL_OUT",
         help="report path without suffix: writes OUT.json and OUT.md",
     )
-    backbone: str = setting("mobilenet_v2", help="backbone name")
-    weights: TextOrNone = setting("imagenet", help="imagenet or none")
-    input_size: int = setting(160, ge=32, help="side of the square input")
-    trainable_from: TextOrNone = setting(
-        "auto",
-        help="first trainable stage (none: all frozen; auto: landmark-train's choice for the "
-        "backbone)",
-    )
-    embedding_dim: CountOrNone = setting(0, help="Dense projection size (0: none)")
-    mining: Literal["random", "batch_hard", "batch_semi_hard"] = setting(
-        "random", help="triplet mining"
-    )
-    margin: float = setting(0.1, gt=0.0, help="triplet margin alpha")
-    p: int = setting(8, ge=2, help="landmarks per batch")
-    k: int = setting(4, ge=2, help="photos per landmark in a batch")
-    epochs: int = setting(12, ge=1, help="most epochs")
-    lr: float = setting(1e-4, gt=0.0, help="Adam learning rate")
-    patience: int = setting(3, ge=1, help="early stopping patience (epochs)")
-    augment_views: int = setting(4, ge=0, help="augmented views cached per training photo")
-    whitening: bool = setting(
-        False, help="also score each network with a learned whitening fitted on the fold"
-    )
-    whitening_dim: CountOrNone = setting(0, help="whitened dimension (0: the embedding's)")
-    whitening_shrinkage: float = setting(
-        0.2, ge=0, help="whitening ridge, as a share of the intra-landmark scatter's mean"
-    )
-    workers: int = setting(2, ge=1, help="photo decoding threads")
-    batch_size: int = setting(
-        32, ge=1, env="LANDMARK_CACHE_BATCH", help="photos per forward pass when caching"
-    )
 
 
 def protocol_settings(settings: ProtocolCommandSettings) -> Any:
-    """The :class:`trainer.protocol.run.ProtocolSettings` the command's settings describe."""
-    from trainer.cli.train import trainable_from_of
-    from trainer.model.embedding import EmbeddingModelConfig
+    """The protocol's run settings from the command's."""
     from trainer.protocol.run import ProtocolSettings
-    from trainer.training.activation_cache import ActivationCacheSettings
-    from trainer.training.run import TrainingSettings, WhiteningSettings
 
-    model = EmbeddingModelConfig(
-        settings.backbone,
-        settings.input_size,
-        settings.embedding_dim,
-        trainable_from_of(settings),  # type: ignore[arg-type]  # reads backbone, trainable_from
-        seed=settings.seed,
-    )
-    training = TrainingSettings(
-        model=model,
+    training = settings.training_settings(
         output_dir=settings.out.parent,
-        weights=settings.weights,
-        mining=settings.mining,
-        margin=settings.margin,
-        p=settings.p,
-        k=settings.k,
-        epochs=settings.epochs,
-        learning_rate=settings.lr,
-        patience=settings.patience,
+        cache_dir=settings.cache_dir,
         seed=settings.seed,
         resume=False,
-        cache=ActivationCacheSettings(
-            cache_dir=settings.cache_dir / "activations",
-            augmented_views=settings.augment_views,
-            augmentation_seed=settings.seed,
-            batch_size=settings.batch_size,
-            workers=settings.workers,
-        ),
     )
     return ProtocolSettings(
         training=training,
         weights_cache_dir=settings.cache_dir / "weights",
         target_precision=settings.target_precision,
         calibration_holdout=settings.calibration_holdout,
-        whitening=WhiteningSettings(settings.whitening_dim, settings.whitening_shrinkage)
-        if settings.whitening
-        else None,
+        whitening=training.whitening,
     )
 
 

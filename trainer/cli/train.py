@@ -12,29 +12,26 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from configuration import load_settings, setting
 from trainer.cli.settings import (
     CacheSettings,
-    CountOrNone,
     SplitSettings,
-    TextOrNone,
     manifest_parameters,
     split_photos,
 )
+from trainer.cli.training_options import TrainingOptions
 
 DESCRIPTION = "Fine-tune a triplet embedding network on landmark photos and export it."
 
-#: First trainable stage measured best per backbone (docs/results); others use the backbone's own.
-MEASURED_TRAINABLE_FROM = {"mobilenet_v2": "block_15"}
 
-
-class TrainSettings(SplitSettings, CacheSettings):
+class TrainSettings(SplitSettings, CacheSettings, TrainingOptions):
     """What ``landmark-train`` trains and how, built once from flags and ``LANDMARK_…`` variables.
 
     The split flags are the shared :class:`~trainer.cli.settings.SplitSettings` of
-    ``python -m trainer.cli.split``.
+    ``python -m trainer.cli.split``; the training knobs the shared
+    :class:`~trainer.cli.training_options.TrainingOptions` of the protocol.
     """
 
     group_title: ClassVar[str] = "training"
@@ -47,46 +44,7 @@ class TrainSettings(SplitSettings, CacheSettings):
         help="existing split.json (from python -m trainer.cli.split); overrides the split flags",
     )
     seed: int = setting(0, help="seed of split, batches and augmentation")
-    backbone: str = setting("mobilenet_v2", help="backbone name")
-    weights: TextOrNone = setting("imagenet", help="imagenet or none")
-    input_size: int = setting(160, help="side of the square input")
-    trainable_from: TextOrNone = setting(
-        "auto",
-        help="first trainable stage (none: all frozen; auto: block_15 for mobilenet_v2, "
-        "else the backbone's default)",
-    )
-    embedding_dim: CountOrNone = setting(0, help="Dense projection size (0: none)")
-    mining: Literal["random", "batch_hard", "batch_semi_hard"] = setting(
-        "random",
-        help="random (the paper's; best on unseen landmarks here), batch_hard or batch_semi_hard",
-    )
-    margin: float = setting(0.1, help="triplet margin alpha")
-    p: int = setting(8, help="landmarks per batch")
-    k: int = setting(4, help="photos per landmark in a batch")
-    epochs: int = setting(12, help="most epochs")
-    lr: float = setting(1e-4, help="Adam learning rate")
-    patience: int = setting(3, help="early stopping patience (epochs)")
-    augment_views: int = setting(4, help="augmented views cached per photo")
-    workers: int = setting(2, help="photo decoding threads")
-    batch_size: int = setting(
-        32, env="LANDMARK_CACHE_BATCH", help="photos per forward pass when caching"
-    )
     no_resume: bool = setting(False, help="start over even if a checkpoint exists")
-    whitening: bool = setting(
-        False,
-        help="fit a learned whitening on the fine-tuned training embeddings and export it "
-        "with the model",
-    )
-    whitening_dim: CountOrNone = setting(0, help="whitened dimension (0: the embedding's)")
-    whitening_shrinkage: float = setting(
-        0.2, ge=0, help="whitening ridge, as a share of the intra-landmark scatter's mean"
-    )
-    target_precision: float = setting(
-        0.9,
-        gt=0,
-        le=1,
-        help="precision the exported 'no landmark' threshold is calibrated for",
-    )
 
 
 def settings_from(argv: Sequence[str] | None = None) -> TrainSettings:
@@ -96,15 +54,7 @@ def settings_from(argv: Sequence[str] | None = None) -> TrainSettings:
 
 def trainable_from_of(settings: TrainSettings) -> str | None:
     """The first trainable stage, ``auto`` resolved for the backbone."""
-    if settings.trainable_from != "auto":
-        return settings.trainable_from
-    from trainer.backbones import BACKBONES
-
-    if settings.backbone in MEASURED_TRAINABLE_FROM:
-        return MEASURED_TRAINABLE_FROM[settings.backbone]
-    if settings.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {settings.backbone!r}; known: {sorted(BACKBONES)}")
-    return BACKBONES[settings.backbone].default_trainable_from
+    return settings.resolved_trainable_from()
 
 
 def _split(settings: TrainSettings, output: Path) -> Any:
@@ -125,49 +75,21 @@ def _split(settings: TrainSettings, output: Path) -> Any:
 
 def run(settings: TrainSettings) -> dict[str, Any]:
     """Train, evaluate and export; returns the training summary and evaluation as a dict."""
-    from trainer.model.embedding import EmbeddingModelConfig
-    from trainer.training.activation_cache import ActivationCacheSettings
     from trainer.training.pipeline import train_evaluate_export
-    from trainer.training.run import TrainingSettings, WhiteningSettings
 
     started = time.monotonic()
     output = settings.output
     output.mkdir(parents=True, exist_ok=True)
     split = _split(settings, output)
-    cache_dir = settings.cache_dir
-    config = EmbeddingModelConfig(
-        settings.backbone,
-        settings.input_size,
-        settings.embedding_dim,
-        trainable_from_of(settings),
-        seed=settings.seed,
-    )
-    training = TrainingSettings(
-        model=config,
+    training = settings.training_settings(
         output_dir=output,
-        weights=settings.weights,
-        mining=settings.mining,
-        margin=settings.margin,
-        p=settings.p,
-        k=settings.k,
-        epochs=settings.epochs,
-        learning_rate=settings.lr,
-        patience=settings.patience,
+        cache_dir=settings.cache_dir,
         seed=settings.seed,
         resume=not settings.no_resume,
-        whitening=WhiteningSettings(settings.whitening_dim, settings.whitening_shrinkage)
-        if settings.whitening
-        else None,
-        target_precision=settings.target_precision,
-        cache=ActivationCacheSettings(
-            cache_dir=cache_dir / "activations",
-            augmented_views=settings.augment_views,
-            augmentation_seed=settings.seed,
-            batch_size=settings.batch_size,
-            workers=settings.workers,
-        ),
     )
-    return train_evaluate_export(split.parts, training, cache_dir / "weights", started=started)
+    return train_evaluate_export(
+        split.parts, training, settings.cache_dir / "weights", started=started
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,7 +123,7 @@ def test_train_needs_only_data_and_output_and_keeps_its_defaults(tmp_path: Path)
     assert (settings.backbone, settings.weights, settings.input_size) == (
         "mobilenet_v2",
         "imagenet",
-        160,
+        224,
     )
     assert (settings.trainable_from, settings.embedding_dim, settings.mining) == (
         "auto",

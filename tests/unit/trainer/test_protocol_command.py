@@ -31,7 +31,7 @@ def test_training_flags_default_to_landmark_train_defaults():
     settings = parse([])
     assert (settings.backbone, settings.input_size, settings.mining) == (
         "mobilenet_v2",
-        160,
+        224,
         "random",
     )
     assert (settings.epochs, settings.lr, settings.margin, settings.p, settings.k) == (
