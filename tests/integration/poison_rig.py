@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,14 @@ from kafka import KafkaProducer
 
 from schemas.image_event import InlinePhoto, encode_image_event
 from schemas.kafka_record import KafkaRecord
-from tests.integration.worker_stack import WorkerProcess, read_outputs
+from tests.integration.worker_stack import (
+    WorkerProcess,
+    create_topics,
+    delete_topics,
+    read_outputs,
+    shared_stack,
+    worker_on_topics,
+)
 
 #: Large enough for any record the suite sends uncompressed (the broker takes 40 MiB batches).
 _MAX_REQUEST_BYTES = 40 * 1024 * 1024
@@ -58,7 +66,8 @@ class Sent:
         partition: Where it went.
         offset: Its offset.
         image_id: The id its tag event would carry (``None``: it can only be dead-lettered).
-        expect: ``"tag"``, a dead-letter reason, or ``"dead"`` for any dead letter.
+        expect: ``"tag"``, a dead-letter reason, ``"dead"`` for any dead letter, or ``"any"``
+            for exactly one output of either kind.
     """
 
     partition: int
@@ -87,6 +96,10 @@ class Answers:
         tagged = self.tags_by_id[sent.image_id] if sent.image_id is not None else 0
         return tagged + len(self.by_position.get((sent.partition, sent.offset), []))
 
+    def answered_all(self, sent: Sequence[Sent]) -> bool:
+        """Whether every record in ``sent`` has at least one output."""
+        return all(self.count(record) >= 1 for record in sent)
+
     def outcome(self, sent: Sent) -> str:
         """``"tag"``, the dead letter's reason, or a description of what went wrong."""
         letters = self.by_position.get((sent.partition, sent.offset), [])
@@ -106,6 +119,8 @@ class PoisonRig:
         topics: Images, tags and dead-letter topics (two partitions each).
         worker: The worker consuming the images topic.
         photos: Real photos the worker can tag.
+        reference_root: The worker's ``--reference-root``, if any.
+        host: A :class:`HostileHost` the worker may fetch from (``host:port``), if any.
     """
 
     def __init__(
@@ -114,8 +129,11 @@ class PoisonRig:
         topics: tuple[str, str, str],
         worker: WorkerProcess,
         photos: Sequence[Path],
+        reference_root: Path | None = None,
+        host: str = "",
     ) -> None:
         self.bootstrap, self.topics, self.worker = bootstrap, topics, worker
+        self.reference_root, self.host = reference_root, host
         self._photos = [p.read_bytes() for p in photos]
         self._sent = 0
         self.producer = KafkaProducer(
@@ -185,7 +203,7 @@ class PoisonRig:
             [tags_topic, dead_topic],
             expected=10**9,
             timeout_s=timeout_s,
-            until=lambda v: all(parsed(v).count(s) >= 1 for s in sent),
+            until=lambda v: parsed(v).answered_all(sent),
         )
         return parsed(values)
 
@@ -213,20 +231,23 @@ class PoisonRig:
 
 
 def _matches(expect: str, outcome: str) -> bool:
+    if expect == "any":
+        return " " not in outcome
     if expect == "dead":
         return outcome != "tag" and " " not in outcome
     return outcome == expect
 
 
-class TricklingHost:
-    """An HTTP host on 127.0.0.1 that answers every request one byte at a time, slowly.
+class HostileHost:
+    """An HTTP host on 127.0.0.1 that misbehaves, by path; use as a context manager.
 
-    The status line and headers promise a photo; then one byte comes every ``every_s`` for
-    ``lasting_s``. Use as a context manager.
+    ``/slow.jpg`` promises a photo, then sends one byte every ``every_s`` for ``lasting_s``;
+    ``/short.jpg`` promises 1000 bytes and sends 10; ``/not-http.jpg`` answers with an SSH
+    banner.
 
     Attributes:
         address: ``127.0.0.1:port``, for ``--reference-hosts``.
-        requested: Set once a request has come in.
+        requested: Set once a request for ``/slow.jpg`` has come in.
     """
 
     def __init__(self, every_s: float = 0.5, lasting_s: float = 120.0) -> None:
@@ -236,13 +257,20 @@ class TricklingHost:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                host.requested.set()
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                ends = time.monotonic() + lasting_s
                 with contextlib.suppress(OSError):
+                    if self.path == "/not-http.jpg":
+                        self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", "1000")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    if self.path == "/short.jpg":
+                        self.wfile.write(b"\xff\xd8\xff" + bytes(7))
+                        return
+                    host.requested.set()
+                    ends = time.monotonic() + lasting_s
                     while time.monotonic() < ends and not host._closing.wait(every_s):
                         self.wfile.write(b"\xff")
                         self.wfile.flush()
@@ -254,7 +282,7 @@ class TricklingHost:
         self._server.daemon_threads = True
         self.address = f"127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> TricklingHost:
+    def __enter__(self) -> HostileHost:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -262,3 +290,37 @@ class TricklingHost:
         self._closing.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.contextmanager
+def running_poison_rig(
+    bootstrap: str, landmarks_dir: Path, directory: Path, partitions: int = 2
+) -> Iterator[PoisonRig]:
+    """A worker on fresh topics, allowed a reference root (with a FIFO) and a hostile host."""
+    stack = shared_stack(landmarks_dir)
+    topics = create_topics(bootstrap, "poison", partitions=partitions)
+    root = directory / "references"
+    root.mkdir()
+    os.mkfifo(root / "pipe.jpg")
+    with HostileHost(every_s=0.5) as host:
+        worker = worker_on_topics(
+            stack,
+            bootstrap,
+            topics,
+            "worker-poison",
+            directory / "worker.log",
+            [
+                *("--reference-root", str(root)),
+                *("--reference-hosts", f"{host.address},127.0.0.1:28080"),
+                *("--reference-timeout-s", "2"),
+            ],
+        )
+        photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::29][:8]
+        rig = PoisonRig(bootstrap, topics, worker, photos, reference_root=root, host=host.address)
+        try:
+            worker.wait_ready()
+            yield rig
+        finally:
+            rig.close()
+            worker.kill()
+            delete_topics(bootstrap, topics)

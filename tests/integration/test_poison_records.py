@@ -8,20 +8,20 @@ references to slow hosts and FIFOs, photos with no picture, bad ports, gzip bomb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kafka import KafkaProducer
+from PIL import Image
 
+from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
 from schemas.kafka_record import KafkaRecord
 from tests.integration.poison_rig import PoisonRig, RawHeaderName, Sent
-from tests.integration.worker_stack import (
-    create_topics,
-    delete_topics,
-    shared_stack,
-    worker_on_topics,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -29,25 +29,10 @@ PARTITIONS = (0, 1)
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def rig(
-    kafka_bootstrap: str, landmarks_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PoisonRig]:
-    stack = shared_stack(landmarks_dir)
-    topics = create_topics(kafka_bootstrap, "poison", partitions=len(PARTITIONS))
-    directory = tmp_path_factory.mktemp("poison")
-    worker = worker_on_topics(
-        stack, kafka_bootstrap, topics, "worker-poison", directory / "worker.log"
-    )
-    photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::29][:8]
-    rig = PoisonRig(kafka_bootstrap, topics, worker, photos)
-    try:
-        worker.wait_ready()
-        yield rig
-    finally:
-        rig.close()
-        worker.kill()
-        delete_topics(kafka_bootstrap, topics)
+@pytest.fixture
+def rig(poison_rig: PoisonRig) -> PoisonRig:
+    """The worker of ``tests/integration/conftest.py`` (shared with the fuzz run)."""
+    return poison_rig
 
 
 def _between_photos(rig: PoisonRig, label: str, send_poison: object) -> list[Sent]:
@@ -146,3 +131,107 @@ def test_a_gzip_bomb_is_one_dead_letter_and_does_not_grow_the_worker(rig: Poison
     assert grown < 256 * MIB, f"the worker's peak memory grew by {grown / MIB:.0f} MiB"
     answers = rig.check(sent)
     assert "inflates past" in answers.by_position[(sent[1].partition, sent[1].offset)][0]["message"]
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _claims_6000_square(photo: bytes) -> bytes:
+    """A small JPEG whose frame header claims 6000 x 6000: its scan stops 36 million pixels short."""
+    frame = photo.index(b"\xff\xc0")
+    size = (6000).to_bytes(2, "big") * 2
+    return photo[: frame + 5] + size + photo[frame + 9 :]
+
+
+def _inline(
+    rig: PoisonRig, label: str, data: bytes, content_type: str = "image/jpeg"
+) -> KafkaRecord:
+    return encode_image_event(
+        InlinePhoto(
+            image_id=f"{label}-{os.urandom(3).hex()}",
+            data=data,
+            content_type=content_type,
+            published_at=datetime.now(UTC),
+        )
+    )
+
+
+def _reference(label: str, uri: str) -> KafkaRecord:
+    return encode_image_event(PhotoReference(image_id=f"{label}-{os.urandom(3).hex()}", uri=uri))
+
+
+def _root(rig: PoisonRig) -> Path:
+    assert rig.reference_root is not None
+    return rig.reference_root
+
+
+#: Kind of poison → (the record, given the rig; the reason of its one dead letter, or "tag").
+KINDS: dict[str, tuple[Callable[[PoisonRig], KafkaRecord], str]] = {
+    "5 MiB header and no schema-version (#2)": (
+        lambda rig: KafkaRecord(
+            key=b"big-header-" + os.urandom(3).hex().encode(),
+            value=rig.photo("x").value,
+            headers=(("content-type", b"image/jpeg"), ("x-padding", b"p" * (5 * MIB))),
+        ),
+        "schema_violation",
+    ),
+    "slow reference host (#3)": (
+        lambda rig: _reference("slow", f"http://{rig.host}/slow.jpg"),
+        "reference_unreachable",
+    ),
+    "FIFO under the reference root (#4)": (
+        lambda rig: _reference("fifo", (_root(rig) / "pipe.jpg").as_uri()),
+        "bad_reference",
+    ),
+    "645-byte JPEG claiming 6000 x 6000 (#6)": (
+        lambda rig: _inline(rig, "grey-fill", _claims_6000_square(_jpeg(_noise(64)))),
+        "undecodable_image",
+    ),
+    "blank picture (#6)": (
+        lambda rig: _inline(rig, "blank", _jpeg(np.full((200, 300, 3), 90, np.uint8))),
+        "blank_image",
+    ),
+    "port out of range (#7)": (
+        lambda rig: _reference("port", "http://127.0.0.1:99999/a.jpg"),
+        "bad_reference",
+    ),
+    "two ports (#7)": (
+        lambda rig: _reference("ports", "http://127.0.0.1:28080:80/a.jpg"),
+        "bad_reference",
+    ),
+    "host that does not speak HTTP (#7)": (
+        lambda rig: _reference("not-http", f"http://{rig.host}/not-http.jpg"),
+        "reference_unreachable",
+    ),
+    "body shorter than its Content-Length (#7)": (
+        lambda rig: _reference("short", f"http://{rig.host}/short.jpg"),
+        "reference_unreachable",
+    ),
+    "5 MiB inline photo (#9)": (
+        lambda rig: _inline(rig, "big-photo", _big_png(), "image/png"),
+        "tag",
+    ),
+}
+
+
+def _noise(side: int) -> np.ndarray:
+    return np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+
+
+def _big_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_noise(1400)).save(buffer, "PNG", compress_level=1)
+    assert len(buffer.getvalue()) > 5 * MIB
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_one_output_per_record_around_a_poison_record(rig: PoisonRig, kind: str) -> None:
+    make, expect = KINDS[kind]
+
+    sent = _between_photos(rig, kind.split()[0], lambda p: rig.send(p, make(rig), expect))
+
+    rig.check(sent)

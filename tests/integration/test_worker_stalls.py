@@ -15,7 +15,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.structs import TopicPartition
 
 from schemas.image_event import PhotoReference, encode_image_event
-from tests.integration.poison_rig import PoisonRig, TricklingHost
+from tests.integration.poison_rig import HostileHost, PoisonRig
 from tests.integration.worker_stack import (
     LOG_FILES,
     create_topics,
@@ -47,7 +47,7 @@ def test_sigterm_during_a_slow_fetch_stops_the_worker_at_once_without_committing
     stack = shared_stack(landmarks_dir)
     topics = create_topics(kafka_bootstrap, "stall-fetch", partitions=1)
     group = f"{topics[0]}-group"
-    with TricklingHost(every_s=0.5) as host:
+    with HostileHost(every_s=0.5) as host:
         worker = worker_on_topics(
             stack,
             kafka_bootstrap,
