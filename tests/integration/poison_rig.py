@@ -214,11 +214,17 @@ class PoisonRig:
             The outputs, for further checks.
         """
         answers = self.answers(sent, timeout_s)
-        outcomes = [answers.outcome(s) for s in sent]
-        assert all(map(_matches, (s.expect for s in sent), outcomes)), (
-            f"expected {[s.expect for s in sent]}, got {outcomes}"
+        wrong = [
+            (index, record.expect, outcome)
+            for index, (record, outcome) in enumerate(
+                zip(sent, map(answers.outcome, sent), strict=True)
+            )
+            if not _matches(record.expect, outcome) or answers.count(record) != 1
+        ]
+        assert not wrong, (
+            f"{len(wrong)} of {len(sent)} records did not get the one output expected; "
+            f"(index, expected, got), first 20: {wrong[:20]}"
         )
-        assert [answers.count(s) for s in sent] == [1] * len(sent)
         self.assert_alive_and_ready()
         return answers
 
