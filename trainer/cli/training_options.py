@@ -43,7 +43,7 @@ class TrainingOptions(CommandSettings):
     epochs: int = setting(12, ge=1, help="most epochs")
     lr: float = setting(1e-4, gt=0.0, help="Adam learning rate")
     patience: int = setting(3, ge=1, help="early stopping patience (epochs)")
-    augment_views: int = setting(4, ge=0, help="augmented views cached per training photo")
+    augment_views: int = setting(2, ge=0, help="augmented views cached per training photo")
     workers: int = setting(2, ge=1, help="photo decoding threads")
     batch_size: int = setting(
         32, ge=1, env="LANDMARK_CACHE_BATCH", help="photos per forward pass when caching"

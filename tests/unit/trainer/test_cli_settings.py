@@ -131,7 +131,12 @@ def test_train_needs_only_data_and_output_and_keeps_its_defaults(tmp_path: Path)
         "random",
     )
     assert (settings.margin, settings.p, settings.k, settings.lr) == (0.1, 8, 4, 1e-4)
-    assert (settings.epochs, settings.patience, settings.augment_views) == (12, 3, 4)
+    assert (settings.epochs, settings.patience, settings.augment_views) == (12, 3, 2)
+    assert (settings.whitening, settings.whitening_dim, settings.whitening_shrinkage) == (
+        True,
+        None,
+        1.0,
+    )
     assert (settings.seed, settings.workers, settings.batch_size) == (0, 2, 32)
     assert settings.split is None and settings.no_resume is False
 
