@@ -159,6 +159,16 @@ def split_photos(
     )
 
 
+def decodable_split(split: Split, input_size: int, workers: int = 2) -> Split:
+    """A split read from ``split.json`` without the photos that cannot be decoded (warned)."""
+    every = [photo for photos in split.parts.values() for photo in photos]
+    usable = set(_decodable(every, input_size, workers))
+    if len(usable) == len(every):
+        return split
+    parts = {name: [p for p in photos if p in usable] for name, photos in split.parts.items()}
+    return Split(parts=parts, too_small=split.too_small)
+
+
 def _decodable(photos: list[Photo], input_size: int, workers: int) -> list[Photo]:
     from schemas.preprocessing import PreprocessingSpec
     from trainer.data.loading import decodable_photos

@@ -18,6 +18,7 @@ from configuration import load_settings, setting
 from trainer.cli.settings import (
     CacheSettings,
     SplitSettings,
+    decodable_split,
     manifest_parameters,
     split_photos,
 )
@@ -61,7 +62,10 @@ def _split(settings: TrainSettings, output: Path) -> Any:
     from trainer.splits import manifest as split_manifest
 
     if settings.split is not None:
-        return split_manifest.read_manifest(settings.split)
+        # A split made elsewhere may list photos that cannot be decoded: leave them out too.
+        return decodable_split(
+            split_manifest.read_manifest(settings.split), settings.input_size, settings.workers
+        )
     split = split_photos(settings, settings.seed, settings.input_size, settings.workers)
     split_manifest.write_manifest(
         output / split_manifest.MANIFEST_FILE,

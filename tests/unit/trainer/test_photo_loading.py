@@ -99,3 +99,23 @@ def test_photos_that_cannot_be_decoded_are_set_apart(tmp_path: Path) -> None:
     usable, failed = decodable_photos(photos, PreprocessingSpec(input_size=32))
     assert usable == [photos[0], photos[2]]
     assert [photo for photo, _ in failed] == [photos[1]]
+
+
+def test_a_split_read_from_disk_loses_its_undecodable_photos(tmp_path: Path) -> None:
+    from trainer.cli.settings import decodable_split
+    from trainer.data.photos import Photo
+    from trainer.splits.seeded import Split
+
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        good
+    )
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])
+    split = Split(
+        parts={"train": [Photo(good, "a", "A")], "query": [Photo(broken, "a", "A")]},
+        too_small=["z"],
+    )
+    cleaned = decodable_split(split, input_size=32)
+    assert cleaned.parts == {"train": [Photo(good, "a", "A")], "query": []}
+    assert cleaned.too_small == ["z"]
