@@ -114,9 +114,19 @@ def with_whitening(model: object, whitening: Whitening, name: str | None = None)
 
     dense = keras.layers.Dense(whitening.dim, name="whitening")
     normalise = keras.layers.UnitNormalization(name="whitened_l2_normalise")
-    inputs = keras.Input(model.input_shape[1:], name="photo")  # type: ignore[attr-defined]
-    outputs = normalise(dense(model(inputs)))  # type: ignore[operator]
+    input_shape = model.input_shape[1:]  # type: ignore[attr-defined]
+    if isinstance(model, keras.Sequential):
+        # The same flat structure as the model itself (frozen part, trainable part, then these
+        # layers), so the export's inference copy drops every sub-model's training state.
+        whitened = keras.Sequential(
+            [keras.Input(input_shape, name="photo"), *model.layers, dense, normalise],
+            name=name or model.name,
+        )
+    else:
+        inputs = keras.Input(input_shape, name="photo")
+        outputs = normalise(dense(model(inputs)))  # type: ignore[operator]
+        whitened = keras.Model(inputs, outputs, name=name or model.name)  # type: ignore[attr-defined]
     kernel = whitening.projection.astype(np.float32)
     bias = (-whitening.mean @ whitening.projection).astype(np.float32)
     dense.set_weights([kernel, bias])
-    return keras.Model(inputs, outputs, name=name or model.name)  # type: ignore[attr-defined]
+    return whitened

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -206,3 +208,17 @@ def test_pipeline_exports_the_whitened_model_with_its_calibrated_rule(tmp_path):
     assert manifest.vote.rule == "margin"
     assert manifest.vote.threshold == report["evaluation"]["vote_calibration"]["threshold"]
     assert report["training"]["whitening"] == {"dim": 8, "shrinkage": 0.5}
+    # The worker and the gallery loader load it with plain Keras, without the trainer's loss.
+    code = (
+        "import sys, keras; m = keras.saving.load_model(sys.argv[1]); "
+        "print(m.output_shape[-1], 'trainer.metric_learning.losses' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run" / "model" / "model.keras")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split()[-2:] == ["8", "False"]
