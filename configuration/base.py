@@ -66,21 +66,9 @@ def setting(
         "aliases": list(aliases),
         "off_flag": off_flag,
     }
-    if "default_factory" in constraints:
-        default = None if default is ... else default
-        return Field(
-            description=help,
-            validation_alias=env,
-            json_schema_extra=extra,
-            **constraints,
-        )
-    return Field(
-        default,
-        description=help,
-        validation_alias=env,
-        json_schema_extra=extra,
-        **constraints,
-    )
+    if "default_factory" not in constraints:
+        constraints["default"] = default
+    return Field(description=help, validation_alias=env, json_schema_extra=extra, **constraints)
 
 
 def split_commas(value: object) -> object:
