@@ -50,16 +50,17 @@ from pydantic import model_validator
 
 from configuration import load_settings, setting
 from configuration.kafka import KafkaConnection
+from devstack.commands import BIN, split_command, train_command
 from devstack.processes import (
     REPO_ROOT,
     child_env,
+    ensure_local_service,
     metric_values,
     run_command,
     scrape,
     stop_all,
 )
 
-BIN = Path(sys.executable).parent
 STAGES = ("decode", "embed", "search", "vote", "publish", "commit")
 
 
@@ -192,27 +193,7 @@ class Bench:
         split = self.work / "split"
         if not (split / "split.json").is_file():
             sh(
-                [
-                    sys.executable,
-                    "-m",
-                    "trainer.cli.split",
-                    "--data",
-                    self.s.data,
-                    "--out",
-                    split,
-                    "--seed",
-                    "0",
-                    "--hold-out-landmarks",
-                    "0",
-                    "--val",
-                    "0.1",
-                    "--query",
-                    "0.2",
-                    "--references",
-                    "8",
-                    "--cap",
-                    "24",
-                ],
+                split_command(self.s.data, split, query=0.2, references=8, cap=24),
                 log=self.logs / "split.log",
             )
         return split
@@ -227,72 +208,30 @@ class Bench:
             self.say("no model export given: fine-tuning one quickly (1 epoch)")
             sh([sys.executable, "-m", "trainer.cli.weights", "fetch"])
             sh(
-                [
-                    BIN / "landmark-train",
-                    "--split",
-                    split / "split.json",
-                    "--data",
+                train_command(
+                    split,
                     self.s.data,
-                    "--output",
                     out,
-                    "--input-size",
-                    str(self.s.input_size),
-                    "--epochs",
-                    "1",
-                    "--augment-views",
-                    "1",
-                    "--trainable-from",
-                    "block_16",
-                    "--no-resume",
-                ],
+                    input_size=self.s.input_size,
+                    epochs=1,
+                    augment_views=1,
+                    trainable_from="block_16",
+                ),
                 log=self.logs / "train.log",
             )
         return out / "model"
 
     def kafka(self) -> None:
         port = self.s.bootstrap_servers.rpartition(":")[2]
-        status = sh(
-            [REPO_ROOT / "deploy/local/kafka.sh", "status"],
-            log=self.logs / "kafka.log",
-            check=False,
-            KAFKA_PORT=port,
-        )
-        if status.returncode == 0:
-            return
-        sh(
-            [REPO_ROOT / "deploy/local/kafka.sh", "start"],
-            log=self.logs / "kafka.log",
-            KAFKA_PORT=port,
-        )
-        self.cleanups.append(
-            lambda: sh([REPO_ROOT / "deploy/local/kafka.sh", "stop"], check=False, KAFKA_PORT=port)
-        )
+        stop = ensure_local_service("kafka", {"KAFKA_PORT": port}, log=self.logs / "kafka.log")
+        if stop is not None:
+            self.cleanups.append(stop)
 
     def gallery(self, model_dir: Path, split: Path) -> str:
         uri = f"http://127.0.0.1:{self.s.milvus_port}"
-        running = (
-            sh(
-                [REPO_ROOT / "deploy/local/milvus.sh", "status"],
-                check=False,
-                log=self.logs / "milvus-status.log",
-                **self.milvus_env,
-            ).returncode
-            == 0
-        )
-        if not running:
-            sh(
-                [REPO_ROOT / "deploy/local/milvus.sh", "start"],
-                log=self.logs / "milvus.log",
-                **self.milvus_env,
-            )
-            self.cleanups.append(
-                lambda: sh(
-                    [REPO_ROOT / "deploy/local/milvus.sh", "stop"],
-                    check=False,
-                    log=self.logs / "milvus-stop.log",
-                    **self.milvus_env,
-                )
-            )
+        stop = ensure_local_service("milvus", self.milvus_env, log=self.logs / "milvus.log")
+        if stop is not None:
+            self.cleanups.append(stop)
         version = json.loads((model_dir / "manifest.json").read_text())["model_version"]
         sh(
             [

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from devstack import sample_data
+from devstack.commands import BIN, split_command, train_command
 from devstack.demo_report import print_report, scrape_outcomes, summarise
 from devstack.demo_settings import DemoSettings, settings_from
 from devstack.processes import create_topics, ensure_local_service, stop_all, wait_until_ready
 from devstack.session import Session
-
-BIN = Path(sys.executable).parent
 
 
 class Demo:
@@ -82,48 +81,21 @@ class Demo:
         self.session.run([sys.executable, "-m", "trainer.cli.weights", "fetch"])
         split = self.work / "split"
         self.session.run(
-            [
-                sys.executable,
-                "-m",
-                "trainer.cli.split",
-                "--data",
-                data,
-                "--out",
-                split,
-                "--seed",
-                "0",
-                "--hold-out-landmarks",
-                "0",
-                "--val",
-                "0.1",
-                "--query",
-                str(self.s.query),
-                "--references",
-                str(self.s.references),
-                "--cap",
-                str(self.s.cap),
-            ],
+            split_command(
+                data, split, query=self.s.query, references=self.s.references, cap=self.s.cap
+            ),
             log="split.log",
         )
         self.session.run(
-            [
-                BIN / "landmark-train",
-                "--split",
-                split / "split.json",
-                "--data",
+            train_command(
+                split,
                 data,
-                "--output",
                 self.work / "train",
-                "--input-size",
-                str(self.s.input_size),
-                "--epochs",
-                str(self.s.epochs),
-                "--augment-views",
-                str(self.s.augment_views),
-                "--trainable-from",
-                self.s.trainable_from,
-                "--no-resume",
-            ]
+                input_size=self.s.input_size,
+                epochs=self.s.epochs,
+                augment_views=self.s.augment_views,
+                trainable_from=self.s.trainable_from,
+            )
         )
         print(f"  trained and exported in {time.monotonic() - t:.0f}s")
         return self.work / "train" / "model"
