@@ -23,7 +23,6 @@ import numpy as np
 from trainer.data.photos import Photo
 from trainer.evaluation.calibration import Calibration
 from trainer.model.embedding import EmbeddingParts, build_embedding_model
-from trainer.model.whitening import fit_learned_whitening
 from trainer.protocol.folds import Fold, calibration_holdout
 from trainer.protocol.scoring import (
     DEFAULT_KS,
@@ -76,9 +75,7 @@ class EmbeddingTable:
     def whitened(self, fold: Fold, settings: WhiteningSettings) -> EmbeddingTable:
         """The same photos through a learned whitening fitted on the fold's training photos."""
         train = self.of(fold.train)
-        whitening = fit_learned_whitening(
-            train.embeddings, train.landmark_ids, dim=settings.dim, shrinkage=settings.shrinkage
-        )
+        whitening = settings.fit(train.embeddings, train.landmark_ids)
         return EmbeddingTable(self._photos, whitening.apply(self._embeddings))
 
     def of(self, photos: Sequence[Photo]) -> Embedded:

@@ -19,7 +19,7 @@ from schemas.preprocessing import PreprocessingSpec
 from trainer.data.photos import Photo
 from trainer.model.embedding import EmbeddingParts, assemble, build_embedding_model
 from trainer.model.export import export_model
-from trainer.model.whitening import Whitening, fit_learned_whitening, with_whitening
+from trainer.model.whitening import Whitening, with_whitening
 from trainer.training.fine_tune import fine_tune
 from trainer.training.run import TrainingSettings
 from trainer.training.split_evaluation import (
@@ -100,9 +100,6 @@ def _fit_whitening(
     """The learned whitening of the fine-tuned embeddings of the training photos, if asked for."""
     if settings.whitening is None:
         return None
-    return fit_learned_whitening(
-        plain_embeddings(parts, train, settings),
-        [p.landmark_id for p in train],
-        dim=settings.whitening.dim,
-        shrinkage=settings.whitening.shrinkage,
+    return settings.whitening.fit(
+        plain_embeddings(parts, train, settings), [p.landmark_id for p in train]
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from schemas.vote import VoteSettings
 from trainer.evaluation.calibration import DEFAULT_TARGET_PRECISION
 from trainer.metric_learning.losses import DEFAULT_MARGIN
 from trainer.model.embedding import EmbeddingModelConfig, EmbeddingParts
+from trainer.model.whitening import Whitening, fit_learned_whitening
 from trainer.training.activation_cache import ActivationCacheSettings
 
 
@@ -27,6 +31,12 @@ class WhiteningSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fit(self, embeddings: np.ndarray, landmark_ids: Sequence[str]) -> Whitening:
+        """The whitening these settings describe, fitted on labelled training embeddings."""
+        return fit_learned_whitening(
+            embeddings, landmark_ids, dim=self.dim, shrinkage=self.shrinkage
+        )
 
 
 @dataclass(frozen=True)
