@@ -85,16 +85,21 @@ def test_load_photos_decodes_the_real_odd_format_files() -> None:
     assert loaded.images.shape == (len(paths), 32, 32, 3)
 
 
+def _good_and_cut_jpeg(folder: Path) -> tuple[Path, Path]:
+    """A noise JPEG that decodes, and its first 200 bytes, which do not."""
+    good = folder / "good.jpg"
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(good)
+    broken = folder / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])
+    return good, broken
+
+
 def test_photos_that_cannot_be_decoded_are_set_apart(tmp_path: Path) -> None:
     from trainer.data.loading import decodable_photos
     from trainer.data.photos import Photo
 
-    good = tmp_path / "good.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-        good
-    )
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(good.read_bytes()[:200])
+    good, broken = _good_and_cut_jpeg(tmp_path)
     photos = [Photo(good, "a", "A"), Photo(broken, "a", "A"), Photo(good, "b", "B")]
     usable, failed = decodable_photos(photos, PreprocessingSpec(input_size=32))
     assert usable == [photos[0], photos[2]]
@@ -106,12 +111,7 @@ def test_a_split_read_from_disk_loses_its_undecodable_photos(tmp_path: Path) -> 
     from trainer.data.photos import Photo
     from trainer.splits.seeded import Split
 
-    good = tmp_path / "good.jpg"
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-        good
-    )
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(good.read_bytes()[:200])
+    good, broken = _good_and_cut_jpeg(tmp_path)
     split = Split(
         parts={"train": [Photo(good, "a", "A")], "query": [Photo(broken, "a", "A")]},
         too_small=["z"],

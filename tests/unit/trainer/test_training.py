@@ -15,7 +15,7 @@ from PIL import Image
 from schemas.preprocessing import PreprocessingSpec
 from trainer.data.augmentation import augmented_view, view_rng
 from trainer.data.loading import load_photos
-from trainer.data.photos import Photo, read_landmark_folders
+from trainer.data.photos import Photo, group_by_landmark, read_landmark_folders
 from trainer.model.embedding import EmbeddingModelConfig, assemble, embed_photos, parts_from_stages
 from trainer.training.activation_cache import ActivationCacheSettings, cached_activations
 from trainer.training.fine_tune import fine_tune
@@ -148,9 +148,7 @@ def test_calibrated_vote_reaches_its_precision_on_the_split_and_keeps_the_rule(t
     from trainer.training.split_evaluation import calibrated_vote
 
     photos = _photo_folder(tmp_path / "photos", landmarks=5, per_landmark=4)
-    by_landmark: dict[str, list[Photo]] = {}
-    for photo in photos:
-        by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    by_landmark = group_by_landmark(photos)
     split = {
         "reference": [group[0] for group in by_landmark.values()],
         "query": [p for group in by_landmark.values() for p in group[1:]],
@@ -184,9 +182,7 @@ def test_pipeline_exports_the_whitened_model_with_its_calibrated_rule(tmp_path):
     from trainer.training.run import WhiteningSettings
 
     photos = _photo_folder(tmp_path / "photos", landmarks=5, per_landmark=6)
-    by_landmark: dict[str, list[Photo]] = {}
-    for photo in photos:
-        by_landmark.setdefault(photo.landmark_id, []).append(photo)
+    by_landmark = group_by_landmark(photos)
     split = {
         "train": [p for group in by_landmark.values() for p in group[:3]],
         "reference": [group[3] for group in by_landmark.values()],
