@@ -24,6 +24,7 @@ from tests.integration.worker_stack import (
     delete_topics,
     publish,
     shared_stack,
+    worker_on_topics,
 )
 
 pytestmark = pytest.mark.integration
@@ -85,15 +86,12 @@ def scraped_worker(
     stack = shared_stack(landmarks_dir)
     topics = create_topics(kafka_bootstrap, "worker-dashboard")
     logs = tmp_path_factory.mktemp("dashboard-worker")
-    worker = WorkerProcess(
+    worker = worker_on_topics(
         stack,
-        bootstrap=kafka_bootstrap,
-        images_topic=topics[0],
-        tags_topic=topics[1],
-        dead_letter_topic=topics[2],
-        group_id=f"{topics[0]}-group",
-        worker_id="worker-dashboard",
-        log_path=logs / "worker.log",
+        kafka_bootstrap,
+        topics,
+        "worker-dashboard",
+        logs / "worker.log",
     )
     target_file = prometheus_targets_dir / f"{topics[0]}.json"
     photos = sorted(landmarks_dir.glob("*/*.jpg"))[5::11]

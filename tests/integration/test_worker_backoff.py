@@ -10,7 +10,6 @@ import pytest
 
 from tests.integration.worker_stack import (
     LOG_FILES,
-    WorkerProcess,
     create_topics,
     delete_topics,
     load_gallery_into,
@@ -18,6 +17,7 @@ from tests.integration.worker_stack import (
     read_outputs,
     reference_photos,
     shared_stack,
+    worker_on_topics,
 )
 from tests.milvus_server import MilvusLiteServer
 
@@ -49,15 +49,12 @@ def test_worker_backs_off_while_milvus_is_down_and_loses_nothing(
         load_gallery_into(
             server.uri, stack.model_dir, "landmarks", reference_photos(landmarks_dir), "backoff"
         )
-        worker = WorkerProcess(
+        worker = worker_on_topics(
             dataclasses.replace(stack, milvus_uri=server.uri),
-            bootstrap=kafka_bootstrap,
-            images_topic=topics[0],
-            tags_topic=topics[1],
-            dead_letter_topic=topics[2],
-            group_id=f"{topics[0]}-group",
-            worker_id="worker-backoff",
-            log_path=tmp_path / "worker.log",
+            kafka_bootstrap,
+            topics,
+            "worker-backoff",
+            tmp_path / "worker.log",
             extra_args=["--backoff-max-s", "2"],
         )
         worker.wait_ready()

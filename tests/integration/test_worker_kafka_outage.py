@@ -28,6 +28,7 @@ from tests.integration.worker_stack import (
     publish,
     read_outputs,
     shared_stack,
+    worker_on_topics,
 )
 
 pytestmark = pytest.mark.integration
@@ -84,15 +85,12 @@ def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
     # broker then meets a worker with photos in hand, whose outputs cannot be acknowledged.
     photos = sorted(landmarks_dir.glob("*/*.jpg"))[3::11][:PHOTOS]
     ids = {p["image_id"] for p in publish(bootstrap, topics[0], photos, tmp_path / "ids.jsonl")}
-    worker = WorkerProcess(
+    worker = worker_on_topics(
         stack,
-        bootstrap=bootstrap,
-        images_topic=topics[0],
-        tags_topic=topics[1],
-        dead_letter_topic=topics[2],
-        group_id=f"{topics[0]}-group",
-        worker_id="worker-outage",
-        log_path=tmp_path / "worker.log",
+        bootstrap,
+        topics,
+        "worker-outage",
+        tmp_path / "worker.log",
         extra_args=["--batch-max-records", "2", "--publish-timeout-s", "3", "--backoff-max-s", "2"],
     )
     try:

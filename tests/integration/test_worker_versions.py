@@ -21,6 +21,7 @@ from tests.integration.worker_stack import (
     read_outputs,
     reference_photos,
     shared_stack,
+    worker_on_topics,
 )
 
 pytestmark = pytest.mark.integration
@@ -79,15 +80,12 @@ def switching_worker(
     alias = f"switch_{uuid.uuid4().hex[:8]}"
     load_gallery_into(stack.milvus_uri, model_dir, alias, reference_photos(landmarks_dir), "first")
     topics = create_topics(kafka_bootstrap, "worker-versions")
-    worker = WorkerProcess(
+    worker = worker_on_topics(
         dataclasses.replace(stack, model_dir=model_dir),
-        bootstrap=kafka_bootstrap,
-        images_topic=topics[0],
-        tags_topic=topics[1],
-        dead_letter_topic=topics[2],
-        group_id=f"{topics[0]}-group",
-        worker_id="worker-versions",
-        log_path=tmp_path / "worker.log",
+        kafka_bootstrap,
+        topics,
+        "worker-versions",
+        tmp_path / "worker.log",
         extra_args=["--gallery-alias", alias],
     )
     try:
