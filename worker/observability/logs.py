@@ -46,6 +46,23 @@ _NOISY_LIBRARIES = ("kafka", "pymilvus", "PIL")
 _SELF_CONFIGURING_LIBRARIES = ("pymilvus",)
 
 
+class _StandardErrorHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, as logging's last-resort
+    handler does: a handler holding the stream it was made with writes to a closed file once
+    that stream is swapped and closed (test runners do it; library loggers then log at exit)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        """The stream is always the current ``sys.stderr``."""
+
+
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
@@ -88,7 +105,7 @@ def configure_logging(
             *_renderers(use_console, colors=out.isatty()),
         ],
     )
-    handler = logging.StreamHandler(out)
+    handler = logging.StreamHandler(out) if stream is not None else _StandardErrorHandler()
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 

@@ -249,3 +249,16 @@ def test_console_format_renders_library_lines_as_console_lines() -> None:
     assert "connection reset" in line
     assert "[kafka.conn]" in line
     assert not line.startswith("{")
+
+
+def test_default_handler_follows_standard_error_when_it_is_swapped_and_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Test runners swap and close sys.stderr; a library logging at exit must not hit a closed file."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("json", "info")
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()
+    logging.getLogger("milvus_lite.server_manager").warning("server stopped")
+    assert json.loads(second.getvalue().splitlines()[-1])["event"] == "server stopped"
