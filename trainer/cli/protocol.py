@@ -71,6 +71,36 @@ class ProtocolCommandSettings(CacheSettings, TrainingOptions):
         help="share of trained landmarks whose references calibration removes (open-set photos)",
     )
     seed: int = setting(0, help="seed of the folds, batches and augmentation")
+    expansions: bool = setting(
+        False,
+        env="LANDMARK_PROTOCOL_EXPANSIONS",
+        help="also score the best network with database-side augmentation (_dba), "
+        "alpha-query expansion (_qe) and both (_dba_qe)",
+    )
+    qe_neighbours: int = setting(
+        2,
+        ge=1,
+        env="LANDMARK_PROTOCOL_QE_NEIGHBOURS",
+        help="neighbours added to a query by alpha-QE",
+    )
+    dba_neighbours: int = setting(
+        1,
+        ge=1,
+        env="LANDMARK_PROTOCOL_DBA_NEIGHBOURS",
+        help="neighbours added to a reference by DBA",
+    )
+    expansion_alpha: float = setting(
+        3.0,
+        ge=0,
+        env="LANDMARK_PROTOCOL_EXPANSION_ALPHA",
+        help="similarity power of alpha-QE and DBA",
+    )
+    store: bool = setting(
+        True,
+        env="LANDMARK_PROTOCOL_STORE",
+        help="keep each fold's fine-tuned embeddings under CACHE_DIR/protocol and re-use them "
+        "when the training settings and photos are the same (re-scoring without re-training)",
+    )
     out: Path = setting(
         Path("runs/protocol/protocol"),
         env="LANDMARK_PROTOCOL_OUT",
@@ -92,9 +122,24 @@ def protocol_settings(settings: ProtocolCommandSettings) -> Any:
         training=training,
         weights_cache_dir=settings.cache_dir / "weights",
         target_precision=settings.target_precision,
+        calibration_confidence=settings.calibration_confidence,
         calibration_holdout=settings.calibration_holdout,
         whitening=training.whitening,
+        expansions=expansions(settings) if settings.expansions else {},
+        embeddings_dir=settings.cache_dir / "protocol" if settings.store else None,
     )
+
+
+def expansions(settings: ProtocolCommandSettings) -> dict[str, Any]:
+    """The expansions ``--expansions`` scores, by network suffix."""
+    from trainer.evaluation.expansion import Expansion
+
+    alpha = settings.expansion_alpha
+    return {
+        "dba": Expansion(gallery_neighbours=settings.dba_neighbours, alpha=alpha),
+        "qe": Expansion(query_neighbours=settings.qe_neighbours, alpha=alpha),
+        "dba_qe": Expansion(settings.qe_neighbours, settings.dba_neighbours, alpha),
+    }
 
 
 def _log(message: str) -> None:

@@ -38,6 +38,17 @@ class TrainingOptions(CommandSettings):
         help="random (the paper's; best on unseen landmarks here), batch_hard or batch_semi_hard",
     )
     margin: float = setting(0.1, gt=0.0, help="triplet margin alpha")
+    loss: Literal["triplet", "subcenter_arcface"] = setting(
+        "triplet", help="triplet (the paper's) or subcenter_arcface (a classification head)"
+    )
+    distillation: float = setting(
+        0.0,
+        ge=0.0,
+        help="weight of the penalty keeping embeddings near the pretrained network's (0: none)",
+    )
+    arcface_scale: float = setting(30.0, gt=0.0, help="ArcFace logit scale s")
+    arcface_margin: float = setting(0.3, ge=0.0, lt=1.5, help="ArcFace angular margin (radians)")
+    subcenters: int = setting(3, ge=1, help="ArcFace centres a landmark")
     p: int = setting(8, ge=2, help="landmarks per batch")
     k: int = setting(4, ge=2, help="photos per landmark in a batch")
     epochs: int = setting(12, ge=1, help="most epochs")
@@ -63,6 +74,13 @@ class TrainingOptions(CommandSettings):
         le=1,
         help="precision the 'no landmark' threshold is calibrated for",
     )
+    calibration_confidence: float = setting(
+        0.0,
+        ge=0,
+        lt=1,
+        help="confidence with which the calibration photos' precision must reach the target "
+        "(a lower Wilson bound; 0: their precision itself)",
+    )
 
     def resolved_trainable_from(self) -> str | None:
         """The first trainable stage, ``auto`` resolved for the backbone."""
@@ -82,6 +100,7 @@ class TrainingOptions(CommandSettings):
         """The fine-tuning run these options describe."""
         from trainer.model.embedding import EmbeddingModelConfig
         from trainer.training.activation_cache import ActivationCacheSettings
+        from trainer.training.objective import ObjectiveSettings
         from trainer.training.run import TrainingSettings, WhiteningSettings
 
         return TrainingSettings(
@@ -107,6 +126,14 @@ class TrainingOptions(CommandSettings):
             if self.whitening
             else None,
             target_precision=self.target_precision,
+            calibration_confidence=self.calibration_confidence,
+            objective=ObjectiveSettings(
+                self.loss,
+                self.distillation,
+                self.arcface_scale,
+                self.arcface_margin,
+                self.subcenters,
+            ),
             cache=ActivationCacheSettings(
                 cache_dir=cache_dir / "activations",
                 augmented_views=self.augment_views,

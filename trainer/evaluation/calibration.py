@@ -10,8 +10,10 @@ what was calibrated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -56,8 +58,15 @@ def calibrate_threshold(
     confidences: Sequence[float],
     expected: Sequence[str | None],
     target_precision: float = DEFAULT_TARGET_PRECISION,
+    confidence: float = 0.0,
 ) -> Calibration:
     """The lowest threshold at which the answered queries reach ``target_precision``.
+
+    With ``confidence`` > 0 the precision must reach the target with that one-sided confidence:
+    the lower Wilson score bound of the answered queries' precision is held to the target, not
+    the precision itself. The calibration photos are a finite sample; a threshold set where
+    their precision just touches the target lands below it about half of the time on new
+    photos, and more often on photos unlike the calibration ones.
 
     Args:
         predictions: The unthresholded winner of each query (None when there was none).
@@ -65,6 +74,7 @@ def calibrate_threshold(
         expected: The right answer of each query (None: the query's landmark is not in the
             gallery, so any landmark published for it is wrong).
         target_precision: The precision to reach, in (0, 1].
+        confidence: The one-sided confidence of the precision bound, in [0, 1) (0: none).
 
     Returns:
         The calibration. When no threshold reaches the target, the threshold is just above the
@@ -82,6 +92,8 @@ def calibrate_threshold(
         raise ValueError("no calibration queries")
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target precision must be in (0, 1], got {target_precision}")
+    if not 0.0 <= confidence < 1.0:
+        raise ValueError(f"calibration confidence must be in [0, 1), got {confidence}")
     scores = np.asarray(
         [c if p is not None else -np.inf for p, c in zip(predictions, confidences, strict=True)],
         dtype=np.float64,
@@ -102,7 +114,7 @@ def calibrate_threshold(
             break
         if end + 1 < len(scores) and scores[end + 1] == scores[end]:
             continue
-        if cumulative_right[end] / counts[end] >= target_precision:
+        if precision_bound(cumulative_right[end], counts[end], confidence) >= target_precision:
             best = end
     total = len(scores)
     if best is None:
@@ -123,3 +135,18 @@ def calibrate_threshold(
         queries=total,
         reached=True,
     )
+
+
+def precision_bound(right: int, answered: int, confidence: float) -> float:
+    """The lower one-sided Wilson score bound of ``right / answered`` at ``confidence``
+    (``confidence`` 0: the ratio itself)."""
+    if answered <= 0:
+        return 0.0
+    share = right / answered
+    if confidence <= 0.0:
+        return share
+    z = NormalDist().inv_cdf(confidence)
+    z2 = z * z
+    centre = share + z2 / (2 * answered)
+    spread = z * math.sqrt(share * (1 - share) / answered + z2 / (4 * answered * answered))
+    return (centre - spread) / (1 + z2 / answered)

@@ -38,8 +38,12 @@ TRAINING_KEYS = (
 
 
 def _scored(results: Sequence[FoldResult]) -> list[str]:
-    """The networks of :data:`NETWORKS` that the results score."""
-    return [n for n in NETWORKS if results and n in results[0].networks]
+    """The networks the results score: those of :data:`NETWORKS` first, then the expanded ones."""
+    return _in_order(results[0].networks) if results else []
+
+
+def _in_order(scored: Sequence[str] | dict[str, Any]) -> list[str]:
+    return [n for n in NETWORKS if n in scored] + [n for n in scored if n not in NETWORKS]
 
 
 def pooled_figures(results: Sequence[FoldResult], ks: Sequence[int]) -> dict[str, Any]:
@@ -61,7 +65,8 @@ def pooled_figures(results: Sequence[FoldResult], ks: Sequence[int]) -> dict[str
 def fold_figures(result: FoldResult, ks: Sequence[int]) -> dict[str, Any]:
     """One fold's counts, training summary, calibrations and figures."""
     networks = {}
-    for network, scores in result.networks.items():
+    for network in _in_order(result.networks):
+        scores = result.networks[network]
         networks[network] = {
             "calibration": None if scores.calibration is None else scores.calibration.to_dict(),
             "calibration_holdout": list(scores.holdout),
@@ -132,8 +137,8 @@ def _margin_header(first: str, ks: Sequence[int]) -> list[str]:
 def _pooled_rows(pooled: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(row label, figures) of the pooled groups, trained landmarks first."""
     for group in GROUPS:
-        for network in NETWORKS:
-            if network in pooled and group in pooled[network]:
+        for network in pooled:
+            if group in pooled[network]:
                 label = f"{network.replace('_', '-')} · {GROUP_TITLES[group]}"
                 yield label, pooled[network][group]
 
@@ -147,9 +152,8 @@ def _fold_counts_table(folds: Sequence[dict[str, Any]]) -> list[str]:
     for fold in folds:
         counts, training = fold["counts"], fold["training"]
         thresholds = [
-            _number((fold["networks"][n]["calibration"] or {}).get("threshold"))
-            for n in NETWORKS
-            if n in fold["networks"]
+            _number((scores["calibration"] or {}).get("threshold"))
+            for scores in fold["networks"].values()
         ]
         lines.append(
             f"| {fold['held_out']} | {counts['trained_landmarks']} / {counts['unseen_landmarks']} "
@@ -185,7 +189,7 @@ def markdown_tables(report: dict[str, Any], ks: Sequence[int]) -> str:
         *_margin_header("fold · network · queries", ks),
     ]
     for fold in report["folds"]:
-        for network in (n for n in NETWORKS if n in fold["networks"]):
+        for network in fold["networks"]:
             for group, figures in fold["networks"][network]["groups"].items():
                 label = f"{fold['held_out']} · {network.replace('_', '-')} · {group}"
                 lines.append(_margin_row(label, figures, ks))

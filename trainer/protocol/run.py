@@ -22,14 +22,16 @@ import numpy as np
 
 from trainer.data.photos import Photo
 from trainer.evaluation.calibration import Calibration
+from trainer.evaluation.decisions import calibrate
+from trainer.evaluation.expansion import NO_EXPANSION, Expansion
 from trainer.model.embedding import EmbeddingParts, build_embedding_model
+from trainer.protocol.embedding_store import EmbeddingStore
 from trainer.protocol.folds import Fold, calibration_holdout
 from trainer.protocol.scoring import (
     DEFAULT_KS,
     MARGIN_RULE,
     Embedded,
     QueryOutcomes,
-    calibrate,
     score_queries,
 )
 from trainer.training.fine_tune import fine_tune
@@ -48,18 +50,27 @@ class ProtocolSettings:
             fold trains from scratch in a temporary folder).
         weights_cache_dir: where converted pretrained weights are cached.
         target_precision: precision the margin rule's threshold is calibrated for.
+        calibration_confidence: confidence with which the calibration photos' precision must
+            reach the target (0: their precision itself; see
+            :func:`trainer.evaluation.calibration.calibrate_threshold`).
         calibration_holdout: share of trained landmarks whose references calibration removes.
         ks: the k of hit@k.
         whitening: also score each network followed by a learned whitening fitted on the
             fold's training photos (``pretrained_whitened``, ``fine_tuned_whitened``).
+        expansions: named expansions (:class:`Expansion`) to score on the fine-tuned network
+            (whitened when ``whitening`` is set): network ``<that network>_<name>``.
+        embeddings_dir: where fine-tuned embeddings are stored and re-used (None: nowhere).
     """
 
     training: TrainingSettings
     weights_cache_dir: Path | None = None
     target_precision: float = 0.9
+    calibration_confidence: float = 0.0
     calibration_holdout: float = 0.2
     ks: tuple[int, ...] = DEFAULT_KS
     whitening: WhiteningSettings | None = None
+    expansions: dict[str, Expansion] = field(default_factory=dict)
+    embeddings_dir: Path | None = None
 
 
 class EmbeddingTable:
@@ -77,6 +88,10 @@ class EmbeddingTable:
         train = self.of(fold.train)
         whitening = settings.fit(train.embeddings, train.landmark_ids)
         return EmbeddingTable(self._photos, whitening.apply(self._embeddings))
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self._embeddings
 
     def of(self, photos: Sequence[Photo]) -> Embedded:
         """The photos' embeddings, ids and names, in the order given."""
@@ -118,7 +133,12 @@ def embed_table(
     return EmbeddingTable(photos, plain_embeddings(parts, photos, training))
 
 
-def score_network(table: EmbeddingTable, fold: Fold, settings: ProtocolSettings) -> NetworkScores:
+def score_network(
+    table: EmbeddingTable,
+    fold: Fold,
+    settings: ProtocolSettings,
+    expansion: Expansion = NO_EXPANSION,
+) -> NetworkScores:
     """Calibrate the margin rule on the fold's validation photos, then score its query groups.
 
     Without validation photos nothing is calibrated and the rule's default threshold is used.
@@ -128,11 +148,17 @@ def score_network(table: EmbeddingTable, fold: Fold, settings: ProtocolSettings)
     calibration = None
     if fold.val:
         calibration = calibrate(
-            table.of(fold.val), gallery, holdout, target_precision=settings.target_precision
+            table.of(fold.val),
+            gallery,
+            holdout,
+            MARGIN_RULE,
+            target_precision=settings.target_precision,
+            confidence=settings.calibration_confidence,
+            expansion=expansion,
         )
     threshold = MARGIN_RULE.threshold if calibration is None else calibration.threshold
     groups = {
-        name: score_queries(table.of(queries), gallery, threshold, settings.ks)
+        name: score_queries(table.of(queries), gallery, threshold, settings.ks, expansion)
         for name, queries in (("trained", fold.trained_queries), ("unseen", fold.unseen_queries))
         if queries
     }
@@ -146,6 +172,49 @@ def build_parts(settings: ProtocolSettings) -> EmbeddingParts:
     )
 
 
+def fine_tuned_table(
+    fold: Fold,
+    table_photos: Sequence[Photo],
+    settings: ProtocolSettings,
+    log: Log,
+) -> tuple[EmbeddingTable, dict[str, Any]]:
+    """The fold's fine-tuned embeddings and training summary: from the store when it has them,
+    else fine-tuned now (and stored)."""
+    store = (
+        EmbeddingStore(settings.embeddings_dir, table_photos) if settings.embeddings_dir else None
+    )
+    stored = store.load("fine_tuned", settings.training, fold) if store else None
+    if stored is not None:
+        log(f"fold {fold.held_out}: fine-tuned embeddings read from {settings.embeddings_dir}")
+        return EmbeddingTable(table_photos, stored[0]), stored[1]
+    with tempfile.TemporaryDirectory(prefix=f"protocol-{fold.held_out}-") as scratch:
+        training = dataclasses.replace(settings.training, output_dir=Path(scratch), resume=False)
+        result = fine_tune(build_parts(settings), fold.train, fold.val, training, log)
+    table = embed_table(result.parts, table_photos, settings.training)
+    summary = result.summary.to_dict()
+    if store is not None:
+        store.save("fine_tuned", settings.training, table.embeddings, summary, fold)
+    return table, summary
+
+
+def score_fold(
+    fold: Fold,
+    pretrained: EmbeddingTable,
+    fine_tuned: EmbeddingTable,
+    settings: ProtocolSettings,
+) -> dict[str, NetworkScores]:
+    """Every network of the fold: pretrained and fine-tuned, whitened, expanded."""
+    tables = {"pretrained": pretrained, "fine_tuned": fine_tuned}
+    if settings.whitening is not None:
+        for name in ("pretrained", "fine_tuned"):
+            tables[f"{name}_whitened"] = tables[name].whitened(fold, settings.whitening)
+    networks = {name: score_network(table, fold, settings) for name, table in tables.items()}
+    best = "fine_tuned_whitened" if settings.whitening is not None else "fine_tuned"
+    for suffix, expansion in settings.expansions.items():
+        networks[f"{best}_{suffix}"] = score_network(tables[best], fold, settings, expansion)
+    return networks
+
+
 def run_fold(
     fold: Fold,
     table_photos: Sequence[Photo],
@@ -153,23 +222,12 @@ def run_fold(
     settings: ProtocolSettings,
     log: Log,
 ) -> FoldResult:
-    """Fine-tune a fresh network on the fold and score it and the pretrained network."""
+    """Fine-tune a fresh network on the fold (or read it from the store) and score it and the
+    pretrained network."""
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"protocol-{fold.held_out}-") as scratch:
-        training = dataclasses.replace(settings.training, output_dir=Path(scratch), resume=False)
-        result = fine_tune(build_parts(settings), fold.train, fold.val, training, log)
-    fine_tuned = embed_table(result.parts, table_photos, settings.training)
-    networks = {
-        "pretrained": score_network(pretrained, fold, settings),
-        "fine_tuned": score_network(fine_tuned, fold, settings),
-    }
-    if settings.whitening is not None:
-        for name, table in (("pretrained", pretrained), ("fine_tuned", fine_tuned)):
-            whitened = table.whitened(fold, settings.whitening)
-            networks[f"{name}_whitened"] = score_network(whitened, fold, settings)
-    return FoldResult(
-        fold, networks, result.summary.to_dict(), round(time.monotonic() - started, 1)
-    )
+    fine_tuned, summary = fine_tuned_table(fold, table_photos, settings, log)
+    networks = score_fold(fold, pretrained, fine_tuned, settings)
+    return FoldResult(fold, networks, summary, round(time.monotonic() - started, 1))
 
 
 def run_protocol(

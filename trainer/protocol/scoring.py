@@ -19,51 +19,19 @@ from typing import Any
 import numpy as np
 
 from schemas.vote import VoteSettings
-from trainer.evaluation.calibration import Calibration, calibrate_threshold
-from trainer.evaluation.recognition import gap, vote_accuracy
+from trainer.evaluation.decisions import (
+    Embedded,
+    RuleOutcome,
+    decide,
+    searched,
+)
+from trainer.evaluation.expansion import NO_EXPANSION, Expansion
+from trainer.evaluation.recognition import gap
 from trainer.evaluation.retrieval import first_hit_ranks
 
 MARGIN_RULE = VoteSettings(rule="margin", k=10)
 LEGACY_RULE = VoteSettings(rule="weighted_knn", k=5, weighting="similarity", threshold=0.5)
 DEFAULT_KS = (1, 5, 10)
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """Unit embeddings of photos with their landmark ids and names."""
-
-    embeddings: np.ndarray
-    landmark_ids: tuple[str, ...]
-    landmark_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.landmark_ids)
-
-    def subset(self, keep: Sequence[bool]) -> Embedded:
-        """The rows where ``keep`` is true."""
-        mask = np.asarray(keep, dtype=bool)
-        return Embedded(
-            self.embeddings[mask],
-            tuple(i for i, k in zip(self.landmark_ids, mask, strict=True) if k),
-            tuple(n for n, k in zip(self.landmark_names, mask, strict=True) if k),
-        )
-
-
-@dataclass(frozen=True)
-class RuleOutcome:
-    """One decision rule on a set of queries."""
-
-    predictions: tuple[str | None, ...]
-    confidences: np.ndarray
-    published: tuple[str | None, ...]
-
-    @staticmethod
-    def concatenate(outcomes: Sequence[RuleOutcome]) -> RuleOutcome:
-        return RuleOutcome(
-            tuple(p for o in outcomes for p in o.predictions),
-            np.concatenate([o.confidences for o in outcomes]),
-            tuple(p for o in outcomes for p in o.published),
-        )
 
 
 @dataclass(frozen=True)
@@ -89,63 +57,17 @@ class QueryOutcomes:
         )
 
 
-def _decide(queries: Embedded, gallery: Embedded, rule: VoteSettings) -> RuleOutcome:
-    report = vote_accuracy(
-        queries.embeddings,
-        queries.landmark_ids,
-        gallery.embeddings,
-        gallery.landmark_ids,
-        gallery.landmark_names,
-        dataclasses.replace(rule, threshold=0.0),
-        thresholds=(),
-    )
-    confidences = np.asarray(report.confidences, dtype=np.float64)
-    # decide_landmark's contract: below the threshold the answer is None, the winner unchanged.
-    published = tuple(
-        p if c >= rule.threshold else None
-        for p, c in zip(report.predictions, confidences, strict=True)
-    )
-    return RuleOutcome(tuple(report.predictions), confidences, published)
-
-
-def calibrate(
-    val: Embedded,
-    gallery: Embedded,
-    holdout: Sequence[str],
-    rule: VoteSettings = MARGIN_RULE,
-    target_precision: float = 0.9,
-) -> Calibration:
-    """The rule's threshold for ``target_precision`` on validation photos of trained landmarks.
-
-    The validation photos are searched in the whole gallery (right answer: their landmark); the
-    photos of the ``holdout`` landmarks are searched again in the gallery without those
-    landmarks' references (right answer: "no landmark"), as a photo of a landmark missing from
-    the gallery would be.
-    """
-    full = _decide(val, gallery, rule)
-    predictions, confidences = list(full.predictions), list(full.confidences)
-    expected: list[str | None] = list(val.landmark_ids)
-    removed = set(holdout)
-    if removed:
-        open_set = val.subset([lm in removed for lm in val.landmark_ids])
-        reduced = _decide(
-            open_set, gallery.subset([lm not in removed for lm in gallery.landmark_ids]), rule
-        )
-        predictions += reduced.predictions
-        confidences += list(reduced.confidences)
-        expected += [None] * len(open_set)
-    return calibrate_threshold(predictions, confidences, expected, target_precision)
-
-
 def score_queries(
     queries: Embedded,
     gallery: Embedded,
     threshold: float,
     ks: Sequence[int] = DEFAULT_KS,
+    expansion: Expansion = NO_EXPANSION,
 ) -> QueryOutcomes:
     """Each query's outcome against the gallery: ranks to ``max(ks)``, the margin rule at
-    ``threshold``, the legacy vote at its own threshold."""
+    ``threshold``, the legacy vote at its own threshold (both searched after ``expansion``)."""
     known = set(gallery.landmark_ids)
+    queries, gallery = searched(queries, gallery, expansion)
     ranks = first_hit_ranks(
         queries.embeddings,
         queries.landmark_ids,
@@ -156,8 +78,8 @@ def score_queries(
     return QueryOutcomes(
         expected=tuple(lm if lm in known else None for lm in queries.landmark_ids),
         ranks=ranks,
-        margin=_decide(queries, gallery, dataclasses.replace(MARGIN_RULE, threshold=threshold)),
-        legacy=_decide(queries, gallery, LEGACY_RULE),
+        margin=decide(queries, gallery, dataclasses.replace(MARGIN_RULE, threshold=threshold)),
+        legacy=decide(queries, gallery, LEGACY_RULE),
         thresholds=(threshold,) * len(queries),
     )
 

@@ -85,6 +85,8 @@ def fine_tune(
         train_photos=len(train_photos),
         val_photos=len(val_photos),
         cache_seconds=round(time.monotonic() - started, 1),
+        loss=settings.objective.loss,
+        distillation=settings.objective.distillation,
     )
     loop = TrainingLoop(parts, train, val, settings, summary, log)
     return loop.run()

@@ -14,14 +14,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
 
 from trainer.evaluation.retrieval import hit_at_k
-from trainer.metric_learning.losses import TripletLoss, random_triplet_targets
 from trainer.metric_learning.samplers import pk_batch_indices
 from trainer.model.embedding import EmbeddingParts, freeze_batch_norm
+from trainer.training.objective import Objective, trainable_of
 from trainer.training.run import TrainingResult, TrainingSettings, TrainingSummary
 
 Log = Callable[[str], None]
@@ -60,23 +61,51 @@ class TrainingLoop:
         self.log = log
         self.checkpoints = settings.output_dir / CHECKPOINT_DIR
         self.trainable = parts.trainable
+        self.objective: Objective | None = None
+        self.teacher_train: np.ndarray | None = None
+        self.teacher_val: np.ndarray | None = None
         self.start_epoch = 0
         self.wait = 0
 
     # -- model ---------------------------------------------------------------------------------
 
     def _compile(self) -> None:
-        self.trainable.compile(
-            optimizer=keras.optimizers.Adam(self.settings.learning_rate),
-            loss=TripletLoss(self.settings.mining, self.settings.margin, self.settings.reducer),
+        classes = int(self.train.labels.max()) + 1 if self.train.labels.size else 0
+        self.objective = Objective.build(
+            self.trainable,
+            self.settings.objective,
+            classes=classes,
+            mining=self.settings.mining,
+            margin=self.settings.margin,
+            reducer=self.settings.reducer,
+            learning_rate=self.settings.learning_rate,
         )
-        # Built now so that weights saved before the first step carry the same optimizer slots.
-        self.trainable.optimizer.build(self.trainable.trainable_variables)
+        if self.objective.needs_teacher:
+            # The pretrained network's embeddings of every cached view, before any step.
+            views = self.train.activations.shape[1]
+            self.teacher_train = np.stack(
+                [self._embed(self.train.activations[:, v]) for v in range(views)], axis=1
+            )
+            self.teacher_val = self._embed(self.val.activations[:, 0])[:, None]
+        if self.settings.objective.loss != "triplet":
+            plain = (
+                self.teacher_train[:, 0]
+                if self.teacher_train is not None
+                else self._embed(self.train.activations[:, 0])
+            )
+            self.objective.initialise_head(plain, self.train.labels, self.settings.seed)
 
-    def _targets(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.settings.mining == "random":
-            return random_triplet_targets(labels, rng)
-        return labels
+    @property
+    def model(self) -> keras.Model:
+        assert self.objective is not None, "compiled in run()"
+        return self.objective.model
+
+    def _targets(
+        self, labels: np.ndarray, teacher: np.ndarray | None, rng: np.random.Generator
+    ) -> list[Any]:
+        """The batch's targets; ``teacher``: the pretrained embeddings of the batch's rows."""
+        assert self.objective is not None, "compiled in run()"
+        return self.objective.targets(labels, teacher, rng)
 
     def _embed(self, activations: np.ndarray, batch_size: int = 128) -> np.ndarray:
         out = [
@@ -102,8 +131,9 @@ class TrainingLoop:
             order = np.argsort(batch, kind="stable")  # memmap reads go faster in file order
             x = np.empty((len(batch), *self.train.activations.shape[2:]), np.float32)
             x[order] = self.train.activations[batch[order], view[order]]
-            y = self._targets(self.train.labels[batch], rng)
-            loss = self.trainable.train_on_batch(x, y)
+            teacher = None if self.teacher_train is None else self.teacher_train[batch, view]
+            y = self._targets(self.train.labels[batch], teacher, rng)
+            loss = self.model.train_on_batch(x, y)
             losses.append(float(np.asarray(loss).reshape(-1)[0]))
             if step == len(batches) or step % 10 == 0:
                 self.log(
@@ -122,9 +152,11 @@ class TrainingLoop:
         batches = pk_batch_indices(self.val.labels, min(self.settings.p, usable), max(k, 2), rng)
         losses = []
         for batch in batches:
-            x = np.asarray(self.val.activations[np.sort(batch), 0], np.float32)
-            y = self._targets(self.val.labels[np.sort(batch)], rng)
-            losses.append(float(np.asarray(self.trainable.test_on_batch(x, y)).reshape(-1)[0]))
+            rows = np.sort(batch)
+            x = np.asarray(self.val.activations[rows, 0], np.float32)
+            teacher = None if self.teacher_val is None else self.teacher_val[rows, 0]
+            y = self._targets(self.val.labels[rows], teacher, rng)
+            losses.append(float(np.asarray(self.model.test_on_batch(x, y)).reshape(-1)[0]))
         return float(np.mean(losses))
 
     def _val_hit_at_1(self) -> float | None:
@@ -140,7 +172,7 @@ class TrainingLoop:
 
     def _save(self, epoch: int, improved: bool) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.trainable.save(self.checkpoints / LAST_CHECKPOINT)
+        self.model.save(self.checkpoints / LAST_CHECKPOINT)
         if improved:
             self.trainable.save_weights(self.checkpoints / BEST_WEIGHTS)
         state = {"epochs_done": epoch + 1, "wait": self.wait, "summary": self.summary.to_dict()}
@@ -152,14 +184,24 @@ class TrainingLoop:
         if not (self.settings.resume and state_file.exists() and last.exists()):
             return
         state = json.loads(state_file.read_text())
-        saved = state["summary"]
-        for key in ("backbone", "input_size", "trainable_from", "embedding_dim", "mining"):
+        saved = {"loss": "triplet", "distillation": 0.0, **state["summary"]}
+        for key in (
+            "backbone",
+            "input_size",
+            "trainable_from",
+            "embedding_dim",
+            "mining",
+            "loss",
+            "distillation",
+        ):
             if saved[key] != getattr(self.summary, key):
                 raise ValueError(
                     f"checkpoint in {self.checkpoints} was trained with {key}={saved[key]!r}, "
                     f"not {getattr(self.summary, key)!r}; use another output folder"
                 )
-        self.trainable = keras.saving.load_model(last)
+        assert self.objective is not None, "compiled before resuming"
+        self.objective.model = keras.saving.load_model(last)
+        self.trainable = trainable_of(self.objective.model)
         freeze_batch_norm(self.trainable)
         self.start_epoch = int(state["epochs_done"])
         self.wait = int(state["wait"])

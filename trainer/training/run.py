@@ -15,6 +15,7 @@ from trainer.metric_learning.losses import DEFAULT_MARGIN
 from trainer.model.embedding import EmbeddingModelConfig, EmbeddingParts
 from trainer.model.whitening import Whitening, fit_learned_whitening
 from trainer.training.activation_cache import ActivationCacheSettings
+from trainer.training.objective import ObjectiveSettings
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,11 @@ class TrainingSettings:
         vote: the decision rule exported in the manifest; its threshold is calibrated after
             training (:func:`trainer.training.split_evaluation.calibrated_vote`).
         target_precision: the precision the calibrated threshold aims at.
+        calibration_confidence: the one-sided confidence with which the calibration photos'
+            precision must reach the target (0: their precision itself).
         whitening: the learned whitening fitted on the training photos after fine-tuning and
             exported with the model (None: none).
+        objective: the loss (triplet or sub-center ArcFace) and the distillation penalty.
     """
 
     model: EmbeddingModelConfig
@@ -82,6 +86,8 @@ class TrainingSettings:
     vote: VoteSettings = field(default_factory=VoteSettings)
     whitening: WhiteningSettings | None = None
     target_precision: float = DEFAULT_TARGET_PRECISION
+    calibration_confidence: float = 0.0
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
 
     def plain_cache(self) -> ActivationCacheSettings:
         """The activation cache of the plain photos only (view 0, no augmented views)."""
@@ -126,6 +132,8 @@ class TrainingSummary:
     cache_seconds: float = 0.0
     train_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    loss: str = "triplet"
+    distillation: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

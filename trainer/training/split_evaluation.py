@@ -18,12 +18,8 @@ import numpy as np
 
 from schemas.vote import VoteSettings
 from trainer.data.photos import Photo, seeded_order
-from trainer.evaluation.calibration import (
-    DEFAULT_TARGET_PRECISION,
-    Calibration,
-    calibrate_threshold,
-)
-from trainer.evaluation.recognition import vote_accuracy
+from trainer.evaluation.calibration import DEFAULT_TARGET_PRECISION, Calibration
+from trainer.evaluation.decisions import Embedded, calibrate
 from trainer.evaluation.retrieval import hit_at_k
 from trainer.model.embedding import EmbeddingParts
 from trainer.model.whitening import Whitening
@@ -111,8 +107,11 @@ def calibrated_vote(
 ) -> tuple[VoteSettings, Calibration | None]:
     """``rule`` with its threshold calibrated on the split's queries against its references.
 
-    The references of a seeded :data:`UNKNOWN_SHARE` of the landmarks are left out of the
-    calibration gallery: their queries must come out as "no landmark".
+    The same procedure as the source-held-out protocol's (:func:`calibrate`): every query is
+    searched among all references (right answer: its landmark), and the queries of a seeded
+    :data:`UNKNOWN_SHARE` of the landmarks again among the references without theirs (right
+    answer: "no landmark"); the precision must reach the target with
+    ``settings.calibration_confidence``.
 
     Returns:
         The vote settings with the calibrated threshold and the calibration, or ``rule``
@@ -123,24 +122,28 @@ def calibrated_vote(
     landmarks = sorted({p.landmark_id for p in references})
     if not queries or len(landmarks) < 2:
         return rule, None
-    left_out = _left_out_landmarks(references, settings.seed)
-    gallery = [p for p in references if p.landmark_id not in left_out]
-    report = vote_accuracy(
-        plain_embeddings(parts, queries, settings, whitening),
-        [p.landmark_id for p in queries],
-        plain_embeddings(parts, gallery, settings, whitening),
-        [p.landmark_id for p in gallery],
-        [p.landmark_name for p in gallery],
+    calibration = calibrate(
+        _embedded(parts, queries, settings, whitening),
+        _embedded(parts, references, settings, whitening),
+        sorted(_left_out_landmarks(references, settings.seed)),
         dataclasses.replace(rule, threshold=0.0),
-    )
-    known = {p.landmark_id for p in gallery}
-    calibration = calibrate_threshold(
-        report.predictions,
-        report.confidences,
-        [p.landmark_id if p.landmark_id in known else None for p in queries],
         target_precision,
+        settings.calibration_confidence,
     )
     return dataclasses.replace(rule, threshold=calibration.threshold), calibration
+
+
+def _embedded(
+    parts: EmbeddingParts,
+    photos: Sequence[Photo],
+    settings: TrainingSettings,
+    whitening: Whitening | None,
+) -> Embedded:
+    return Embedded(
+        plain_embeddings(parts, photos, settings, whitening),
+        tuple(p.landmark_id for p in photos),
+        tuple(p.landmark_name for p in photos),
+    )
 
 
 def _left_out_landmarks(references: Sequence[Photo], seed: int) -> set[str]:

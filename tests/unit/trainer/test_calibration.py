@@ -82,3 +82,26 @@ def test_calibrated_threshold_reaches_the_target_and_no_lower_one_does(
         for threshold in set(confidences):
             at = precision_at(threshold)
             assert at is None or at < target
+
+
+def test_wilson_bound_matches_the_textbook_value_and_tightens_with_more_answers() -> None:
+    from trainer.evaluation.calibration import precision_bound
+
+    # 90 right of 100 at 95% one-sided (z = 1.645): Wilson lower bound 0.8396.
+    assert precision_bound(90, 100, 0.95) == pytest.approx(0.8396, abs=5e-4)
+    assert precision_bound(900, 1000, 0.95) > precision_bound(90, 100, 0.95)
+    assert precision_bound(9, 10, 0.0) == pytest.approx(0.9)
+
+
+def test_a_confidence_bound_raises_the_threshold_to_where_precision_is_sure() -> None:
+    # 40 answers: the 20 most confident all right, then one wrong in every 5.
+    confidences = [1.0 - i / 100 for i in range(40)]
+    predictions = ["a"] * 40
+    expected = ["a" if i < 20 or i % 5 else "b" for i in range(40)]
+    plain = calibrate_threshold(predictions, confidences, expected, 0.9)
+    sure = calibrate_threshold(predictions, confidences, expected, 0.9, confidence=0.9)
+    assert plain.precision is not None and plain.precision >= 0.9
+    assert sure.threshold > plain.threshold
+    assert sure.precision is not None and sure.precision > plain.precision
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate_threshold(predictions, confidences, expected, 0.9, confidence=1.0)

@@ -75,17 +75,17 @@ def test_a_two_source_run_writes_pooled_and_per_fold_figures(tmp_path, capsys):
     (tmp_path / "cache" / "weights").symlink_to(WEIGHTS_CACHE)
     write_photos(tmp_path, {"north": ["n1", "n2", "n3"], "south": ["s1", "s2", "s3"]})
     out = tmp_path / "report" / "protocol"
-    status = main(
-        [
-            *("--data", str(tmp_path / "landmarks"), "--out", str(out)),
-            *("--cache-dir", str(tmp_path / "cache")),
-            *("--input-size", "32", "--trainable-from", "block_16", "--epochs", "1"),
-            *("--p", "2", "--k", "2", "--augment-views", "1"),
-            *("--references", "1", "--queries", "2", "--unseen-queries", "2"),
-            *("--whitening", "--whitening-shrinkage", "1.0"),
-        ]
-    )
-    assert status == 0
+    arguments = [
+        *("--data", str(tmp_path / "landmarks"), "--out", str(out)),
+        *("--cache-dir", str(tmp_path / "cache")),
+        *("--input-size", "32", "--trainable-from", "block_16", "--epochs", "1"),
+        *("--p", "2", "--k", "2", "--augment-views", "1"),
+        *("--references", "1", "--queries", "2", "--unseen-queries", "2"),
+        *("--whitening", "--whitening-shrinkage", "1.0", "--expansions"),
+    ]
+    assert main(arguments) == 0
+    first_log = capsys.readouterr().err
+    assert "read from" not in first_log
     report = json.loads(out.with_suffix(".json").read_text())
     assert [fold["held_out"] for fold in report["folds"]] == ["north", "south"]
     fold = report["folds"][0]
@@ -97,7 +97,17 @@ def test_a_two_source_run_writes_pooled_and_per_fold_figures(tmp_path, capsys):
             assert figures["queries"] == 12
             assert 0.0 <= figures["hit_at_k"]["1"] <= figures["hit_at_k"]["5"] <= 1.0
             assert len(figures["margin"]["thresholds"]) >= 1
-    printed = capsys.readouterr().out
-    assert "| fine-tuned · landmarks of an unseen source |" in printed
-    assert "| fine-tuned-whitened · landmarks of an unseen source |" in printed
-    assert out.with_suffix(".md").exists()
+    for suffix in ("dba", "qe", "dba_qe"):
+        assert report["pooled"][f"fine_tuned_whitened_{suffix}"]["unseen"]["queries"] == 12
+    markdown = out.with_suffix(".md").read_text()
+    assert "| fine-tuned · landmarks of an unseen source |" in markdown
+    assert "| fine-tuned-whitened-dba-qe · landmarks of an unseen source |" in markdown
+
+    # The same settings again: each fold's fine-tuned embeddings come from the store, and the
+    # figures are the same; another training setting trains again.
+    assert main(arguments) == 0
+    assert capsys.readouterr().err.count("fine-tuned embeddings read from") == 2
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["pooled"] == report["pooled"]
+    assert main([*arguments, "--margin", "0.2"]) == 0
+    assert "read from" not in capsys.readouterr().err

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from schemas.vote import margin_confidence
+from trainer.evaluation.decisions import calibrate
 from trainer.protocol.scoring import (
+    MARGIN_RULE,
     Embedded,
     QueryOutcomes,
     RuleOutcome,
-    calibrate,
     decision_figures,
     group_figures,
     score_queries,
@@ -58,14 +59,14 @@ def test_below_the_threshold_nothing_is_published_and_the_winner_is_kept():
 
 def test_calibration_without_removed_landmarks_publishes_everything_right():
     val = on_circle([1, 92, 178], ["a", "b", "c"])
-    calibration = calibrate(val, GALLERY, holdout=(), target_precision=0.9)
+    calibration = calibrate(val, GALLERY, (), MARGIN_RULE, target_precision=0.9)
     assert calibration.reached and calibration.coverage == 1.0 and calibration.queries == 3
 
 
 def test_calibration_adds_removed_landmarks_photos_as_open_set_queries():
     """Photos of a landmark without references must not be published: the threshold rises."""
     val = on_circle([1, 3, 92, 178], ["a", "a", "b", "c"])
-    calibration = calibrate(val, GALLERY, holdout=("a",), target_precision=1.0)
+    calibration = calibrate(val, GALLERY, ("a",), MARGIN_RULE, target_precision=1.0)
     assert calibration.queries == 6
     # Without a's references, a's photos land on b at about 87-89 degrees' margin over c: their
     # confidences are high, so precision 1 needs a threshold above them.
