@@ -14,6 +14,7 @@ import structlog
 from kafka.errors import KafkaError
 
 from configuration import load_settings
+from configuration.redaction import redact_text
 from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         services[0].run()
     except _StartupRefused as refusal:
         log.error("worker refuses to start", reason=str(refusal))
-        print(f"landmark-worker: {refusal}", file=sys.stderr)
+        print(f"landmark-worker: {redact_text(str(refusal))}", file=sys.stderr)
         return EXIT_INCOMPATIBLE
     except _StoppedDuringStart:
         log.info("stopped before the worker was ready")
@@ -230,7 +231,8 @@ def _build_service(
     fetcher = ReferenceFetcher(
         FetcherSettings(
             file_root=settings.reference_root,
-            allowed_hosts=settings.reference_hosts,
+            allowed_origins=settings.reference_origins,
+            private_networks=settings.reference_private_networks,
             max_bytes=settings.reference_max_bytes,
             timeout_s=settings.reference_timeout_s,
         )

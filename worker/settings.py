@@ -23,6 +23,7 @@ from configuration.log_settings import LogSettings
 from configuration.milvus import MilvusConnection
 from schemas.dead_letter_bounds import MAX_INLINE_VALUE_BYTES
 from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES
+from worker.adapters.photo_fetcher.origins import OriginPolicy, parse_origin
 
 DEFAULT_GROUP = "landmark-workers"
 
@@ -37,13 +38,21 @@ def default_decode_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _lower_case(hosts: frozenset[str]) -> frozenset[str]:
-    return frozenset(host.lower() for host in hosts)
+def _origins(entries: frozenset[str]) -> frozenset[str]:
+    return frozenset(str(parse_origin(entry)) for entry in entries)
 
 
-#: A comma-separated host list (``a.example,b.example:8080``) as a set of lower-case hosts.
-HostSet = Annotated[
-    frozenset[str], NoDecode, BeforeValidator(split_commas), AfterValidator(_lower_case)
+def _networks(entries: frozenset[str]) -> frozenset[str]:
+    return frozenset(str(network) for network in OriginPolicy.parse((), entries).private_networks)
+
+
+#: Comma-separated ``scheme://host:port`` entries (:func:`parse_origin`), in canonical form.
+OriginSet = Annotated[
+    frozenset[str], NoDecode, BeforeValidator(split_commas), AfterValidator(_origins)
+]
+#: Comma-separated CIDR networks (``10.0.0.0/8,fd00::/8``).
+NetworkSet = Annotated[
+    frozenset[str], NoDecode, BeforeValidator(split_commas), AfterValidator(_networks)
 ]
 
 
@@ -89,8 +98,17 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
     reference_root: Path | None = setting(
         None, help="directory file:// references must lie under (unset: file:// refused)"
     )
-    reference_hosts: HostSet = setting(
-        frozenset(), help="comma-separated hosts http(s):// references may name"
+    reference_origins: OriginSet = setting(
+        frozenset(),
+        help="comma-separated origins http(s):// references may reach, each scheme://host:port "
+        "or scheme://host:first-last (e.g. https://images.example.com:443); unset: "
+        "http(s):// refused",
+    )
+    reference_private_networks: NetworkSet = setting(
+        frozenset(),
+        help="comma-separated non-public networks (CIDR) an allowed origin's host may resolve "
+        "to, e.g. 10.0.0.0/8 for an in-cluster image server (loopback, private, link-local "
+        "and metadata addresses are refused otherwise, unless the origin names the address)",
     )
     reference_max_bytes: int = setting(
         32 * 1024 * 1024, ge=1, help="largest referenced photo, in bytes"

@@ -252,7 +252,7 @@ class HostileHost:
     banner.
 
     Attributes:
-        address: ``127.0.0.1:port``, for ``--reference-hosts``.
+        address: ``127.0.0.1:port`` (``http://`` + it for ``--reference-origins``).
         requested: Set once a request for ``/slow.jpg`` has come in.
     """
 
@@ -317,7 +317,7 @@ def running_poison_rig(
             directory / "worker.log",
             [
                 *("--reference-root", str(root)),
-                *("--reference-hosts", f"{host.address},127.0.0.1:28080"),
+                *("--reference-origins", f"http://{host.address},http://127.0.0.1:28080"),
                 *("--reference-timeout-s", "2"),
             ],
         )

@@ -54,7 +54,7 @@ def test_sigterm_during_a_slow_fetch_stops_the_worker_at_once_without_committing
             topics,
             "worker-stall",
             tmp_path / "worker.log",
-            ["--reference-hosts", host.address, "--reference-timeout-s", "60"],
+            ["--reference-origins", f"http://{host.address}", "--reference-timeout-s", "60"],
         )
         rig = PoisonRig(kafka_bootstrap, topics, worker, sorted(landmarks_dir.glob("*/*.jpg"))[:2])
         try:

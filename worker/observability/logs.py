@@ -22,6 +22,8 @@ from typing import TextIO
 
 import structlog
 
+from configuration.redaction import redact_text
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -103,6 +105,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *_renderers(use_console, colors=out.isatty()),
+            _redact_line,
         ],
     )
     handler = logging.StreamHandler(out) if stream is not None else _StandardErrorHandler()
@@ -122,6 +125,12 @@ def configure_logging(
     for name in _NOISY_LIBRARIES:
         _route_to_root(name, library_level)
     logging.captureWarnings(True)
+
+
+def _redact_line(_logger: object, _name: str, line: str) -> str:
+    """The rendered line with the user-info of any URI in it masked (a reference's or a
+    library's message that quotes a ``scheme://user:password@host``)."""
+    return redact_text(line)
 
 
 def _renderers(use_console: bool, *, colors: bool) -> list[structlog.typing.Processor]:

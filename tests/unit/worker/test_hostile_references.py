@@ -246,7 +246,11 @@ def trickling_tls_host() -> Iterator[str]:
 
 def _http_fetcher(host: str, timeout_s: float = 1.0) -> ReferenceFetcher:
     return ReferenceFetcher(
-        FetcherSettings(allowed_hosts=frozenset({host}), max_bytes=1000, timeout_s=timeout_s)
+        FetcherSettings(
+            allowed_origins=frozenset({f"http://{host}", f"https://{host}"}),
+            max_bytes=1000,
+            timeout_s=timeout_s,
+        )
     )
 
 
@@ -287,7 +291,7 @@ def test_trickling_body_over_tls_fails_at_the_deadline(
 
 @pytest.mark.parametrize("netloc", ["127.0.0.1:99999", "127.0.0.1:28080:80"])
 def test_malformed_port_is_a_bad_reference(netloc: str) -> None:
-    fetcher = _http_fetcher(netloc)
+    fetcher = _http_fetcher("127.0.0.1:28080")
     assert _refusal(fetcher, f"http://{netloc}/a.jpg").reason is ReasonCode.BAD_REFERENCE
 
 
@@ -325,7 +329,9 @@ def test_gzip_encoded_body_is_returned_as_sent_not_inflated(hostile_host: str) -
     The request asks for ``identity`` (http.client's default); the body comes back as sent.
     """
     fetcher = ReferenceFetcher(
-        FetcherSettings(allowed_hosts=frozenset({hostile_host}), max_bytes=1024 * 1024)
+        FetcherSettings(
+            allowed_origins=frozenset({f"http://{hostile_host}"}), max_bytes=1024 * 1024
+        )
     )
     assert fetcher.fetch(f"http://{hostile_host}/gzip.jpg") == _gzip_body()
     assert _HostileHandler.accept_encodings[-1] == "identity"

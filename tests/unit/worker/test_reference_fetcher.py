@@ -26,13 +26,13 @@ def root(tmp_path: Path) -> Path:
 
 def fetcher_for(
     root: Path | None = None,
-    hosts: frozenset[str] = frozenset(),
+    origins: frozenset[str] = frozenset(),
     max_bytes: int = 1000,
     timeout_s: float = 2.0,
 ) -> ReferenceFetcher:
     return ReferenceFetcher(
         FetcherSettings(
-            file_root=root, allowed_hosts=hosts, max_bytes=max_bytes, timeout_s=timeout_s
+            file_root=root, allowed_origins=origins, max_bytes=max_bytes, timeout_s=timeout_s
         )
     )
 
@@ -131,29 +131,32 @@ def http_host() -> Iterator[str]:
 
 
 def test_http_photo_on_an_allowed_host_is_fetched(http_host: str) -> None:
-    assert fetcher_for(hosts=frozenset({http_host})).fetch(f"http://{http_host}/a.jpg") == PHOTO
+    assert (
+        fetcher_for(origins=frozenset({f"http://{http_host}"})).fetch(f"http://{http_host}/a.jpg")
+        == PHOTO
+    )
 
 
 def test_http_host_not_allowed_is_a_bad_reference(http_host: str) -> None:
-    fetcher = fetcher_for(hosts=frozenset({"photos.example.org"}))
+    fetcher = fetcher_for(origins=frozenset({"http://photos.example.org:80"}))
     assert reason_of(fetcher, f"http://{http_host}/a.jpg") == ReasonCode.BAD_REFERENCE
 
 
 def test_http_404_is_unreachable(http_host: str) -> None:
-    fetcher = fetcher_for(hosts=frozenset({http_host}))
+    fetcher = fetcher_for(origins=frozenset({f"http://{http_host}"}))
     assert reason_of(fetcher, f"http://{http_host}/none.jpg") == ReasonCode.REFERENCE_UNREACHABLE
 
 
 def test_http_redirect_is_not_followed(http_host: str) -> None:
-    fetcher = fetcher_for(hosts=frozenset({http_host}))
+    fetcher = fetcher_for(origins=frozenset({f"http://{http_host}"}))
     assert reason_of(fetcher, f"http://{http_host}/moved.jpg") == ReasonCode.REFERENCE_UNREACHABLE
 
 
 def test_http_body_over_the_limit_is_too_large(http_host: str) -> None:
-    fetcher = fetcher_for(hosts=frozenset({http_host}), max_bytes=1000)
+    fetcher = fetcher_for(origins=frozenset({f"http://{http_host}"}), max_bytes=1000)
     assert reason_of(fetcher, f"http://{http_host}/big.jpg") == ReasonCode.IMAGE_TOO_LARGE
 
 
 def test_http_timeout_is_unreachable(http_host: str) -> None:
-    fetcher = fetcher_for(hosts=frozenset({http_host}), timeout_s=0.3)
+    fetcher = fetcher_for(origins=frozenset({f"http://{http_host}"}), timeout_s=0.3)
     assert reason_of(fetcher, f"http://{http_host}/slow.jpg") == ReasonCode.REFERENCE_UNREACHABLE

@@ -86,11 +86,18 @@ def test_decode_threads_default_is_the_same_with_and_without_the_command_line() 
     assert parse(REQUIRED).decode_threads == from_class == expected
 
 
-def test_reference_hosts_are_a_lower_case_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = parse([*REQUIRED, "--reference-hosts", "Photos.Example.org, cdn.example.org:8080"])
-    assert settings.reference_hosts == frozenset({"photos.example.org", "cdn.example.org:8080"})
-    monkeypatch.setenv("LANDMARK_REFERENCE_HOSTS", "A.example,b.example")
-    assert parse(REQUIRED).reference_hosts == frozenset({"a.example", "b.example"})
+def test_reference_origins_are_canonical_and_need_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = parse(
+        [*REQUIRED, "--reference-origins", "HTTPS://Photos.Example.org.:443, http://[::1]:80-90"]
+    )
+    assert settings.reference_origins == frozenset(
+        {"https://photos.example.org:443", "http://[::1]:80-90"}
+    )
+    monkeypatch.setenv("LANDMARK_REFERENCE_PRIVATE_NETWORKS", "10.1.2.3/8")
+    assert parse(REQUIRED).reference_private_networks == frozenset({"10.0.0.0/8"})
+    for entry in ("127.0.0.1", "http://127.0.0.1", "cdn.example.org:8080", "ftp://h:21"):
+        with pytest.raises(SystemExit):
+            parse([*REQUIRED, "--reference-origins", entry])
 
 
 def test_help_names_the_variable_of_every_setting() -> None:

@@ -25,6 +25,8 @@ from types import TracebackType
 from typing import Any
 
 _SocketSource = Callable[[], socket.socket | None]
+#: Opens the TCP connection of a fetch: (host, port, timeout) -> connected socket.
+Connector = Callable[[str, int, "float | None"], socket.socket]
 
 
 class FetchDeadline:
@@ -32,10 +34,13 @@ class FetchDeadline:
 
     Attributes:
         seconds: The budget.
+        connector: What opens the fetch's TCP connection (None: ``socket.create_connection``);
+            the address policy of :mod:`~worker.adapters.photo_fetcher.origins` goes here.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, connector: Connector | None = None) -> None:
         self.seconds = seconds
+        self.connector = connector
         self._ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._sources: list[_SocketSource] = []
@@ -92,7 +97,9 @@ class FetchDeadline:
 def deadline_opener(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
     """Build an opener whose connections obey their request's :class:`FetchDeadline`.
 
-    Redirects are refused rather than followed (they could lead to a host that is not allowed).
+    Redirects are refused rather than followed (they could lead to a host that is not allowed),
+    and proxies from the environment are not used (the address checked must be the one
+    connected to).
 
     Args:
         context: The TLS settings for ``https://``.
@@ -101,7 +108,10 @@ def deadline_opener(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
         The opener; it can be shared by threads (the deadline travels with each request).
     """
     return urllib.request.build_opener(
-        _NoRedirect, _DeadlineHTTPHandler, _DeadlineHTTPSHandler(context)
+        urllib.request.ProxyHandler({}),
+        _NoRedirect,
+        _DeadlineHTTPHandler,
+        _DeadlineHTTPSHandler(context),
     )
 
 
@@ -126,10 +136,26 @@ def _deadline_of(request: urllib.request.Request) -> FetchDeadline:
     return request.deadline
 
 
+def _use_connector(connection: http.client.HTTPConnection, deadline: FetchDeadline) -> None:
+    """Make ``connection`` open its socket with the deadline's connector (before any byte of
+    HTTP or TLS is sent)."""
+    connector = deadline.connector
+    if connector is None:
+        return
+
+    def create_connection(
+        address: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> socket.socket:
+        return connector(address[0], address[1], timeout)
+
+    connection._create_connection = create_connection  # type: ignore[attr-defined]
+
+
 class _WatchedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args: Any, deadline: FetchDeadline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
+        _use_connector(self, deadline)
 
     def connect(self) -> None:
         _connect_watched(self, super().connect, self._deadline)
@@ -139,6 +165,7 @@ class _WatchedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args: Any, deadline: FetchDeadline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
+        _use_connector(self, deadline)
 
     def connect(self) -> None:
         _connect_watched(self, super().connect, self._deadline)

@@ -2,15 +2,17 @@
 
 A reference is untrusted input: a ``file://`` URI may only name a regular file under the configured
 root (no escaping it with ``..`` or symlinks, no FIFO or device to block on), an ``http(s)://`` URI
-may only name a configured host, reads are bounded in size and each HTTP fetch in total time.
+must match an allowed origin (scheme, host and port) and connect to a public address unless
+the operator opened a network (:mod:`~worker.adapters.photo_fetcher.origins`), reads are bounded in size and each HTTP fetch in total time.
 Every failure is an :class:`~schemas.errors.InputError` whose message describes what went wrong
-without quoting the remote's bytes, so the core turns it into a dead letter instead of an
+without quoting the remote's bytes or the credentials a URI may carry, so the core turns it into a dead letter instead of an
 exception that stops the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import re
 import ssl
@@ -22,8 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from configuration.redaction import redact_text, redact_uri
 from schemas.errors import InputError, ReasonCode
 from worker.adapters.photo_fetcher.deadline import FetchDeadline, deadline_opener
+from worker.adapters.photo_fetcher.origins import OriginPolicy, RefusedAddress
 from worker.adapters.photo_fetcher.regular_files import (
     FileTooLargeError,
     NotARegularFileError,
@@ -40,15 +44,18 @@ class FetcherSettings:
 
     Attributes:
         file_root: directory that ``file://`` references must lie under; ``None`` refuses them all.
-        allowed_hosts: host names (lower case, optionally ``host:port``) that ``http(s)://``
-            references may name; empty refuses them all.
+        allowed_origins: ``scheme://host:port`` (or ``:first-last``) entries that ``http(s)://``
+            references must match (:mod:`worker.adapters.photo_fetcher.origins`); empty
+            refuses them all.
+        private_networks: non-public networks (CIDR) a reference's host may resolve to.
         max_bytes: largest photo accepted, in bytes.
         timeout_s: the whole budget of one ``http(s)://`` fetch (connecting, the response's
             headers and its body together), in seconds.
     """
 
     file_root: Path | None = None
-    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    allowed_origins: frozenset[str] = field(default_factory=frozenset)
+    private_networks: frozenset[str] = field(default_factory=frozenset)
     max_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 5.0
 
@@ -57,7 +64,10 @@ class ReferenceFetcher:
     """A :class:`worker.ports.PhotoFetcher` for ``file://`` and ``http(s)://`` references."""
 
     def __init__(self, settings: FetcherSettings) -> None:
+        """Raises:
+        ValueError: an allowed origin or private network that does not parse."""
         self._settings = settings
+        self._policy = OriginPolicy.parse(settings.allowed_origins, settings.private_networks)
         self._root = settings.file_root.resolve() if settings.file_root is not None else None
         self._opener = deadline_opener(ssl.create_default_context())
         self._lock = threading.Lock()
@@ -84,19 +94,22 @@ class ReferenceFetcher:
                 HTTP error or protocol error, a body shorter than its Content-Length, a fetch over
                 its time budget), ``image_too_large`` for a photo over the size limit.
         """
+        shown = redact_uri(uri)  # what messages (logs, dead letters) may say of it
         try:
             parts = urllib.parse.urlsplit(uri)
             # Parsed lazily by urllib; a port out of range or not a number raises only here.
             port = parts.port
         except ValueError as error:
-            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {uri!r}: {error}") from None
+            raise InputError(
+                ReasonCode.BAD_REFERENCE, f"malformed URI {shown!r}: {redact_text(str(error))}"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme == "file":
-            return self._fetch_file(parts, uri)
+            return self._fetch_file(parts, shown)
         if scheme in ("http", "https"):
-            return self._fetch_http(parts, port, uri)
+            return self._fetch_http(parts, port, uri, shown)
         raise InputError(
-            ReasonCode.BAD_REFERENCE, f"unsupported URI scheme {parts.scheme!r} in {uri!r}"
+            ReasonCode.BAD_REFERENCE, f"unsupported URI scheme {parts.scheme!r} in {shown!r}"
         )
 
     def _fetch_file(self, parts: urllib.parse.SplitResult, uri: str) -> bytes:
@@ -128,32 +141,38 @@ class ReferenceFetcher:
             ) from None
         return data
 
-    def _fetch_http(self, parts: urllib.parse.SplitResult, port: int | None, uri: str) -> bytes:
+    def _fetch_http(
+        self, parts: urllib.parse.SplitResult, port: int | None, uri: str, shown: str
+    ) -> bytes:
+        scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
-        host_port = f"{host}:{port}" if port is not None else host
-        allowed = self._settings.allowed_hosts
-        if not host or (host not in allowed and host_port not in allowed):
+        origin = self._policy.origin_for(scheme, host, port) if host else None
+        if origin is None:
+            where = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
             raise InputError(
-                ReasonCode.BAD_REFERENCE, f"host {host_port!r} is not allowed: {uri!r}"
+                ReasonCode.BAD_REFERENCE, f"origin {where!r} is not allowed: {shown!r}"
             )
         budget = self._settings.timeout_s
+        connect = functools.partial(self._policy.connect, origin)
         try:
-            with FetchDeadline(budget) as deadline, self._tracked(deadline):
+            with FetchDeadline(budget, connect) as deadline, self._tracked(deadline):
                 # http.client asks for "Accept-Encoding: identity" itself; nothing here inflates.
                 request = deadline.request(uri, {"User-Agent": "landmark-worker"})
                 with self._opener.open(request, timeout=budget) as response:
-                    data = self._read_body(response, uri, deadline)
+                    data = self._read_body(response, shown, deadline)
         except InputError:
             raise
+        except RefusedAddress as error:
+            raise InputError(ReasonCode.BAD_REFERENCE, f"{error}: {shown!r}") from None
         except (http.client.InvalidURL, ValueError):  # what urlsplit let through: control bytes
-            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {uri!r}") from None
+            raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {shown!r}") from None
         except urllib.error.HTTPError as error:
             error.close()  # it holds the response and its socket
-            raise _unreachable(uri, f"HTTP status {error.code}") from None
+            raise _unreachable(shown, f"HTTP status {error.code}") from None
         except (http.client.HTTPException, urllib.error.URLError, OSError) as error:
             if deadline.expired:
-                raise _unreachable(uri, f"took longer than {budget:g} s") from None
-            raise _unreachable(uri, _describe(error)) from None
+                raise _unreachable(shown, f"took longer than {budget:g} s") from None
+            raise _unreachable(shown, _describe(error)) from None
         return data
 
     @contextlib.contextmanager
