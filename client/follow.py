@@ -15,6 +15,7 @@ from types import FrameType
 from typing import ClassVar, TextIO
 
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from configuration import load_settings, setting
@@ -23,6 +24,9 @@ from configuration.kafka import (
     DEAD_LETTER_TOPIC,
     TAGS_TOPIC,
     KafkaConnection,
+    KafkaUnreachable,
+    check_connection,
+    describe_connection_failure,
 )
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError
@@ -190,9 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     topics = [settings.topic] + ([settings.dead_letter_topic] if settings.dead_letters else [])
     try:
+        check_connection(settings.kafka_client_options())
         consumer = _consumer(settings, topics)
     except LookupError as error:
         print(f"landmark-follow: {error}", file=sys.stderr)
+        return 2
+    except (KafkaError, KafkaUnreachable, OSError) as error:
+        print(
+            f"landmark-follow: cannot connect to Kafka at {settings.bootstrap_servers}: "
+            f"{describe_connection_failure(error)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         count = follow(consumer, settings, sys.stdout)

@@ -22,7 +22,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from configuration import load_settings, setting
-from configuration.kafka import IMAGES_TOPIC, KafkaConnection
+from configuration.kafka import (
+    IMAGES_TOPIC,
+    KafkaConnection,
+    KafkaUnreachable,
+    check_connection,
+    describe_connection_failure,
+)
 from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
 from schemas.preprocessing import PreprocessingSpec
 
@@ -247,14 +253,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    producer = KafkaProducer(
-        **settings.kafka_client_options(),
-        acks="all",
-        linger_ms=10,
-        client_id="landmark-publish",
-        max_request_size=MAX_REQUEST_BYTES,
-        max_block_ms=int(settings.timeout_s * 1000),
-    )
+    try:
+        check_connection(settings.kafka_client_options(), timeout_s=min(settings.timeout_s, 10.0))
+        producer = KafkaProducer(
+            **settings.kafka_client_options(),
+            acks="all",
+            linger_ms=10,
+            client_id="landmark-publish",
+            max_request_size=MAX_REQUEST_BYTES,
+            max_block_ms=int(settings.timeout_s * 1000),
+        )
+    except (KafkaError, KafkaUnreachable, OSError) as error:
+        print(
+            f"landmark-publish: cannot connect to Kafka at {settings.bootstrap_servers}: "
+            f"{describe_connection_failure(error)}",
+            file=sys.stderr,
+        )
+        return 1
     progress = None if settings.quiet else sys.stderr
     started = time.monotonic()
     id_map = settings.id_map.open("w", encoding="utf-8") if settings.id_map is not None else None
@@ -272,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KafkaError as error:
         print(
-            f"landmark-publish: Kafka at {settings.bootstrap_servers} failed: {error!r}",
+            f"landmark-publish: Kafka at {settings.bootstrap_servers} failed: "
+            f"{describe_connection_failure(error)}",
             file=sys.stderr,
         )
         return 1

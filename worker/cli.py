@@ -14,6 +14,11 @@ import structlog
 from kafka.errors import KafkaError
 
 from configuration import load_settings
+from configuration.kafka import (
+    KafkaUnreachable,
+    check_connection,
+    describe_connection_failure,
+)
 from configuration.redaction import redact_text
 from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
@@ -106,7 +111,12 @@ def _retrying(
         except retry_on as error:
             health.block(f"{what} unreachable")
             log.warning(
-                "cannot connect at start-up; retrying", what=what, error=str(error), pause_s=pause
+                "cannot connect at start-up; retrying",
+                what=what,
+                error=str(error)
+                if isinstance(error, KafkaUnreachable) or what != "kafka"
+                else describe_connection_failure(error),
+                pause_s=pause,
             )
         if stop.wait(pause):
             raise _StoppedDuringStart
@@ -193,10 +203,22 @@ def _build_service(
         else:
             log.info("partitions revoked")
 
+    # A refused login or certificate is said at once, and retried, before kafka-python's
+    # clients would block on it for minutes.
+    kafka_options = settings.kafka_client_options()
+    _retrying(
+        "kafka",
+        lambda: check_connection(kafka_options, timeout_s=10.0),
+        (KafkaUnreachable,),
+        settings,
+        health,
+        stop,
+        log,
+    )
     source = _retrying(
         "kafka",
         lambda: ImageConsumer(
-            settings.bootstrap_servers,
+            kafka_options,
             settings.images_topic,
             settings.group_id,
             client_id=settings.worker_id,
@@ -207,7 +229,7 @@ def _build_service(
             commit_timeout_ms=int(settings.publish_timeout_s * 1000),
             max_inflated_bytes=settings.max_inflated_batch_bytes,
         ),
-        (KafkaError,),
+        (KafkaError, OSError),  # OSError: TLS refused, connection reset
         settings,
         health,
         stop,
@@ -216,13 +238,13 @@ def _build_service(
     sink = _retrying(
         "kafka",
         lambda: OutputPublisher(
-            settings.bootstrap_servers,
+            kafka_options,
             settings.tags_topic,
             settings.dead_letter_topic,
             client_id=settings.worker_id,
             timeout_s=settings.publish_timeout_s,
         ),
-        (KafkaError,),
+        (KafkaError, OSError),  # OSError: TLS refused, connection reset
         settings,
         health,
         stop,

@@ -10,7 +10,7 @@ acknowledged (``acks=all``) every tag event and dead letter of the batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -18,7 +18,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from configuration.kafka import CONSUMER_SIZE_LIMITS
+from configuration.kafka import CONSUMER_SIZE_LIMITS, connection_options
 from schemas.kafka_record import KafkaRecord
 from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES, limit_inflation
 from worker.adapters.kafka_output import OutputPublisher, PublishError
@@ -88,7 +88,9 @@ class ImageConsumer:
     """A member of the workers' consumer group on the images topic.
 
     Args:
-        bootstrap_servers: Kafka bootstrap servers.
+        connection: Kafka bootstrap servers (plaintext), or the client options of the Kafka
+            connection settings (:meth:`configuration.kafka.KafkaConnection.kafka_client_options`:
+            TLS, SASL).
         topic: The images topic.
         group_id: The consumer group shared by all workers.
         client_id: This worker's id (shows in broker logs and group descriptions).
@@ -105,7 +107,7 @@ class ImageConsumer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: str | Mapping[str, Any],
         topic: str,
         group_id: str,
         client_id: str,
@@ -120,7 +122,7 @@ class ImageConsumer:
         self._commit_timeout_ms = commit_timeout_ms
         self._session_timeout_s = session_timeout_ms / 1000
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **connection_options(connection),
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from configuration.kafka import connection_options
 from schemas.dead_letter import DeadLetter
 from schemas.tag_event import TagEvent
 
@@ -20,7 +22,9 @@ class OutputPublisher:
     """Publishes tag events and dead letters, and waits until the broker has acknowledged them.
 
     Args:
-        bootstrap_servers: Kafka bootstrap servers.
+        connection: Kafka bootstrap servers (plaintext), or the client options of the Kafka
+            connection settings (:meth:`configuration.kafka.KafkaConnection.kafka_client_options`:
+            TLS, SASL).
         tags_topic: Where tag events go (keyed by image id).
         dead_letter_topic: Where dead letters go (keyed like the original record).
         client_id: This worker's id.
@@ -29,7 +33,7 @@ class OutputPublisher:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: str | Mapping[str, Any],
         tags_topic: str,
         dead_letter_topic: str,
         client_id: str,
@@ -39,7 +43,7 @@ class OutputPublisher:
         self._dead_letter_topic = dead_letter_topic
         self._timeout_s = timeout_s
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **connection_options(connection),
             client_id=client_id,
             acks="all",
             linger_ms=5,

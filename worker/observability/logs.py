@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -127,10 +127,10 @@ def configure_logging(
     logging.captureWarnings(True)
 
 
-def _redact_line(_logger: object, _name: str, line: str) -> str:
+def _redact_line(_logger: Any, _name: str, line: Any) -> Any:
     """The rendered line with the user-info of any URI in it masked (a reference's or a
     library's message that quotes a ``scheme://user:password@host``)."""
-    return redact_text(line)
+    return redact_text(line) if isinstance(line, str) else line
 
 
 def _renderers(use_console: bool, *, colors: bool) -> list[structlog.typing.Processor]:
