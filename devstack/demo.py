@@ -125,7 +125,7 @@ class Demo:
     def create_topics(self, partitions: int = 4) -> None:
         """The run's own topics, with several partitions so that the two workers share them."""
         names = list(self.topics.values())
-        create_topics(self.s.bootstrap_servers, names, partitions, client_id="landmark-demo")
+        create_topics(self.s.kafka_client_options(), names, partitions, client_id="landmark-demo")
         print(f"  topics {', '.join(self.topics.values())} ({partitions} partitions each)")
 
     def start_workers(self, model_dir: Path) -> list[subprocess.Popen[bytes]]:

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_SCRIPTS = REPO_ROOT / "deploy" / "local"
@@ -142,12 +143,18 @@ def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30
 
 
 def create_topics(
-    bootstrap_servers: str, names: Sequence[str], partitions: int, client_id: str
+    connection: str | Mapping[str, Any], names: Sequence[str], partitions: int, client_id: str
 ) -> None:
-    """Create Kafka topics with replication factor 1 (a single local broker)."""
+    """Create Kafka topics with replication factor 1 (a single local broker).
+
+    Args:
+        connection: bootstrap servers, or the Kafka connection group's client options.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+    from configuration.kafka import connection_options
+
+    admin = KafkaAdminClient(**connection_options(connection), client_id=client_id)
     try:
         admin.create_topics([NewTopic(name, partitions, 1) for name in names])
     finally:
