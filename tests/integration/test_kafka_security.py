@@ -286,3 +286,28 @@ def test_worker_tags_over_sasl_ssl_and_waits_out_a_wrong_password_without_losing
     finally:
         with contextlib.suppress(Exception):
             fixed.terminate()
+
+
+def test_worker_tags_over_mutual_tls(
+    secured_broker: SecuredBroker, landmarks_dir: Path, tmp_path: Path
+) -> None:
+    """The client certificate as the worker's only credential (the SSL listener requires it)."""
+    stack = shared_stack(landmarks_dir)
+    topics = create_topics(secured_broker.plaintext, "secured-mtls-worker")
+    published = publish(
+        secured_broker.plaintext, topics[0], _photos(landmarks_dir, 4, 7), tmp_path / "ids.jsonl"
+    )
+    worker = worker_on_topics(
+        stack,
+        secured_broker.ssl,
+        topics,
+        "worker-mtls",
+        tmp_path / "mtls.log",
+        extra_args=secured_broker.mtls_args()[2:],
+    )
+    try:
+        values = read_outputs(secured_broker.plaintext, [topics[1]], expected=4, timeout_s=180)
+        tagged = {json.loads(value)["image_id"] for value in values[topics[1]]}
+        assert tagged == {record["image_id"] for record in published}, worker.log()
+    finally:
+        worker.terminate()

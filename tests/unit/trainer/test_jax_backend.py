@@ -33,6 +33,18 @@ SCRIPT = textwrap.dedent(
     after = embed_photos(assemble(parts), photos)
     assert np.isfinite(loss)
     assert not np.allclose(before, after)
+
+    # The chosen objective: sub-center ArcFace with the distillation penalty, one step.
+    from trainer.training.objective import Objective, ObjectiveSettings
+    objective = Objective.build(
+        parts.trainable, ObjectiveSettings("subcenter_arcface", 1.0), classes=2,
+        mining="random", margin=0.1, reducer=None, learning_rate=1e-2,
+    )
+    teacher = keras.ops.convert_to_numpy(parts.trainable(acts))
+    objective.initialise_head(teacher, np.array([0, 0, 1, 1]), seed=0)
+    targets = objective.targets(np.array([0, 0, 1, 1]), teacher, np.random.default_rng(0))
+    losses = objective.model.train_on_batch(acts, targets)
+    assert np.all(np.isfinite(np.asarray(losses)))
     print("JAX-OK", float(loss))
     """
 )
