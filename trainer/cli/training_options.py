@@ -35,14 +35,17 @@ class TrainingOptions(CommandSettings):
     embedding_dim: CountOrNone = setting(0, help="Dense projection size (0: none)")
     mining: Literal["random", "batch_hard", "batch_semi_hard"] = setting(
         "random",
-        help="random (the paper's; best on unseen landmarks here), batch_hard or batch_semi_hard",
+        help="triplet mining with --loss triplet: random (the paper's; best here), batch_hard or "
+        "batch_semi_hard",
     )
     margin: float = setting(0.1, gt=0.0, help="triplet margin alpha")
     loss: Literal["triplet", "subcenter_arcface"] = setting(
-        "triplet", help="triplet (the paper's) or subcenter_arcface (a classification head)"
+        "subcenter_arcface",
+        help="subcenter_arcface (a training-only classification head; best here) or triplet "
+        "(the paper's, with --mining)",
     )
     distillation: float = setting(
-        0.0,
+        2.0,
         ge=0.0,
         help="weight of the penalty keeping embeddings near the pretrained network's (0: none)",
     )
@@ -75,7 +78,7 @@ class TrainingOptions(CommandSettings):
         help="precision the 'no landmark' threshold is calibrated for",
     )
     calibration_confidence: float = setting(
-        0.0,
+        0.9,
         ge=0,
         lt=1,
         help="confidence with which the calibration photos' precision must reach the target "
