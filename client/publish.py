@@ -7,13 +7,11 @@ Each photo becomes one image event keyed by its image id, inline (the bytes in t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mimetypes
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Literal, TextIO
@@ -21,6 +19,7 @@ from typing import ClassVar, Literal, TextIO
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from client.photo_files import PhotoFile, find_photos
 from configuration import load_settings, setting
 from configuration.kafka import (
     IMAGES_TOPIC,
@@ -32,9 +31,6 @@ from configuration.kafka import (
 from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
 from schemas.preprocessing import PreprocessingSpec
 
-PHOTO_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
-)
 #: Inline values above this go as references in ``auto`` mode (Kafka's default limit is 1 MB).
 DEFAULT_MAX_INLINE_BYTES = 900 * 1024
 #: The largest photo a worker decodes (``PreprocessingSpec.max_encoded_bytes``, 32 MiB): a larger
@@ -43,45 +39,6 @@ MAX_PHOTO_BYTES = PreprocessingSpec().max_encoded_bytes
 #: The producer's request limit: the largest photo plus room for its key, headers and framing.
 #: The broker has its own limit (``message.max.bytes``: 40 MiB for ``deploy/local/kafka.sh``).
 MAX_REQUEST_BYTES = MAX_PHOTO_BYTES + 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PhotoFile:
-    """A photo to publish: where it is and the id it gets."""
-
-    path: Path
-    image_id: str
-
-
-def find_photos(inputs: Sequence[Path], id_scheme: str) -> list[PhotoFile]:
-    """Expand folders (recursively, photo suffixes only) and files into photos with ids.
-
-    Args:
-        inputs: Files and folders; files are taken whatever their suffix.
-        id_scheme: ``hash`` (sha256 of the bytes, 32 hex: stable across copies) or ``path``
-            (the path relative to the given folder, or the file name).
-
-    Raises:
-        FileNotFoundError: an input does not exist.
-    """
-    photos: list[PhotoFile] = []
-    for item in inputs:
-        if item.is_dir():
-            files = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
-            )
-            photos.extend(PhotoFile(p, _image_id(p, p.relative_to(item), id_scheme)) for p in files)
-        elif item.is_file():
-            photos.append(PhotoFile(item, _image_id(item, Path(item.name), id_scheme)))
-        else:
-            raise FileNotFoundError(f"no such file or folder: {item}")
-    return photos
-
-
-def _image_id(path: Path, relative: Path, id_scheme: str) -> str:
-    if id_scheme == "hash":
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-    return relative.as_posix()
 
 
 def _events(
