@@ -26,7 +26,11 @@ class TrainingOptions(CommandSettings):
 
     backbone: str = setting("mobilenet_v2", help="backbone name")
     weights: TextOrNone = setting("imagenet", help="imagenet or none")
-    input_size: int = setting(224, ge=32, help="side of the square input")
+    input_size: int = setting(
+        288,
+        ge=32,
+        help="side of the square input (224: 1.65x faster, see docs/results/protocol.md)",
+    )
     trainable_from: TextOrNone = setting(
         "auto",
         help="first trainable stage (none: all frozen; auto: block_15 for mobilenet_v2, "
