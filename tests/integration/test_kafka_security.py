@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from client.follow import main as follow_main
 from client.publish import main as publish_main
+from tests.integration.private_broker import private_broker
 from tests.integration.worker_stack import (
     REPO_ROOT,
     create_topics,
@@ -33,7 +33,6 @@ from tests.integration.worker_stack import (
     worker_on_topics,
 )
 
-KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"
 CERTS_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka-certs.sh"
 USER, PASSWORD = "tagger", "correct-horse-battery"
 
@@ -78,40 +77,21 @@ def secured_broker(
         [str(CERTS_SCRIPT), str(certs)], capture_output=True, text=True, timeout=60
     )
     assert made.returncode == 0, made.stdout + made.stderr
-    port = free_port()
     ports = {name: free_port() for name in ("ssl", "sasl_ssl", "wrong_name")}
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_SSL_PORT": str(ports["ssl"]),
-        "KAFKA_SASL_SSL_PORT": str(ports["sasl_ssl"]),
-        "KAFKA_WRONG_NAME_PORT": str(ports["wrong_name"]),
-        "KAFKA_DATA_DIR": str(root / "kafka"),
-        "KAFKA_TLS_DIR": str(certs),
-        "KAFKA_SASL_USERS": f"{USER}:{PASSWORD},other:other-password",
-        "KAFKA_STOP_TIMEOUT": "10",
-    }
-    started = subprocess.run(
-        [str(KAFKA_SCRIPT), "start"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with private_broker(
+        root / "kafka",
+        KAFKA_SSL_PORT=str(ports["ssl"]),
+        KAFKA_SASL_SSL_PORT=str(ports["sasl_ssl"]),
+        KAFKA_WRONG_NAME_PORT=str(ports["wrong_name"]),
+        KAFKA_TLS_DIR=str(certs),
+        KAFKA_SASL_USERS=f"{USER}:{PASSWORD},other:other-password",
+    ) as broker:
         yield SecuredBroker(
-            plaintext=f"127.0.0.1:{port}",
+            plaintext=broker.bootstrap,
             ssl=f"127.0.0.1:{ports['ssl']}",
             sasl_ssl=f"127.0.0.1:{ports['sasl_ssl']}",
             wrong_name=f"127.0.0.1:{ports['wrong_name']}",
             certs=certs,
-        )
-    finally:
-        subprocess.run(
-            [str(KAFKA_SCRIPT), "stop"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=120
         )
 
 

@@ -8,23 +8,20 @@ worker's acknowledgement and commit waits are 3 s, so the batches in hand fail a
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.private_broker import PrivateBroker
+from tests.integration.private_broker import private_broker as start_private_broker
 from tests.integration.worker_stack import (
-    REPO_ROOT,
     WorkerProcess,
     create_topics,
-    free_port,
     publish,
     read_outputs,
     shared_stack,
@@ -33,46 +30,15 @@ from tests.integration.worker_stack import (
 
 pytestmark = pytest.mark.integration
 
-KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"
 PAUSE_S = 12.0
 PHOTOS = 120
-
-
-@dataclasses.dataclass
-class PrivateBroker:
-    bootstrap: str
-    pid: int
 
 
 @pytest.fixture
 def private_broker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[PrivateBroker]:
     """A second single-node Kafka on a free port (``kafka_bootstrap``: the jars are there)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "KAFKA_DATA_DIR": str(tmp_path / "kafka"),
-        "KAFKA_STOP_TIMEOUT": "10",
-    }
-    started = subprocess.run(
-        [str(KAFKA_SCRIPT), "start"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    pid = int((REPO_ROOT / ".run" / f"kafka-{port}.pid").read_text().split()[0])
-    try:
-        yield PrivateBroker(f"127.0.0.1:{port}", pid)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-        subprocess.run(
-            [str(KAFKA_SCRIPT), "stop"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=120
-        )
+    with start_private_broker(tmp_path / "kafka") as broker:
+        yield broker
 
 
 def test_worker_backs_off_while_kafka_is_frozen_and_loses_nothing(
