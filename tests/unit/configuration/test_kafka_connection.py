@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -24,6 +25,8 @@ def no_landmark_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to make the test certificates")
     folder = tmp_path_factory.mktemp("certs")
     subprocess.run([str(CERTS_SCRIPT), str(folder)], check=True, capture_output=True, timeout=60)
     return folder
