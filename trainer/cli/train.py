@@ -99,6 +99,14 @@ def run(settings: TrainSettings) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``landmark-train``."""
     settings = settings_from(argv)
+    if settings.pooling != "average":
+        print(
+            f"error: --pooling {settings.pooling} is for measuring with the protocol "
+            "(python -m trainer.cli.protocol): its export needs a custom layer that "
+            "landmark-worker and landmark-load-gallery do not load",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = run(settings)
     except (OSError, ValueError) as error:

@@ -37,6 +37,11 @@ class TrainingOptions(CommandSettings):
         "else the backbone's default)",
     )
     embedding_dim: CountOrNone = setting(0, help="Dense projection size (0: none)")
+    pooling: Literal["average", "gem"] = setting(
+        "average",
+        help="average, or gem (generalised mean with a learned p; a custom layer the worker "
+        "cannot load: for measuring with the protocol)",
+    )
     mining: Literal["random", "batch_hard", "batch_semi_hard"] = setting(
         "random",
         help="triplet mining with --loss triplet: random (the paper's; best here), batch_hard or "
@@ -117,6 +122,7 @@ class TrainingOptions(CommandSettings):
                 self.embedding_dim,
                 self.resolved_trainable_from(),
                 seed=seed,
+                pooling=self.pooling,
             ),
             output_dir=output_dir,
             weights=self.weights,

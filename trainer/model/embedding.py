@@ -35,6 +35,8 @@ class EmbeddingModelConfig:
         trainable_from: first trainable stage name (e.g. ``"block_15"``); ``None`` freezes the
             whole backbone (only the projection, if any, trains).
         seed: seed of the projection's initial weights.
+        pooling: ``average`` (built-in global average pooling) or ``gem`` (generalised mean
+            with a learned p, :mod:`trainer.model.pooling`; a custom layer in the export).
     """
 
     backbone: str
@@ -42,6 +44,7 @@ class EmbeddingModelConfig:
     embedding_dim: int | None = None
     trainable_from: str | None = None
     seed: int = 0
+    pooling: str = "average"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +115,14 @@ def parts_from_stages(
     frozen = keras.Sequential([keras.Input((size, size, 3), name="photo"), *lower], name="frozen")
     frozen.trainable = False
     head: list[keras.layers.Layer] = list(stages[split:])
-    head.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+    if config.pooling == "gem":
+        from trainer.model.pooling import GeneralizedMeanPooling
+
+        head.append(GeneralizedMeanPooling(name="pool"))
+    elif config.pooling == "average":
+        head.append(keras.layers.GlobalAveragePooling2D(name="pool"))
+    else:
+        raise ValueError(f"unknown pooling {config.pooling!r}; expected average or gem")
     if config.embedding_dim is not None:
         if config.embedding_dim < 1:
             raise ValueError(f"embedding_dim must be positive, got {config.embedding_dim}")
