@@ -123,8 +123,14 @@ def test_train_needs_only_data_and_output_and_keeps_its_defaults(tmp_path: Path)
     assert (settings.backbone, settings.weights, settings.input_size) == (
         "mobilenet_v2",
         "imagenet",
-        224,
+        288,
     )
+    assert (settings.loss, settings.distillation, settings.pooling) == (
+        "subcenter_arcface",
+        2.0,
+        "average",
+    )
+    assert (settings.target_precision, settings.calibration_confidence) == (0.9, 0.9)
     assert (settings.trainable_from, settings.embedding_dim, settings.mining) == (
         "auto",
         None,

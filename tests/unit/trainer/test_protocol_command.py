@@ -31,9 +31,12 @@ def test_training_flags_default_to_landmark_train_defaults():
     settings = parse([])
     assert (settings.backbone, settings.input_size, settings.mining) == (
         "mobilenet_v2",
-        224,
+        288,
         "random",
     )
+    training = protocol_settings(settings).training
+    assert (training.objective.loss, training.objective.distillation) == ("subcenter_arcface", 2.0)
+    assert training.calibration_confidence == 0.9
     assert (settings.epochs, settings.lr, settings.margin, settings.p, settings.k) == (
         12,
         1e-4,
