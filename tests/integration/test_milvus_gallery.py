@@ -315,7 +315,12 @@ def test_approximate_index_finds_each_gallery_photo_first(
 ) -> None:
     model, manifest = exported
     settings = GalleryLoadSettings(uri=lite_uri, index_type=index_type)  # type: ignore[arg-type]
-    load_gallery(MilvusClient(uri=lite_uri), model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+    loader = MilvusClient(uri=lite_uri)
+    load_gallery(loader, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+    # Closed before searching: once (CI, 2026-11-27) the index files of this Milvus Lite .db were
+    # read by the search while the loader's client still had them open for writing
+    # ("read error ... Resource temporarily unavailable").
+    loader.close()
     index = MilvusReferenceIndex(lite_uri)
 
     results = index.search(embed(exported, gallery_photos), k=3)
