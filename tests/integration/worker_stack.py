@@ -233,10 +233,16 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait; a worker still running after ``timeout_s`` is killed (so that no
+        test leaves one behind) and the timeout raised."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            raise
         finally:
             self._log.close()
 
