@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
@@ -107,9 +107,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> FollowSettings:
     )
 
 
-def _consumer(settings: FollowSettings, topics: list[str]) -> KafkaConsumer:
+def _consumer(
+    settings: FollowSettings, topics: list[str], options: dict[str, Any]
+) -> KafkaConsumer:
     consumer = KafkaConsumer(
-        **settings.kafka_client_options(),
+        **options,
         group_id=settings.group_id,
         client_id="landmark-follow",
         auto_offset_reset="earliest" if settings.from_beginning else "latest",
@@ -194,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     topics = [settings.topic] + ([settings.dead_letter_topic] if settings.dead_letters else [])
     try:
-        check_connection(settings.kafka_client_options())
-        consumer = _consumer(settings, topics)
+        options = settings.kafka_client_options()
+        check_connection(options)
+        consumer = _consumer(settings, topics, options)
     except LookupError as error:
         print(f"landmark-follow: {error}", file=sys.stderr)
         return 2

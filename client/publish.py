@@ -211,9 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        check_connection(settings.kafka_client_options(), timeout_s=min(settings.timeout_s, 10.0))
+        options = settings.kafka_client_options()
+        check_connection(options, timeout_s=min(settings.timeout_s, 10.0))
         producer = KafkaProducer(
-            **settings.kafka_client_options(),
+            **options,
             acks="all",
             linger_ms=10,
             client_id="landmark-publish",

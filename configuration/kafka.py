@@ -177,8 +177,8 @@ def connection_options(connection: str | Mapping[str, Any]) -> dict[str, Any]:
 def describe_connection_failure(error: BaseException) -> str:
     """One line on why a Kafka client could not connect, TLS failures said plainly.
 
-    A wrong SASL password shows here as brokers that never answer (kafka-python retries); its
-    own error line, logged by ``kafka.conn``, names the authentication failure.
+    kafka-python's clients report a refused SASL login only as brokers that never answer (they
+    retry it); :func:`check_connection` names it before they start.
     """
     if isinstance(error, ssl.SSLCertVerificationError):
         return (
@@ -248,7 +248,6 @@ def check_connection(options: Mapping[str, Any], timeout_s: float = 10.0) -> Non
 
 
 def _kafka_reason(error: BaseException) -> str:
-    name = type(error).__name__
-    if "SaslAuthentication" in name or "Authentication" in name:
+    if "Authentication" in type(error).__name__:  # SaslAuthenticationFailedError and kin
         return f"SASL authentication refused ({error}); check the user name, password and mechanism"
     return describe_connection_failure(error)

@@ -113,9 +113,7 @@ def _retrying(
             log.warning(
                 "cannot connect at start-up; retrying",
                 what=what,
-                error=str(error)
-                if isinstance(error, KafkaUnreachable) or what != "kafka"
-                else describe_connection_failure(error),
+                error=describe_connection_failure(error) if what == "kafka" else str(error),
                 pause_s=pause,
             )
         if stop.wait(pause):

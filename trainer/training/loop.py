@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 import numpy as np
@@ -96,16 +95,10 @@ class TrainingLoop:
             self.objective.initialise_head(plain, self.train.labels, self.settings.seed)
 
     @property
-    def model(self) -> keras.Model:
+    def compiled(self) -> Objective:
+        """The training model and its batch targets (built by :meth:`run`)."""
         assert self.objective is not None, "compiled in run()"
-        return self.objective.model
-
-    def _targets(
-        self, labels: np.ndarray, teacher: np.ndarray | None, rng: np.random.Generator
-    ) -> list[Any]:
-        """The batch's targets; ``teacher``: the pretrained embeddings of the batch's rows."""
-        assert self.objective is not None, "compiled in run()"
-        return self.objective.targets(labels, teacher, rng)
+        return self.objective
 
     def _embed(self, activations: np.ndarray, batch_size: int = 128) -> np.ndarray:
         out = [
@@ -132,8 +125,8 @@ class TrainingLoop:
             x = np.empty((len(batch), *self.train.activations.shape[2:]), np.float32)
             x[order] = self.train.activations[batch[order], view[order]]
             teacher = None if self.teacher_train is None else self.teacher_train[batch, view]
-            y = self._targets(self.train.labels[batch], teacher, rng)
-            loss = self.model.train_on_batch(x, y)
+            y = self.compiled.targets(self.train.labels[batch], teacher, rng)
+            loss = self.compiled.model.train_on_batch(x, y)
             losses.append(float(np.asarray(loss).reshape(-1)[0]))
             if step == len(batches) or step % 10 == 0:
                 self.log(
@@ -155,8 +148,8 @@ class TrainingLoop:
             rows = np.sort(batch)
             x = np.asarray(self.val.activations[rows, 0], np.float32)
             teacher = None if self.teacher_val is None else self.teacher_val[rows, 0]
-            y = self._targets(self.val.labels[rows], teacher, rng)
-            losses.append(float(np.asarray(self.model.test_on_batch(x, y)).reshape(-1)[0]))
+            y = self.compiled.targets(self.val.labels[rows], teacher, rng)
+            losses.append(float(np.asarray(self.compiled.model.test_on_batch(x, y)).reshape(-1)[0]))
         return float(np.mean(losses))
 
     def _val_hit_at_1(self) -> float | None:
@@ -172,7 +165,7 @@ class TrainingLoop:
 
     def _save(self, epoch: int, improved: bool) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.model.save(self.checkpoints / LAST_CHECKPOINT)
+        self.compiled.model.save(self.checkpoints / LAST_CHECKPOINT)
         if improved:
             self.trainable.save_weights(self.checkpoints / BEST_WEIGHTS)
         state = {"epochs_done": epoch + 1, "wait": self.wait, "summary": self.summary.to_dict()}
@@ -199,9 +192,8 @@ class TrainingLoop:
                     f"checkpoint in {self.checkpoints} was trained with {key}={saved[key]!r}, "
                     f"not {getattr(self.summary, key)!r}; use another output folder"
                 )
-        assert self.objective is not None, "compiled before resuming"
-        self.objective.model = keras.saving.load_model(last)
-        self.trainable = trainable_of(self.objective.model)
+        self.compiled.model = keras.saving.load_model(last)
+        self.trainable = trainable_of(self.compiled.model)
         freeze_batch_norm(self.trainable)
         self.start_epoch = int(state["epochs_done"])
         self.wait = int(state["wait"])

@@ -126,7 +126,7 @@ def calibrated_vote(
         _embedded(parts, queries, settings, whitening),
         _embedded(parts, references, settings, whitening),
         sorted(_left_out_landmarks(references, settings.seed)),
-        dataclasses.replace(rule, threshold=0.0),
+        rule,
         target_precision,
         settings.calibration_confidence,
     )
