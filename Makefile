@@ -18,7 +18,8 @@ STACK := deploy/local/with-stack.sh
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: help venv weights kafka-start kafka-stop kafka-status prometheus-start prometheus-stop \
-	prometheus-status stack-start stack-stop test test-unit demo bench lint clean-run
+	prometheus-status stack-start stack-stop test test-unit demo bench lint clean-run deploy-tools \
+	deploy-check lock
 
 help: ## List the targets
 	@echo "Targets (make <target>):"
@@ -60,10 +61,27 @@ stack-start: kafka-start prometheus-start ## Start Kafka and Prometheus
 
 stack-stop: kafka-stop prometheus-stop ## Stop Kafka and Prometheus
 
-test: venv weights ## Run all tests; starts Kafka and Prometheus if needed and stops what it started
+deploy-tools: ## Build the pinned Helm with Go and fetch the KEDA / Prometheus-operator CRDs into .cache/tools
+	$(PY) deploy/check/tools.py
+
+deploy-check: venv deploy-tools ## Lint the Dockerfile, render and validate the chart, validate compose (no cluster)
+	$(VENV)/bin/pytest -m "not integration" tests/unit/deploy $(PYTEST_ARGS)
+
+lock: venv ## Re-lock the images' packages (deploy/docker/requirements/*.txt) from pyproject.toml
+	cd deploy/docker/requirements && for image in client cpu gpu; do \
+		case $$image in \
+			client) inputs="--extra client";; \
+			cpu) inputs="--extra worker --extra trainer";; \
+			gpu) inputs="gpu.in --extra worker --extra trainer --override gpu-overrides.txt";; \
+		esac; \
+		../../../$(VENV)/bin/uv pip compile ../../../pyproject.toml $$inputs --python-version 3.11 \
+			--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet -o $$image.txt; \
+	done
+
+test: venv weights deploy-tools ## Run all tests; starts Kafka and Prometheus if needed and stops what it started
 	$(STACK) -- $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test-unit: venv ## Run the tests that need no services
+test-unit: venv deploy-tools ## Run the tests that need no services
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)
 
 demo: venv weights ## Run the main job end to end on the shared photos (python -m devstack.demo)
