@@ -109,7 +109,7 @@ def process_batch(
     dead_letter_max_inline_bytes: int = 1_000_000,
     pacing: Pacing | None = None,
 ) -> BatchOutcome:
-    """Tag one batch of image events.
+    """Tag one batch of image events: :func:`prepare_batch`, then :func:`finish_batch`.
 
     Decodes the photos in ``decode_pool`` (fetching references through ``fetcher``), embeds all
     decodable photos in one call, searches the index once for the batch, and votes per photo.
@@ -137,6 +137,52 @@ def process_batch(
         Exception: whatever ``index.search`` raises (an unreachable gallery is not the input's
             fault; the caller must retry the batch rather than dead-letter it).
     """
+    pacing = pacing if pacing is not None else Pacing()
+    started = timer()
+    pacing.on_stage("decode")
+    prepared = prepare_batch(records, fetcher, spec, decode_pool, pacing)
+    return finish_batch(
+        prepared,
+        embedder=embedder,
+        index=index,
+        vote=vote,
+        worker_id=worker_id,
+        clock=clock,
+        decode_s=timer() - started,
+        timer=timer,
+        dead_letter_max_inline_bytes=dead_letter_max_inline_bytes,
+        on_stage=pacing.on_stage,
+    )
+
+
+def finish_batch(
+    prepared: Sequence[Decoded | Rejected],
+    *,
+    embedder: Embedder,
+    index: ReferenceIndex,
+    vote: VoteSettings,
+    worker_id: str,
+    clock: Callable[[], datetime],
+    decode_s: float,
+    timer: Callable[[], float] = time.perf_counter,
+    dead_letter_max_inline_bytes: int = 1_000_000,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> BatchOutcome:
+    """Embed, search and vote a batch whose photos :func:`prepare_batch` made ready.
+
+    Args:
+        prepared: One decoded photo or one rejection per record of the batch, in order.
+        decode_s: Seconds the batch spent being prepared (reported as the decode stage).
+        on_stage: Told the name of each stage as the batch enters it.
+        embedder, index, vote, worker_id, clock, timer, dead_letter_max_inline_bytes: as for
+            :func:`process_batch`.
+
+    Returns:
+        One tag event per taggable record and one dead letter per other record.
+
+    Raises:
+        Exception: whatever ``index.search`` raises (see :func:`process_batch`).
+    """
 
     def dead_letter(record: KafkaRecord, reason: ReasonCode, message: str) -> DeadLetter:
         return DeadLetter.from_record(
@@ -148,10 +194,6 @@ def process_batch(
             max_inline_bytes=dead_letter_max_inline_bytes,
         )
 
-    pacing = pacing if pacing is not None else Pacing()
-    started = timer()
-    pacing.on_stage("decode")
-    prepared = prepare_batch(records, fetcher, spec, decode_pool, pacing)
     decoded = [item for item in prepared if isinstance(item, Decoded)]
     dead_letters = [
         dead_letter(item.record, item.error.reason, item.error.message)
@@ -160,7 +202,7 @@ def process_batch(
     ]
     decode_done = timer()
 
-    pacing.on_stage("embed")
+    on_stage("embed")
     embeddings, failed = _embed(embedder, decoded)
     for item, message in failed:
         dead_letters.append(dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
@@ -168,11 +210,11 @@ def process_batch(
     embedded = [item for item in decoded if id(item) not in failed_ids]
     embed_done = timer()
 
-    pacing.on_stage("search")
+    on_stage("search")
     neighbours = _search(index, embeddings, vote.k, len(embedded))
     search_done = timer()
 
-    pacing.on_stage("vote")
+    on_stage("vote")
     tag_events: list[TagEvent] = []
     sources: list[Position] = []
     gallery_version, model_version = index.gallery_version, embedder.model_version
@@ -205,7 +247,7 @@ def process_batch(
         tag_events=tuple(tag_events),
         dead_letters=tuple(dead_letters),
         stage_timings=StageTimings(
-            decode=decode_done - started,
+            decode=decode_s,
             embed=embed_done - decode_done,
             search=search_done - embed_done,
             vote=vote_done - search_done,

@@ -4,8 +4,9 @@ Parsing is cheap and runs in the loop's thread; fetching and decoding run in the
 The stage waits for them at most the batch's fetch budget (derived from the consumer's poll
 interval, so that no slow host can hold the consumer past it): a reference not fetched by then
 is ``reference_unreachable`` and its fetch is cut short; an inline photo still waiting for a
-thread is decoded in the loop's thread. When the worker is asked to stop, the stage gives the
-batch up at once (:class:`BatchStopped`): nothing of it is published or committed.
+thread is decoded in the loop's thread. When the worker is asked to stop while references of the
+batch are still being fetched, the stage gives the batch up at once (:class:`BatchStopped`):
+nothing of it is published or committed; inline photos being decoded are let finish.
 """
 
 from __future__ import annotations
@@ -86,8 +87,11 @@ def prepare_batch(
         if isinstance(item, tuple)
     }
     pending = set(futures.values())
+    fetches = {futures[i] for i, item in enumerate(parsed) if _is_fetch(item)}
     while pending:
-        if pacing.stop_requested():
+        if pacing.stop_requested() and pending & fetches:
+            # A reference may take seconds to arrive; inline photos decode in milliseconds and
+            # are let finish, so that stopping gives up only batches still waiting on the network.
             _give_up(futures.values(), fetcher)
             raise BatchStopped
         remaining = deadline - pacing.now()
@@ -110,6 +114,10 @@ def prepare_batch(
         else:  # done, or an inline photo being decoded (bounded by the pixel limit)
             results.append(future.result())
     return results
+
+
+def _is_fetch(item: Rejected | tuple[KafkaRecord, ImageEvent]) -> bool:
+    return isinstance(item, tuple) and not isinstance(item[1], InlinePhoto)
 
 
 def _parse(record: KafkaRecord) -> Rejected | tuple[KafkaRecord, ImageEvent]:
