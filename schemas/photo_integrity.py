@@ -92,7 +92,8 @@ def check_no_grey_fill(decoded: Image.Image, coded_size: tuple[int, int]) -> Non
     the sensor's noise alone makes that practically impossible.
 
     Args:
-        decoded: The decoded picture in RGB, maybe reduced (``draft``).
+        decoded: The decoded picture in RGB (or RGBX: the colour bands are looked at), maybe
+            reduced (``draft``).
         coded_size: Width and height declared in the JPEG.
 
     Raises:
@@ -101,7 +102,7 @@ def check_no_grey_fill(decoded: Image.Image, coded_size: tuple[int, int]) -> Non
     width, height = decoded.size
     side = max(1, round(8 * width / coded_size[0]))
     corner = decoded.crop((max(0, width - side), max(0, height - side), width, height))
-    if np.all(np.asarray(corner) == GREY_FILL):
+    if np.all(np.asarray(corner)[..., :3] == GREY_FILL):
         raise InputError(
             ReasonCode.UNDECODABLE_IMAGE,
             "truncated JPEG: the scan stops early (the rest decodes to libjpeg's grey fill)",
@@ -118,13 +119,36 @@ def check_not_blank(picture: NDArray[np.uint8], max_std: float = BLANK_MAX_STD) 
     Raises:
         InputError: ``blank_image`` when every channel's standard deviation is below ``max_std``.
     """
-    deviations = picture.reshape(-1, picture.shape[-1]).std(axis=0)
+    deviations = channel_deviations(picture)
     if float(deviations.max()) < max_std:
         raise InputError(
             ReasonCode.BLANK_IMAGE,
             f"blank picture: the largest standard deviation of a colour channel is "
             f"{float(deviations.max()):.2f}, below {max_std}",
         )
+
+
+def channel_deviations(picture: NDArray[np.uint8]) -> NDArray[np.float64]:
+    """Standard deviation of each colour channel of a ``(height, width, channels)`` picture.
+
+    From Pillow's per-channel histogram (one pass in C) and the moments of its 256 bins: the
+    values of numpy's ``std`` over the interleaved channels (to 1e-11) at a tenth of the cost:
+    0.1 ms instead of 1.3 ms for 224 x 224 x 3, which was nearly half of the worker's decoding
+    of a 448-px landmark photo (``bench/bench_decode.py``, ``pillow, refuse_blank``).
+    """
+    if picture.ndim == 2:
+        picture = picture[:, :, np.newaxis]
+    channels = picture.shape[-1]
+    if picture.dtype != np.uint8 or channels not in (1, 3, 4):  # no 8-bit Pillow mode for it
+        return np.asarray(picture.reshape(-1, channels).std(axis=0), dtype=np.float64)
+    image = Image.fromarray(picture[:, :, 0] if channels == 1 else picture)
+    counts = np.asarray(image.histogram(), dtype=np.float64)
+    counts = counts.reshape(channels, 256)
+    levels = np.arange(256, dtype=np.float64)
+    pixels = counts.sum(axis=1)
+    means = counts @ levels / pixels
+    variances = (counts * (levels - means[:, np.newaxis]) ** 2).sum(axis=1) / pixels
+    return np.asarray(np.sqrt(variances), dtype=np.float64)
 
 
 def _next_marker(data: bytes, position: int) -> tuple[int, int]:

@@ -46,7 +46,9 @@ _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
 #: 24 ms for a full decode with the same filter (27 vs 49 ms on photos of 3 MP and more), output
 #: within 48 dB PSNR (worst 33 dB) of the full decode. Decoding to 1x the input is faster still
 #: (9 ms) but softer and aliased (36 dB, worst 26 dB against a full LANCZOS decode), a shift away
-#: from what the trainer sees on its smaller photos.
+#: from what the trainer sees on its smaller photos. simplejpeg and PyTurboJPEG, at the same DCT
+#: scaling, give the same pixels for the same CPU time (within 2%, ``bench/bench_decode.py``):
+#: Pillow runs the same libjpeg-turbo; entropy decoding and the resize are what costs.
 DRAFT_SIDE_FACTOR = 2
 RESAMPLE = Image.Resampling.LANCZOS
 #: Pillow first box-reduces by an integer factor while the image stays >= 3x the target, then

@@ -9,7 +9,14 @@ import pytest
 from PIL import Image, ImageFile
 
 from schemas.errors import InputError, ReasonCode
-from schemas.photo_integrity import BLANK_MAX_STD, check_jpeg_structure
+from schemas.photo_integrity import (
+    BLANK_MAX_STD,
+    GREY_FILL,
+    channel_deviations,
+    check_jpeg_structure,
+    check_no_grey_fill,
+    check_not_blank,
+)
 from schemas.preprocessing import PreprocessingSpec, decode_photo
 
 SPEC = PreprocessingSpec()
@@ -124,3 +131,47 @@ def test_blank_picture_is_decoded_when_not_asked() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 40)).save(buffer, "PNG")
     assert decode_photo(buffer.getvalue(), SPEC).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize(
+    "shape", [(224, 224, 3), (17, 5, 3), (8, 8, 4), (9, 9, 1), (30, 30), (5, 5, 2)]
+)
+@pytest.mark.parametrize("spread", [0.0, 0.5, BLANK_MAX_STD, 60.0])
+def test_channel_deviations_are_numpys_standard_deviations(
+    shape: tuple[int, ...], spread: float
+) -> None:
+    """From per-channel histograms, as numpy computes them over the pixels (to rounding)."""
+    rng = np.random.default_rng(len(shape) * 100 + int(spread * 10))
+    levels = np.clip(np.rint(rng.normal(100, spread, shape)), 0, 255).astype(np.uint8)
+    flat = levels.reshape(-1, shape[2] if len(shape) == 3 else 1)
+    np.testing.assert_allclose(channel_deviations(levels), flat.std(axis=0), rtol=0, atol=1e-9)
+    strided = levels[::2, ::3]  # not contiguous
+    np.testing.assert_allclose(
+        channel_deviations(strided),
+        strided.reshape(-1, flat.shape[1]).std(axis=0),
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_blank_decision_is_the_same_as_numpys_around_the_threshold() -> None:
+    rng = np.random.default_rng(3)
+    for spread in np.linspace(BLANK_MAX_STD * 0.8, BLANK_MAX_STD * 1.2, 41):
+        picture = np.clip(np.rint(rng.normal(128, spread, (64, 64, 3))), 0, 255).astype(np.uint8)
+        numpy_blank = float(picture.reshape(-1, 3).std(axis=0).max()) < BLANK_MAX_STD
+        try:
+            check_not_blank(picture)
+        except InputError:
+            assert numpy_blank
+        else:
+            assert not numpy_blank
+
+
+def test_grey_fill_is_spotted_in_an_rgbx_picture_too() -> None:
+    """Decoders that write 4 bytes a pixel (the padding byte 255) leave the colour bands grey."""
+    pixels = np.asarray(_noise(64, 64).convert("RGBX")).copy()
+    pixels[-8:, -8:, :3] = GREY_FILL
+    picture = Image.frombuffer("RGBX", (64, 64), pixels, "raw", "RGBX", 0, 1)
+    with pytest.raises(InputError, match="grey fill"):
+        check_no_grey_fill(picture, (64, 64))
+    check_no_grey_fill(_noise(64, 64).convert("RGBX"), (64, 64))
