@@ -20,6 +20,7 @@ from configuration.kafka import (
     describe_connection_failure,
 )
 from configuration.redaction import redact_text
+from worker.adapters.gpu_decode import batch_decoder_for
 from worker.adapters.kafka import ImageConsumer, OutputPublisher
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
@@ -28,8 +29,8 @@ from worker.observability.logs import configure_logging
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.status_server import StatusServer
 from worker.ports import Gallery, Partition
-from worker.service import LoopSettings, WorkerService
-from worker.settings import WorkerSettings
+from worker.service import WorkerService
+from worker.settings import LoopSettings, WorkerSettings
 
 EXIT_INCOMPATIBLE = 2
 DESCRIPTION = (
@@ -157,6 +158,10 @@ def _build_service(
 ) -> WorkerService:
     from worker.adapters.milvus import GalleryMismatchError, GalleryUnavailableError
 
+    try:
+        batch_decoder = batch_decoder_for(settings.decoder)
+    except RuntimeError as error:
+        raise _StartupRefused(str(error)) from error
     try:
         model = _load_warm(settings.model_dir, settings.batch_max_records)
     except (ModelExportError, OSError, ValueError) as error:
@@ -286,6 +291,7 @@ def _build_service(
         health=health,
         load_model=lambda directory: _load_warm(Path(directory), settings.batch_max_records),
         open_gallery=lambda: _open_gallery(settings, metrics, health),
+        batch_decoder=batch_decoder,
     )
 
 

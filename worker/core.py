@@ -24,10 +24,8 @@ from schemas.preprocessing import PreprocessingSpec
 from schemas.tag_event import Neighbour, TagEvent, latency_ms_between
 from schemas.vote import VoteSettings, decide_landmark
 from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
+from worker.embed_stage import embed_batch
 from worker.ports import Embedder, PhotoFetcher, ReferenceIndex
-
-#: Largest norm deviation accepted from an embedder that promises unit rows.
-_UNIT_NORM_TOLERANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -203,7 +201,7 @@ def finish_batch(
     decode_done = timer()
 
     on_stage("embed")
-    embeddings, failed = _embed(embedder, decoded)
+    embeddings, failed = embed_batch(embedder, decoded)
     for item, message in failed:
         dead_letters.append(dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
     failed_ids = {id(item) for item, _ in failed}
@@ -254,61 +252,6 @@ def finish_batch(
         ),
         tag_event_sources=tuple(sources),
     )
-
-
-def _embed(
-    embedder: Embedder, decoded: Sequence[Decoded]
-) -> tuple[np.ndarray, list[tuple[Decoded, str]]]:
-    """Embed the batch in one call; if that fails, photo by photo, so one bad photo fails alone.
-
-    Returns:
-        The embeddings of the photos that embedded (in order) and the photos that did not,
-        each with the reason.
-    """
-    dim = embedder.embedding_dim
-    if not decoded:
-        return np.zeros((0, dim), dtype=np.float32), []
-    try:
-        batch = _checked_embeddings(
-            embedder.embed(np.stack([d.image for d in decoded])), len(decoded), dim
-        )
-    except Exception:
-        batch = None
-    if batch is not None:
-        bad_rows = ~_unit_rows(batch)
-        if not bad_rows.any():
-            return batch, []
-    rows: list[np.ndarray] = []
-    failed: list[tuple[Decoded, str]] = []
-    for position, item in enumerate(decoded):
-        if batch is not None and not bad_rows[position]:
-            rows.append(batch[position])
-            continue
-        try:
-            row = _checked_embeddings(embedder.embed(item.image[np.newaxis]), 1, dim)
-        except Exception as error:
-            failed.append((item, f"embedding failed: {type(error).__name__}: {error}"))
-            continue
-        if not _unit_rows(row)[0]:
-            failed.append((item, "embedding is not a finite unit vector"))
-            continue
-        rows.append(row[0])
-    stacked = np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
-    return stacked.astype(np.float32, copy=False), failed
-
-
-def _checked_embeddings(result: np.ndarray, n: int, dim: int) -> np.ndarray:
-    array = np.asarray(result, dtype=np.float32)
-    if array.shape != (n, dim):
-        raise ValueError(f"embedder returned shape {array.shape}, expected {(n, dim)}")
-    return array
-
-
-def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(embeddings).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], embeddings, 0.0), axis=1)
-    unit: np.ndarray = finite & (np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)
-    return unit
 
 
 def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int, n: int) -> list[list[Neighbour]]:

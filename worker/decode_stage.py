@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from schemas.errors import InputError, ReasonCode
 from schemas.image_event import ImageEvent, InlinePhoto, decode_image_event
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec, decode_photo
-from worker.ports import PhotoFetcher
+from worker.ports import BatchDecoder, PhotoFetcher
 
 #: How often the stage looks at the stop request while it waits.
 _WAKE_S = 0.05
@@ -52,11 +51,25 @@ class Pacing:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A record whose photo is ready for the model."""
+    """A record whose photo is ready for the model.
+
+    Attributes:
+        image: ``(S, S, 3)`` uint8 RGB: a numpy array, or an accelerator's array when a
+            :class:`~worker.ports.BatchDecoder` decoded it (the embedder takes both).
+    """
 
     record: KafkaRecord
     event: ImageEvent
-    image: np.ndarray
+    image: Any
+
+
+@dataclass(frozen=True)
+class _ForBatch:
+    """A fetched photo left for the batch decoder."""
+
+    record: KafkaRecord
+    event: ImageEvent
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -73,16 +86,20 @@ def prepare_batch(
     spec: PreprocessingSpec,
     pool: Executor,
     pacing: Pacing,
+    batch_decoder: BatchDecoder | None = None,
 ) -> list[Decoded | Rejected]:
     """Parse, fetch and decode every record, in order, within ``pacing.fetch_budget_s``.
+
+    With a ``batch_decoder``, the photos it takes are decoded together once all are fetched;
+    the others, and those it gives back, are decoded on the CPU in ``pool``.
 
     Raises:
         BatchStopped: ``pacing.stop_requested()`` became true before the stage was done.
     """
     deadline = pacing.now() + pacing.fetch_budget_s
     parsed = [_parse(record) for record in records]
-    futures: dict[int, Future[Decoded | Rejected]] = {
-        index: pool.submit(_fetch_and_decode, item, fetcher, spec)
+    futures: dict[int, Future[Decoded | Rejected | _ForBatch]] = {
+        index: pool.submit(_fetch_and_decode, item, fetcher, spec, batch_decoder)
         for index, item in enumerate(parsed)
         if isinstance(item, tuple)
     }
@@ -101,7 +118,7 @@ def prepare_batch(
     late = frozenset(pending)
     if late:
         _give_up(late, fetcher)
-    results: list[Decoded | Rejected] = []
+    results: list[Decoded | Rejected | _ForBatch] = []
     for index, item in enumerate(parsed):
         if isinstance(item, Rejected):
             results.append(item)
@@ -110,10 +127,42 @@ def prepare_batch(
         if future in late and not isinstance(item[1], InlinePhoto):
             results.append(Rejected(item[0], _not_fetched_in_time(pacing.fetch_budget_s)))
         elif future.cancelled():  # an inline photo that never got a thread: quick to decode
-            results.append(_fetch_and_decode(item, fetcher, spec))
+            results.append(_fetch_and_decode(item, fetcher, spec, None))
         else:  # done, or an inline photo being decoded (bounded by the pixel limit)
             results.append(future.result())
-    return results
+    if batch_decoder is None:
+        return [r for r in results if not isinstance(r, _ForBatch)]
+    return _decode_batch(results, batch_decoder, spec, pool)
+
+
+def _decode_batch(
+    results: list[Decoded | Rejected | _ForBatch],
+    decoder: BatchDecoder,
+    spec: PreprocessingSpec,
+    pool: Executor,
+) -> list[Decoded | Rejected]:
+    """Decode the photos left for the batch decoder; what it gives back goes to the CPU."""
+    waiting = [(i, r) for i, r in enumerate(results) if isinstance(r, _ForBatch)]
+    try:
+        decoded = decoder.decode([item.data for _, item in waiting], spec) if waiting else []
+    except Exception:  # an accelerator failure must not cost the photos: all go to the CPU
+        decoded = [None] * len(waiting)
+    fallback: dict[int, Future[Decoded | Rejected]] = {}
+    final: list[Decoded | Rejected | None] = [
+        None if isinstance(r, _ForBatch) else r for r in results
+    ]
+    for (position, item), output in zip(waiting, decoded, strict=True):
+        if isinstance(output, InputError):
+            final[position] = Rejected(item.record, output)
+        elif output is None:
+            fallback[position] = pool.submit(
+                _decode_on_cpu, item.record, item.event, item.data, spec
+            )
+        else:
+            final[position] = Decoded(item.record, item.event, output)
+    for position, future in fallback.items():
+        final[position] = future.result()
+    return [r for r in final if r is not None]
 
 
 def _is_fetch(item: Rejected | tuple[KafkaRecord, ImageEvent]) -> bool:
@@ -130,26 +179,49 @@ def _parse(record: KafkaRecord) -> Rejected | tuple[KafkaRecord, ImageEvent]:
 
 
 def _fetch_and_decode(
-    item: tuple[KafkaRecord, ImageEvent], fetcher: PhotoFetcher, spec: PreprocessingSpec
-) -> Decoded | Rejected:
-    """Fetch the photo if referenced and decode it; input errors become data."""
+    item: tuple[KafkaRecord, ImageEvent],
+    fetcher: PhotoFetcher,
+    spec: PreprocessingSpec,
+    batch_decoder: BatchDecoder | None,
+) -> Decoded | Rejected | _ForBatch:
+    """Fetch the photo if referenced and decode it (or leave it for the batch decoder); input
+    errors become data."""
     record, event = item
     try:
         data = event.data if isinstance(event, InlinePhoto) else fetcher.fetch(event.uri)
+        if batch_decoder is not None and batch_decoder.takes(data, spec):
+            return _ForBatch(record, event, data)
+    except InputError as error:
+        return Rejected(record, error)
+    except Exception as error:  # a fetcher or decoder bug on one odd photo must not stop the batch
+        return _undecodable(record, error)
+    return _decode_on_cpu(record, event, data, spec)
+
+
+def _decode_on_cpu(
+    record: KafkaRecord, event: ImageEvent, data: bytes, spec: PreprocessingSpec
+) -> Decoded | Rejected:
+    try:
         image = decode_photo(data, spec, refuse_blank=True)
     except InputError as error:
         return Rejected(record, error)
     except Exception as error:  # a decoder bug on one odd photo must not stop the batch
-        return Rejected(
-            record,
-            InputError(
-                ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"
-            ),
-        )
+        return _undecodable(record, error)
     return Decoded(record, event, image)
 
 
-def _give_up(futures: Iterable[Future[Decoded | Rejected]], fetcher: PhotoFetcher) -> None:
+def _undecodable(record: KafkaRecord, error: Exception) -> Rejected:
+    return Rejected(
+        record,
+        InputError(
+            ReasonCode.UNDECODABLE_IMAGE, f"decoding failed: {type(error).__name__}: {error}"
+        ),
+    )
+
+
+def _give_up(
+    futures: Iterable[Future[Decoded | Rejected | _ForBatch]], fetcher: PhotoFetcher
+) -> None:
     """Cancel what has not started, then cut the fetches in progress short."""
     for future in futures:
         future.cancel()

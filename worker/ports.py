@@ -1,7 +1,8 @@
 """Every interface the worker's core and loop are written against.
 
 The core (:mod:`worker.core`) sees the model, the reference gallery and the photo store only
-through :class:`Embedder`, :class:`ReferenceIndex` and :class:`PhotoFetcher`; the loop
+through :class:`Embedder`, :class:`ReferenceIndex`, :class:`PhotoFetcher` and an optional
+:class:`BatchDecoder`; the loop
 (:mod:`worker.service`) also needs what a served model, a refreshable gallery, the image source and
 the output sink can do (:class:`ServedModel`, :class:`Gallery`, :class:`Source`, :class:`Sink`).
 Unit tests drive both with in-memory implementations; the real adapters
@@ -12,13 +13,14 @@ Unit tests drive both with in-memory implementations; the real adapters
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
+from schemas.preprocessing import PreprocessingSpec
 from schemas.tag_event import Neighbour, TagEvent
 
 #: A partition of a topic: ``(topic, partition number)``.
@@ -71,6 +73,22 @@ class PhotoFetcher(Protocol):
 
     def abort_in_flight(self) -> None:
         """Cut short the fetches in progress (each then fails as ``reference_unreachable``)."""
+        ...
+
+
+class BatchDecoder(Protocol):
+    """Decodes the photos of a batch at once, on an accelerator; the CPU path takes the rest.
+
+    Implemented by :class:`worker.adapters.gpu_decode.GpuPhotoDecoder`.
+    """
+
+    def takes(self, data: bytes, spec: PreprocessingSpec) -> bool:
+        """Whether it decodes ``data`` for ``spec`` as the CPU path would (else the CPU path)."""
+        ...
+
+    def decode(self, photos: Sequence[bytes], spec: PreprocessingSpec) -> list[Any]:
+        """Per photo: the model input (an ``(S, S, 3)`` uint8 array, possibly on the
+        accelerator), an :class:`~schemas.errors.InputError`, or None to decode it on the CPU."""
         ...
 
 

@@ -1,98 +1,43 @@
 """The worker loop: a pipeline of three batches; poll, decode, embed, search, vote, publish, commit.
 
 While batch n is embedded, searched and voted in the loop's thread, batch n+1 is fetched and
-decoded (a thread of its own, which spreads the photos over the decoding pool), and the outputs
-of batch n-1 are being published (a thread of its own, waiting for the broker's
-acknowledgements). Everything that touches the consumer (polls, commits, seeks, lag) stays in the
-loop's thread. At most three batches are in flight, so memory stays flat under any backlog.
-
-At-least-once: offsets are committed only after the broker acknowledged every tag event and dead
-letter of the batch, one batch after the other, in the order they were polled. When Kafka or
-Milvus fails, nothing in flight is committed: the consumer seeks back to the first offsets of
-every uncommitted batch and retries them after a growing pause; a batch whose outputs keep being
-refused is published part by part until the record at fault is isolated
-(:mod:`worker.isolation`). A commit the group refuses after a rebalance is not retried (the
-partitions' new owner re-reads the batch). Between batches, :class:`worker.model_switch.ModelSwitch`
-picks up a new gallery or model; a batch decoded for another input size is decoded again.
-SIGTERM/SIGINT ask the loop to stop; it finishes, publishes and commits the batches already
-decoded, gives up one still being fetched (uncommitted, at once: its next reader tags it), then
-closes the producer, the consumer (leaving the group) and the gallery. Fetching a batch never
-takes more than a quarter of the consumer's poll interval (:mod:`worker.decode_stage`).
+decoded and batch n-1 published, beside it (:mod:`worker.pipeline_stages`). Consumer calls
+(polls, commits, seeks, lag) stay in the loop's thread; commits follow the poll order, each after
+the broker acknowledged every output of its batch (at-least-once). When Kafka or Milvus fails,
+every batch in flight is rewound and retried after a growing pause; outputs that keep being
+refused are isolated (:mod:`worker.isolation`); a commit refused after a rebalance is not retried.
+Between batches, :class:`worker.model_switch.ModelSwitch` picks up a new gallery or model (a batch
+decoded for another input size is decoded again). On SIGTERM/SIGINT the decoded batches are
+finished and committed, one still waiting on reference fetches is given up, and the producer, the
+consumer (leaving the group) and the gallery are closed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 
 from schemas.kafka_record import KafkaRecord
-from schemas.preprocessing import PreprocessingSpec
-from worker.core import BatchOutcome, finish_batch
-from worker.decode_stage import BatchStopped, Decoded, Pacing, Rejected, prepare_batch
+from worker.core import finish_batch
+from worker.decode_stage import BatchStopped
 from worker.error_kinds import error_kind
 from worker.isolation import IsolatingPublisher
 from worker.model_switch import ModelSwitch, VoteOverrides
-from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.progress import BrokerWatch, ObservedIndex
-from worker.ports import Gallery, PhotoFetcher, ServedModel, Sink, Source
+from worker.pipeline_stages import InFlight, PreparingStage, PublishingStage
+from worker.ports import BatchDecoder, Gallery, PhotoFetcher, ServedModel, Sink, Source
+from worker.settings import LoopSettings
 
 log = structlog.get_logger("landmark.worker")
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """The parts of :class:`worker.settings.WorkerSettings` the loop itself uses."""
-
-    worker_id: str
-    model_dir: Path
-    batch_max_records: int = 32
-    batch_max_wait_ms: int = 200
-    decode_threads: int = 2
-    vote_k: int | None = None
-    vote_weighting: str | None = None
-    vote_threshold: float | None = None
-    vote_rule: str | None = None
-    dead_letter_max_inline_bytes: int = 512 * 1024
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    reload_check_interval_s: float = 5.0
-    lag_interval_s: float = 5.0
-    isolate_after_failures: int = 3
-    max_poll_interval_s: float = 300.0
-
-
-@dataclass
-class _InFlight:
-    """One batch on its way through the pipeline.
-
-    Attributes:
-        records: The batch as polled.
-        batch_id: Its id in the logs.
-        spec: The preprocessing it is being decoded for.
-        prepared: Its photos, fetched and decoded in the preparing thread.
-        outcome: Its outputs, once embedded, searched and voted.
-        published: What was published of them, once the publishing thread is done.
-        publish_s: Seconds its publish took, in the publishing thread.
-    """
-
-    records: list[KafkaRecord]
-    batch_id: str
-    spec: PreprocessingSpec
-    prepared: Future[tuple[list[Decoded | Rejected], float]]
-    outcome: BatchOutcome | None = None
-    published: Future[BatchOutcome] | None = None
-    publish_s: float = 0.0
 
 
 class WorkerService:
@@ -110,6 +55,7 @@ class WorkerService:
         load_model: Loads an export directory (for switching to a new model).
         open_gallery: Opens the gallery behind the alias afresh (for switching with a new model).
         clock: Current UTC time.
+        batch_decoder: Decodes the photos it takes in batches (on a GPU); None: all on the CPU.
     """
 
     def __init__(
@@ -126,6 +72,7 @@ class WorkerService:
         load_model: Callable[[Path], ServedModel],
         open_gallery: Callable[[], Gallery],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch_decoder: BatchDecoder | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
@@ -138,23 +85,32 @@ class WorkerService:
         self._backoff_s = 0.0
         self._next_lag = 0.0
         self._broker = BrokerWatch(source, health, metrics)
-        self._publishing = IsolatingPublisher(
-            sink,
-            worker_id=settings.worker_id,
-            isolate_after_failures=settings.isolate_after_failures,
-            budget_s=settings.max_poll_interval_s / 4,
-            metrics=metrics,
-            clock=clock,
-        )
         self._pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
-        # One batch is prepared and one published at a time: a thread each.
-        self._preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-        self._publishing_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
-        self._ahead: _InFlight | None = None  # just polled, being decoded
-        self._finishing: _InFlight | None = None  # decoded or being decoded; finished next
-        self._publishing_batch: _InFlight | None = None  # published, committed next
+        self._preparing = PreparingStage(
+            fetcher,
+            self._pool,
+            fetch_budget_s=settings.max_poll_interval_s / 4,
+            stop_requested=self._stop.is_set,
+            batch_decoder=batch_decoder,
+        )
+        self._publishing = PublishingStage(
+            IsolatingPublisher(
+                sink,
+                worker_id=settings.worker_id,
+                isolate_after_failures=settings.isolate_after_failures,
+                budget_s=settings.max_poll_interval_s / 4,
+                metrics=metrics,
+                clock=clock,
+            ),
+            source,
+            health,
+            metrics,
+            settings.worker_id,
+        )
+        self._ahead: InFlight | None = None  # just polled, being decoded
+        self._finishing: InFlight | None = None  # decoded or being decoded; finished next
         self._served = ModelSwitch(
             model=model,
             gallery=gallery,
@@ -185,7 +141,7 @@ class WorkerService:
     @property
     def idle(self) -> bool:
         """True when no batch is in flight (all polled batches are committed or given back)."""
-        return self._ahead is None and self._finishing is None and self._publishing_batch is None
+        return self._ahead is None and self._finishing is None and self._publishing.batch is None
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight and return (safe from a signal handler)."""
@@ -215,33 +171,13 @@ class WorkerService:
                 records = self._source.poll_batch(
                     self._settings.batch_max_records, self._settings.batch_max_wait_ms
                 )
-                self._ahead = self._start_preparing(records) if records else None
+                spec = self._served.model.manifest.preprocessing
+                self._ahead = self._preparing.start(records, spec) if records else None
                 self._advance()
                 self._finishing, self._ahead = self._ahead, None
             self._drain()
         finally:
             self._shutdown()
-
-    def _start_preparing(self, records: list[KafkaRecord]) -> _InFlight:
-        """Fetch and decode ``records`` in the preparing thread (the loop goes on)."""
-        spec = self._served.model.manifest.preprocessing
-        return _InFlight(
-            records=records,
-            batch_id=uuid.uuid4().hex[:12],
-            spec=spec,
-            prepared=self._preparing.submit(self._prepare, records, spec),
-        )
-
-    def _prepare(
-        self, records: list[KafkaRecord], spec: PreprocessingSpec
-    ) -> tuple[list[Decoded | Rejected], float]:
-        started = time.perf_counter()
-        pacing = Pacing(
-            fetch_budget_s=self._settings.max_poll_interval_s / 4,
-            stop_requested=self._stop.is_set,
-        )
-        prepared = prepare_batch(records, self._fetcher, spec, self._pool, pacing)
-        return prepared, time.perf_counter() - started
 
     def _advance(self) -> None:
         """One step of the pipeline: finish the decoded batch, commit the published one, and
@@ -251,26 +187,27 @@ class WorkerService:
         try:
             if batch is not None:
                 self._finish(batch)
-            self._commit_published()
+            if self._publishing.commit():
+                self._backoff_s = 0.0
+                self._health.unblock()
             if batch is not None:
-                self._start_publishing(batch)
+                self._publishing.start(batch)
         except BatchStopped:
             log.info(
                 "stopping: the batch being fetched is given up, not committed",
                 batch_id=batch.batch_id if batch is not None else None,
             )
-            self._finishing = None
         except Exception as error:
-            self._retry_in_flight(error, extra=[batch] if batch is not None else [])
+            self._retry_in_flight(error, batch)
 
-    def _finish(self, batch: _InFlight) -> None:
+    def _finish(self, batch: InFlight) -> None:
         """Embed, search and vote ``batch`` (waiting for its decoding first)."""
         self._health.enter_stage("decode")
         prepared, decode_s = batch.prepared.result()
         served = self._served
         spec = served.model.manifest.preprocessing
         if spec != batch.spec:  # a new model with another input size since it was decoded
-            prepared, decode_s = self._prepare(batch.records, spec)
+            prepared, decode_s = self._preparing.prepare(batch.records, spec)
         with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
             batch.outcome = finish_batch(
                 prepared,
@@ -284,74 +221,19 @@ class WorkerService:
                 on_stage=self._health.enter_stage,
             )
 
-    def _start_publishing(self, batch: _InFlight) -> None:
-        outcome = batch.outcome
-        assert outcome is not None
-
-        def publish() -> BatchOutcome:
-            started = time.perf_counter()
-            with structlog.contextvars.bound_contextvars(
-                worker_id=self._settings.worker_id, batch_id=batch.batch_id
-            ):
-                published = self._publishing.publish(batch.records, outcome)
-            batch.publish_s = time.perf_counter() - started
-            return published
-
-        batch.published = self._publishing_thread.submit(publish)
-        self._publishing_batch = batch
-
-    def _commit_published(self) -> None:
-        """Wait until the batch being published is acknowledged, then commit it.
-
-        Raises:
-            Exception: the publish failed (the caller rewinds everything in flight).
-        """
-        batch = self._publishing_batch
-        if batch is None or batch.published is None:
-            return
-        self._health.enter_stage("publish")
-        published = batch.published.result()
-        self._publishing_batch = None
-        with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
-            self._health.enter_stage("commit")
-            try:
-                commit_s = self._timed(lambda: self._source.commit(batch.records))
-            except CommitFailedError as error:
-                # The group moved our partitions on; their new owner re-reads the uncommitted
-                # tail (already published: at-least-once, consumers deduplicate by image id).
-                self._metrics.errors.labels(kind="commit_failed").inc()
-                log.warning(
-                    "commit refused after a rebalance",
-                    error=str(error),
-                    records=len(batch.records),
-                )
-                return
-            self._health.succeeded("kafka", "commit")
-        self._backoff_s = 0.0
-        self._publishing.succeeded()
-        self._health.unblock()
-        report_committed_batch(
-            self._metrics, len(batch.records), published, batch.publish_s, commit_s
-        )
-
     def _drain(self) -> None:
         """Stopping: finish, publish and commit what is decoded; give up what is not."""
-        while self._finishing is not None or self._publishing_batch is not None:
+        while self._finishing is not None or self._publishing.batch is not None:
             self._advance()
             self._finishing = None
 
-    def _retry_in_flight(self, error: Exception, extra: list[_InFlight]) -> None:
+    def _retry_in_flight(self, error: Exception, finishing: InFlight | None) -> None:
         """Rewind every uncommitted batch (the one being published, the one being finished, the
         one just polled) and pause: nothing polled after a failed batch may be committed before
         it is retried, or a crash could lose it."""
-        publishing, ahead = self._publishing_batch, self._ahead
-        self._publishing_batch, self._ahead = None, None
-        if publishing is not None and publishing.published is not None:
-            try:  # let the publish in flight end before seeking back; its result is moot
-                publishing.published.result()
-            except Exception as publish_error:
-                log.debug("publish in flight failed too", error=repr(publish_error))
-        in_flight = [b for b in (publishing, *extra, ahead) if b is not None]
+        publishing, ahead = self._publishing.abandon(), self._ahead
+        self._ahead = None
+        in_flight = [b for b in (publishing, finishing, ahead) if b is not None]
         self._retry_later([r for b in in_flight for r in b.records], error)
 
     def _retry_later(self, records: list[KafkaRecord], error: Exception) -> None:
@@ -386,12 +268,6 @@ class WorkerService:
             self._metrics.errors.labels(kind="lag_unavailable").inc()
             log.debug("lag unavailable", error=repr(error))
 
-    @staticmethod
-    def _timed(action: Callable[[], None]) -> float:
-        started = time.perf_counter()
-        action()
-        return time.perf_counter() - started
-
     def _shutdown(self) -> None:
         self._health.block("shutting down")
         log.info("worker stopping: leaving the group")
@@ -405,7 +281,7 @@ class WorkerService:
             except Exception as error:
                 log.warning("close failed", what=what, error=repr(error))
         # Fetches still running were cut short (decode_stage); queued ones never start.
-        self._preparing.shutdown(wait=True, cancel_futures=True)
-        self._publishing_thread.shutdown(wait=True, cancel_futures=True)
+        self._preparing.shutdown()
+        self._publishing.shutdown()
         self._pool.shutdown(wait=True, cancel_futures=True)
         log.info("worker stopped")

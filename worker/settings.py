@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -80,6 +81,12 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         default_factory=default_decode_threads,
         ge=1,
         help="threads decoding photos (default: one a CPU, at most 8)",
+    )
+    decoder: Literal["cpu", "gpu"] = setting(
+        "cpu",
+        help="photo decoding: cpu (Pillow, in --decode-threads threads), or gpu (JPEGs decoded "
+        "and resized in batches on an NVIDIA GPU with nvImageCodec, the rest on the CPU; needs "
+        "the gpu-decode extra and KERAS_BACKEND=jax)",
     )
     vote_k: int | None = setting(
         None, ge=1, help="neighbours in the vote (default: the model manifest's)"
@@ -211,3 +218,25 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
                 "publishing and committing a batch must end within the poll interval"
             )
         return self
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The parts of :class:`worker.settings.WorkerSettings` the loop itself uses."""
+
+    worker_id: str
+    model_dir: Path
+    batch_max_records: int = 32
+    batch_max_wait_ms: int = 200
+    decode_threads: int = 2
+    vote_k: int | None = None
+    vote_weighting: str | None = None
+    vote_threshold: float | None = None
+    vote_rule: str | None = None
+    dead_letter_max_inline_bytes: int = 512 * 1024
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    reload_check_interval_s: float = 5.0
+    lag_interval_s: float = 5.0
+    isolate_after_failures: int = 3
+    max_poll_interval_s: float = 300.0

@@ -116,7 +116,9 @@ class KerasEmbedder:
         """Embed a batch.
 
         Args:
-            images: ``uint8`` ``(n, S, S, 3)`` RGB, S = the manifest's input size.
+            images: ``uint8`` ``(n, S, S, 3)`` RGB, S = the manifest's input size: a numpy
+                array, or (JAX backend) a JAX array already on the device, as the GPU decoder
+                makes it, which is not copied through the host.
 
         Returns:
             ``float32`` ``(n, d)`` unit-norm rows.
@@ -143,8 +145,10 @@ class KerasEmbedder:
         n = images.shape[0]
         size = self._padded_length(n)
         if size > n:
-            padding = np.zeros((size - n, *images.shape[1:]), np.uint8)
-            images = np.concatenate([images, padding])
+            # numpy, or the array namespace of a batch decoded on the accelerator (no host copy)
+            xp = np if isinstance(images, np.ndarray) else images.__array_namespace__()
+            padding = xp.zeros((size - n, *images.shape[1:]), dtype=xp.uint8)
+            images = xp.concatenate([images, padding])
         out = np.asarray(self._infer(images), dtype=np.float32)
         return out[:n]
 

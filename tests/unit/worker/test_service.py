@@ -38,7 +38,8 @@ from schemas.tag_event import Neighbour
 from worker.observability.health import HealthState, ReadinessLimits
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Gallery, PhotoFetcher, ServedModel
-from worker.service import LoopSettings, WorkerService
+from worker.service import WorkerService
+from worker.settings import LoopSettings
 
 BACKING_OFF = "backing off after publish_failed"
 

@@ -1,0 +1,201 @@
+"""The two ends of the worker's pipeline that run beside the loop: preparing and publishing.
+
+:class:`PreparingStage` fetches and decodes the next batch in a thread of its own (spreading the
+photos over the decoding pool); :class:`PublishingStage` publishes the outputs of the previous
+batch in a thread of its own and, back in the loop's thread, commits it once the broker has
+acknowledged them. Each holds at most one batch, so the loop never has more than three in flight.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import structlog
+from kafka.errors import CommitFailedError
+
+from schemas.kafka_record import KafkaRecord
+from schemas.preprocessing import PreprocessingSpec
+from worker.core import BatchOutcome
+from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
+from worker.isolation import IsolatingPublisher
+from worker.observability.batch_report import report_committed_batch
+from worker.observability.health import HealthState
+from worker.observability.metrics import WorkerMetrics
+from worker.ports import BatchDecoder, PhotoFetcher, Source
+
+log = structlog.get_logger("landmark.worker")
+
+Prepared = tuple[list[Decoded | Rejected], float]
+
+
+@dataclass
+class InFlight:
+    """One batch on its way through the pipeline.
+
+    Attributes:
+        records: The batch as polled.
+        batch_id: Its id in the logs.
+        spec: The preprocessing it is being decoded for.
+        prepared: Its photos and the seconds they took, from the preparing thread.
+        outcome: Its outputs, once embedded, searched and voted.
+        published: What was published of them, from the publishing thread.
+        publish_s: Seconds its publish took.
+    """
+
+    records: list[KafkaRecord]
+    batch_id: str
+    spec: PreprocessingSpec
+    prepared: Future[Prepared]
+    outcome: BatchOutcome | None = None
+    published: Future[BatchOutcome] | None = None
+    publish_s: float = 0.0
+
+
+class PreparingStage:
+    """Fetches and decodes one batch at a time beside the loop.
+
+    Args:
+        fetcher: Resolves photo references.
+        pool: The decoding threads.
+        fetch_budget_s: Longest wait for a batch's fetches.
+        stop_requested: True once the worker is asked to stop (a batch still waiting on
+            references is then given up).
+        batch_decoder: Decodes the photos it takes in batches; None: all on the CPU.
+    """
+
+    def __init__(
+        self,
+        fetcher: PhotoFetcher,
+        pool: Executor,
+        fetch_budget_s: float,
+        stop_requested: Callable[[], bool],
+        batch_decoder: BatchDecoder | None,
+    ) -> None:
+        self._fetcher = fetcher
+        self._pool = pool
+        self._pacing = Pacing(fetch_budget_s=fetch_budget_s, stop_requested=stop_requested)
+        self._batch_decoder = batch_decoder
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+
+    def start(self, records: list[KafkaRecord], spec: PreprocessingSpec) -> InFlight:
+        """Begin preparing ``records`` for ``spec``; the loop goes on meanwhile."""
+        return InFlight(
+            records=records,
+            batch_id=uuid.uuid4().hex[:12],
+            spec=spec,
+            prepared=self._thread.submit(self.prepare, records, spec),
+        )
+
+    def prepare(self, records: list[KafkaRecord], spec: PreprocessingSpec) -> Prepared:
+        """Fetch and decode ``records`` now, in the calling thread.
+
+        Raises:
+            BatchStopped: the worker was asked to stop while references were being fetched.
+        """
+        started = time.perf_counter()
+        prepared = prepare_batch(
+            records, self._fetcher, spec, self._pool, self._pacing, self._batch_decoder
+        )
+        return prepared, time.perf_counter() - started
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+
+class PublishingStage:
+    """Publishes one batch at a time beside the loop; commits it from the loop's thread.
+
+    Args:
+        publisher: Publishes a batch's outputs (isolating a record whose outputs are refused).
+        source: Where the batch's offsets are committed.
+        health: Told of the stages and of successful commits.
+        metrics: Counts refused commits and reports committed batches.
+        worker_id: Bound in the publishing thread's logs.
+    """
+
+    def __init__(
+        self,
+        publisher: IsolatingPublisher,
+        source: Source,
+        health: HealthState,
+        metrics: WorkerMetrics,
+        worker_id: str,
+    ) -> None:
+        self._publisher = publisher
+        self._source = source
+        self._health = health
+        self._metrics = metrics
+        self._worker_id = worker_id
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self.batch: InFlight | None = None
+
+    def start(self, batch: InFlight) -> None:
+        """Begin publishing ``batch``'s outputs (the previous batch must be committed)."""
+        outcome = batch.outcome
+        assert outcome is not None and self.batch is None
+
+        def publish() -> BatchOutcome:
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars(
+                worker_id=self._worker_id, batch_id=batch.batch_id
+            ):
+                published = self._publisher.publish(batch.records, outcome)
+            batch.publish_s = time.perf_counter() - started
+            return published
+
+        batch.published = self._thread.submit(publish)
+        self.batch = batch
+
+    def commit(self) -> bool:
+        """Wait until the batch being published is acknowledged, then commit it.
+
+        Returns:
+            True when a batch was committed; False when there was none, or the group refused
+            the commit after a rebalance (counted; the partitions' new owner re-reads it).
+
+        Raises:
+            Exception: the publish failed; the batch stays here for :meth:`abandon`.
+        """
+        batch = self.batch
+        if batch is None or batch.published is None:
+            return False
+        self._health.enter_stage("publish")
+        published = batch.published.result()
+        self.batch = None
+        with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
+            self._health.enter_stage("commit")
+            started = time.perf_counter()
+            try:
+                self._source.commit(batch.records)
+            except CommitFailedError as error:
+                self._metrics.errors.labels(kind="commit_failed").inc()
+                log.warning(
+                    "commit refused after a rebalance",
+                    error=str(error),
+                    records=len(batch.records),
+                )
+                return False
+            commit_s = time.perf_counter() - started
+            self._health.succeeded("kafka", "commit")
+        self._publisher.succeeded()
+        report_committed_batch(
+            self._metrics, len(batch.records), published, batch.publish_s, commit_s
+        )
+        return True
+
+    def abandon(self) -> InFlight | None:
+        """Give the batch up after a failure (its publish let end first); returns it to rewind."""
+        batch, self.batch = self.batch, None
+        if batch is not None and batch.published is not None:
+            try:
+                batch.published.result()
+            except Exception as error:
+                log.debug("publish in flight failed", error=repr(error))
+        return batch
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=True, cancel_futures=True)
