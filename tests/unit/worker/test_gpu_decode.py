@@ -63,10 +63,13 @@ def pillow_decode_many(photos: list[bytes]) -> list[Any]:
     return out
 
 
-def numpy_to_bucket(image: Any, shape: tuple[int, int, int]) -> Any:
-    height, width = image.shape[:2]
-    padding = ((0, shape[0] - height), (0, shape[1] - width), (0, 0))
-    return jnp.asarray(np.pad(np.asarray(image), padding, mode="edge"))
+def numpy_to_bucket(images: list[Any], shape: tuple[int, int, int]) -> Any:
+    padded = []
+    for image in images:
+        height, width = image.shape[:2]
+        padding = ((0, shape[0] - height), (0, shape[1] - width), (0, 0))
+        padded.append(np.pad(np.asarray(image), padding, mode="edge"))
+    return jnp.asarray(np.stack(padded))
 
 
 @pytest.fixture
@@ -223,3 +226,17 @@ def test_the_worker_refuses_to_start_the_gpu_decoder_where_it_cannot() -> None:
     assert batch_decoder_for("cpu") is None
     with pytest.raises(RuntimeError, match=r"KERAS_BACKEND=jax|gpu-decode extra|no GPU"):
         batch_decoder_for("gpu")
+
+
+def test_the_resize_is_compiled_for_a_few_group_lengths_not_every_mix(
+    decoder: GpuPhotoDecoder,
+) -> None:
+    from worker.adapters.gpu_decode import decoder as module
+
+    photos = [jpeg(scene(330, 250)) for _ in range(7)]
+    before = module._compiled()._cache_size()
+    for length in (1, 2, 3, 5, 6, 7):
+        results = decoder.decode(photos[:length], SPEC)
+        assert len(results) == length and all(r.shape == (64, 64, 3) for r in results)
+    # lengths 3 and 5..7 reuse the programs of 4 and 8: at most 1, 2, 4, 8 were compiled
+    assert module._compiled()._cache_size() - before <= 4

@@ -35,10 +35,13 @@ BUCKET = 256
 #: reducing gap on the CPU path).
 REDUCING_GAP = 3.0
 
+#: Photos resized in one compiled call (bounded: a camera photo's bucket is ~36 MB on the device).
+GROUP = 32
+
 #: Decodes encoded photos on the device: one image (H, W, 3) RGB uint8 or None per photo.
 DecodeMany = Callable[[list[bytes]], list[Any]]
-#: Copies a device image (H, W, 3) into a JAX array of a bucket shape, edges repeated.
-ToBucket = Callable[[Any, tuple[int, int, int]], Any]
+#: Copies device images (H, W, 3) into one JAX array (n, *bucket shape), edges repeated.
+ToBuckets = Callable[[list[Any], tuple[int, int, int]], Any]
 
 
 class GpuPhotoDecoder:
@@ -46,12 +49,12 @@ class GpuPhotoDecoder:
 
     Args:
         decode_many: The device decoder (nvImageCodec in :meth:`on_nvidia_gpu`).
-        to_bucket: Copies a decoded image into a bucket-shaped JAX array.
+        to_buckets: Copies decoded images into one bucket-shaped JAX array.
     """
 
-    def __init__(self, decode_many: DecodeMany, to_bucket: ToBucket) -> None:
+    def __init__(self, decode_many: DecodeMany, to_buckets: ToBuckets) -> None:
         self._decode_many = decode_many
-        self._to_bucket = to_bucket
+        self._to_buckets = to_buckets
 
     @classmethod
     def on_nvidia_gpu(cls) -> GpuPhotoDecoder:
@@ -80,16 +83,17 @@ class GpuPhotoDecoder:
             streams = [nvimgcodec.CodeStream(photo) for photo in photos]
             return list(decoder.decode(streams, params=params))
 
-        def to_bucket(image: Any, shape: tuple[int, int, int]) -> Any:
-            source = cp.asarray(image)
-            height, width = source.shape[:2]
-            bucket = cp.empty(shape, dtype=cp.uint8)
-            bucket[:height, :width] = source
-            bucket[height:, :width] = source[height - 1 : height]
-            bucket[:, width:] = bucket[:, width - 1 : width]
-            return jax.dlpack.from_dlpack(bucket)
+        def to_buckets(images: list[Any], shape: tuple[int, int, int]) -> Any:
+            buckets = cp.empty((len(images), *shape), dtype=cp.uint8)
+            for bucket, image in zip(buckets, images, strict=True):
+                source = cp.asarray(image)
+                height, width = source.shape[:2]
+                bucket[:height, :width] = source
+                bucket[height:, :width] = source[height - 1 : height]
+                bucket[:, width:] = bucket[:, width - 1 : width]
+            return jax.dlpack.from_dlpack(buckets)
 
-        return cls(decode_many, to_bucket)
+        return cls(decode_many, to_buckets)
 
     def takes(self, data: bytes, spec: PreprocessingSpec) -> bool:
         """Whether this decoder decodes ``data`` for ``spec`` as the CPU path would.
@@ -109,10 +113,11 @@ class GpuPhotoDecoder:
         """
         if not photos:
             return []
-        headers = [_eligible_header(photo, spec) for photo in photos]
+        # takes() checked each photo; the header alone is read again here.
+        headers = [read_jpeg_header(photo) for photo in photos]
         decoded = self._decode_many(list(photos))
         results: list[Any] = [None] * len(photos)
-        pending: list[tuple[int, Any, Any]] = []
+        groups: dict[tuple[tuple[int, int, int], int, int], list[tuple[int, Any, JpegHeader]]] = {}
         for position, (header, image) in enumerate(zip(headers, decoded, strict=True)):
             if header is None or image is None:
                 continue
@@ -120,22 +125,35 @@ class GpuPhotoDecoder:
             if shape != (header.height, header.width, 3):
                 continue  # not what the header promised: the CPU path decides
             bucket = (_round_up(header.height), _round_up(header.width), 3)
-            picture, deviation = model_input(
-                self._to_bucket(image, bucket), header, spec.input_size
-            )
-            pending.append((position, picture, deviation))
-        if pending:
-            import jax.numpy as jnp
-
-            deviations = np.asarray(jnp.stack([d for _, _, d in pending]))  # one sync a batch
-            for (position, picture, _), channel_std in zip(pending, deviations, strict=True):
+            side = min(header.width, header.height)
+            key = (bucket, reduction_for(side, spec.input_size), header.orientation)
+            groups.setdefault(key, []).append((position, image, header))
+        done: list[tuple[list[int], Any, Any]] = []
+        for (bucket, reduce, orientation), members in groups.items():
+            for start in range(0, len(members), GROUP):
+                part = members[start : start + GROUP]
+                # A group's length is padded to a power of two (repeating its last photo), so
+                # that the resize is compiled for a few lengths, not for every batch's mix.
+                padded = part + part[-1:] * (_padded_length(len(part)) - len(part))
+                pictures, deviations = model_inputs(
+                    self._to_buckets([image for _, image, _ in padded], bucket),
+                    [header for _, _, header in padded],
+                    spec.input_size,
+                    reduce,
+                    orientation,
+                )
+                done.append(([position for position, _, _ in part], pictures, deviations))
+        for positions, pictures, deviations in done:
+            for index, (position, channel_std) in enumerate(
+                zip(positions, np.asarray(deviations)[: len(positions)], strict=True)
+            ):
                 if float(channel_std.max()) < BLANK_MAX_STD:
                     results[position] = InputError(
                         ReasonCode.BLANK_IMAGE,
                         f"blank picture: every channel's deviation is below {BLANK_MAX_STD:g}",
                     )
                 else:
-                    results[position] = picture
+                    results[position] = pictures[index]
         return results
 
 
@@ -158,6 +176,10 @@ def _eligible_header(data: bytes, spec: PreprocessingSpec) -> JpegHeader | None:
     return header
 
 
+def _padded_length(length: int) -> int:
+    return 1 << (length - 1).bit_length()
+
+
 def _round_up(side: int) -> int:
     return BUCKET * math.ceil(side / BUCKET)
 
@@ -170,24 +192,27 @@ def reduction_for(side: int, size: int) -> int:
     return factor
 
 
-def model_input(padded: Any, header: JpegHeader, size: int) -> tuple[Any, Any]:
-    """The centred square of a decoded photo (in a bucket), resized to ``size`` and oriented.
+def model_inputs(
+    buckets: Any, headers: Sequence[JpegHeader], size: int, reduce: int, orientation: int
+) -> tuple[Any, Any]:
+    """The centred squares of decoded photos (in buckets of one shape), resized to ``size``,
+    box-reduced by ``reduce`` first, and oriented.
 
     Returns:
-        The ``(size, size, 3)`` uint8 picture and its per-channel standard deviations, as JAX
-        arrays on the device of ``padded``.
+        The ``(n, size, size, 3)`` uint8 pictures and their ``(n, 3)`` per-channel standard
+        deviations, as JAX arrays on the device of ``buckets``.
     """
     import jax.numpy as jnp
 
-    side = min(header.width, header.height)
-    left, top = (header.width - side) / 2.0, (header.height - side) / 2.0
-    reduce = reduction_for(side, size)
-    scale = size / (side / reduce)
-    geometry = jnp.asarray(
-        [scale, scale, -top / reduce * scale, -left / reduce * scale], dtype=jnp.float32
-    )
-    result: tuple[Any, Any] = _crop_resize(
-        padded, geometry, size=size, reduce=reduce, orientation=header.orientation
+    rows = []
+    for header in headers:
+        side = min(header.width, header.height)
+        left, top = (header.width - side) / 2.0, (header.height - side) / 2.0
+        scale = size / (side / reduce)
+        rows.append([scale, scale, -top / reduce * scale, -left / reduce * scale])
+    geometry = jnp.asarray(np.asarray(rows, dtype=np.float32))
+    result: tuple[Any, Any] = _compiled()(
+        buckets, geometry, size=size, reduce=reduce, orientation=orientation
     )
     return result
 
@@ -197,9 +222,7 @@ def _compiled() -> Any:
     import jax
     import jax.numpy as jnp
 
-    def crop_resize(
-        padded: Any, geometry: Any, *, size: int, reduce: int, orientation: int
-    ) -> tuple[Any, Any]:
+    def one(padded: Any, geometry: Any, size: int, reduce: int, orientation: int) -> Any:
         pixels = padded.astype(jnp.float32)
         if reduce > 1:
             rows, columns, channels = pixels.shape
@@ -215,20 +238,16 @@ def _compiled() -> Any:
             method="lanczos3",
             antialias=True,
         )
-        picture = _orient(jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8), orientation)
-        deviation = jnp.std(picture.astype(jnp.float32), axis=(0, 1))
-        return picture, deviation
+        return _orient(jnp.clip(jnp.round(resized), 0, 255).astype(jnp.uint8), orientation)
+
+    def crop_resize(
+        buckets: Any, geometry: Any, *, size: int, reduce: int, orientation: int
+    ) -> tuple[Any, Any]:
+        pictures = jax.vmap(lambda b, g: one(b, g, size, reduce, orientation))(buckets, geometry)
+        deviations = jnp.std(pictures.astype(jnp.float32), axis=(1, 2))
+        return pictures, deviations
 
     return jax.jit(crop_resize, static_argnames=("size", "reduce", "orientation"))
-
-
-def _crop_resize(
-    padded: Any, geometry: Any, *, size: int, reduce: int, orientation: int
-) -> tuple[Any, Any]:
-    result: tuple[Any, Any] = _compiled()(
-        padded, geometry, size=size, reduce=reduce, orientation=orientation
-    )
-    return result
 
 
 def _orient(picture: Any, orientation: int) -> Any:

@@ -1,0 +1,377 @@
+"""GPU decoding check: nvImageCodec alone, the worker's GPU decoder, bare embed, and the pipelined
+worker loop with the GPU and the CPU decoder, on camera-size and on ~448 px photos.
+
+Run on the GPU machine (JAX with CUDA, nvImageCodec and CuPy; no TensorFlow, Kafka or Milvus)::
+
+    KERAS_BACKEND=jax python bench/gpu/gpu_decode.py --export .gpu/model --photos .gpu/photos
+
+What each figure is:
+
+* ``nvImageCodec decode``: ``Decoder.decode`` of a batch of JPEGs into device images, alone.
+* ``GPU decoder``: the worker's ``GpuPhotoDecoder.decode``: nvImageCodec, then crop, box
+  reduction, Lanczos resize, orientation and blank check on the device (JAX).
+* ``CPU decoder``: the worker's CPU path (``decode_photo`` with the blank check) on a thread a core.
+* ``bare embed``: the worker's ``KerasEmbedder`` on a batch already on the device.
+* ``worker loop``: the real ``WorkerService`` (pipelined: decode of batch n+1, embed and search of
+  n, publish of n-1 overlap) on inline image events held in memory, an exact kNN over random unit
+  references on the device instead of Milvus, and a sink that keeps nothing instead of Kafka.
+* agreement: GPU-decoded against CPU-decoded pictures of the same photos (mean absolute
+  difference in grey levels, and the cosine of their embeddings).
+
+``--cpu-check`` runs the same code on a machine without a GPU (Pillow standing in for
+nvImageCodec, JAX on the CPU, small sizes) to check the script before spending GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np
+
+from schemas.image_event import InlinePhoto, encode_image_event
+from schemas.kafka_record import KafkaRecord
+from schemas.preprocessing import decode_photo
+from schemas.tag_event import Neighbour
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def camera_jpeg(seed: int, width: int, height: int) -> bytes:
+    """A camera-size JPEG: a gradient, shapes and 8x8-block noise (about 1.4 MB at 12 MP)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / width * 255, y / height * 255, (x + y) % 256], axis=-1)
+    noise = rng.normal(0, 25, (height // 8, width // 8, 3)).repeat(8, 0).repeat(8, 1)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def timed(action: Callable[[], Any], count: int, rounds: int) -> float:
+    """Items a second of the best of ``rounds`` runs of ``action`` (``count`` items each)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return count / best
+
+
+class DeviceGallery:
+    """Exact kNN (squared L2 on unit rows) over random references, on the accelerator."""
+
+    gallery_version = "gpu-check"
+
+    def __init__(self, size: int, dim: int, model_version: str, landmarks: int = 1000) -> None:
+        import jax.numpy as jnp
+
+        rng = np.random.default_rng(7)
+        vectors = rng.normal(size=(size, dim)).astype(np.float32)
+        self._vectors = jnp.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        self._landmarks = [f"landmark-{i % landmarks}" for i in range(size)]
+        self.model_version = model_version
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        import jax
+
+        similarity = jax.numpy.asarray(embeddings) @ self._vectors.T
+        values, indices = jax.lax.top_k(similarity, k)
+        distances, nearest = 2.0 - 2.0 * np.asarray(values), np.asarray(indices)
+        return [
+            [
+                Neighbour(f"ref-{j}", self._landmarks[j], self._landmarks[j], float(d))
+                for j, d in zip(row, dist, strict=True)
+            ]
+            for row, dist in zip(nearest, distances, strict=True)
+        ]
+
+    def check_compatible(self, model_version: str, embedding_dim: int) -> None:
+        """Built for any model here."""
+
+    def refresh(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class ReplaySource:
+    """The images topic in memory: ``batches`` batches of the given records, then nothing."""
+
+    def __init__(self, records: list[KafkaRecord], batch: int, batches: int) -> None:
+        self._records, self._batch, self._left = records, batch, batches
+        self._offset = 0
+        self.on_empty: Callable[[], None] = lambda: None
+
+    @property
+    def assigned(self) -> frozenset[tuple[str, int]]:
+        return frozenset({("images", 0)})
+
+    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
+        if self._left == 0:
+            self.on_empty()
+            return []
+        self._left -= 1
+        out = []
+        for i in range(self._batch):
+            template = self._records[(self._offset + i) % len(self._records)]
+            out.append(
+                KafkaRecord(
+                    key=template.key,
+                    value=template.value,
+                    headers=template.headers,
+                    topic="images",
+                    partition=0,
+                    offset=self._offset + i,
+                )
+            )
+        self._offset += self._batch
+        return out
+
+    def commit(self, records: Sequence[KafkaRecord]) -> None:
+        """Offsets are not kept."""
+
+    def rewind(self, records: Sequence[KafkaRecord]) -> None:
+        raise AssertionError("no failure expected in the GPU check")
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {("images", 0): self._left * self._batch}
+
+    def broker_reachable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to leave."""
+
+
+class CountingSink:
+    """Counts what it is asked to publish; keeps nothing."""
+
+    def __init__(self) -> None:
+        self.tagged = 0
+        self.dead_letters = 0
+
+    def publish(self, tag_events: Sequence[Any], dead_letters: Sequence[Any]) -> None:
+        self.tagged += len(tag_events)
+        self.dead_letters += len(dead_letters)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Nothing to flush."""
+
+
+def inline_records(photos: list[bytes]) -> list[KafkaRecord]:
+    out = []
+    for i, data in enumerate(photos):
+        encoded = encode_image_event(
+            InlinePhoto(
+                image_id=f"photo-{i}", data=data, content_type="image/jpeg", published_at=NOW
+            )
+        )
+        out.append(KafkaRecord(key=encoded.key, value=encoded.value, headers=encoded.headers))
+    return out
+
+
+def run_loop(
+    model: Any,
+    gallery: DeviceGallery,
+    photos: list[bytes],
+    batch: int,
+    batches: int,
+    threads: int,
+    batch_decoder: Any,
+) -> tuple[float, CountingSink]:
+    """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up)."""
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import WorkerMetrics
+    from worker.service import WorkerService
+    from worker.settings import LoopSettings
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("no model or gallery switch in the GPU check")
+
+    records = inline_records(photos)
+    results = []
+    for count in (2, batches):  # a short warm-up run (compiles), then the measured one
+        source, sink = ReplaySource(records, batch, count), CountingSink()
+        service = WorkerService(
+            LoopSettings(
+                worker_id="gpu-check",
+                model_dir=Path("/nonexistent"),
+                batch_max_records=batch,
+                batch_max_wait_ms=0,
+                decode_threads=threads,
+                reload_check_interval_s=3600.0,
+                lag_interval_s=3600.0,
+            ),
+            model=model,
+            gallery=gallery,  # type: ignore[arg-type]
+            source=source,  # type: ignore[arg-type]
+            sink=sink,
+            fetcher=None,  # type: ignore[arg-type]
+            metrics=WorkerMetrics(),
+            health=HealthState(),
+            load_model=refuse,
+            open_gallery=refuse,
+            batch_decoder=batch_decoder,
+        )
+        source.on_empty = lambda s=service: s.stop() if s.idle else None
+        started = time.perf_counter()
+        runner = threading.Thread(target=service.run)
+        runner.start()
+        runner.join()
+        results.append((count * batch / (time.perf_counter() - started), sink))
+    return results[-1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", type=Path, required=True, help="model export (288 px)")
+    parser.add_argument("--photos", type=Path, help="folder of ~448 px JPEGs (the shared photos)")
+    parser.add_argument("--camera", type=int, default=16, help="distinct synthetic 12 MP photos")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=12, help="batches of each loop run")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    parser.add_argument("--cpu-check", action="store_true", help="no GPU: a smoke test")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    from worker.adapters.gpu_decode.decoder import GpuPhotoDecoder
+    from worker.adapters.keras_embedder import KerasEmbedder
+    from worker.observability.logs import configure_logging
+
+    configure_logging("console", "warning")
+
+    if args.cpu_check:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "unit" / "worker"))
+        from test_gpu_decode import numpy_to_bucket, pillow_decode_many
+
+        decoder, decode_many = (
+            GpuPhotoDecoder(pillow_decode_many, numpy_to_bucket),
+            pillow_decode_many,
+        )
+        camera_size = (800, 600)
+    else:
+        from nvidia import nvimgcodec
+
+        decoder = GpuPhotoDecoder.on_nvidia_gpu()
+        raw = nvimgcodec.Decoder()
+        params = nvimgcodec.DecodeParams(
+            apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB
+        )
+
+        def decode_many(photos: list[bytes]) -> list[Any]:
+            images = raw.decode([nvimgcodec.CodeStream(p) for p in photos], params=params)
+            import cupy as cp
+
+            cp.cuda.Device().synchronize()
+            return list(images)
+
+        camera_size = (4000, 3000)
+
+    model = KerasEmbedder.from_export(args.export)
+    spec = model.manifest.preprocessing
+    size = spec.input_size
+    lines = [
+        f"device {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), "
+        f"{os.cpu_count()} CPUs, model {model.model_version} {size} px, batch {args.batch}, "
+        f"{args.threads} CPU decode threads",
+        "",
+        "| photos | what | photos/s |",
+        "| --- | --- | ---: |",
+    ]
+
+    def row(label: str, what: str, value: float) -> None:
+        lines.append(f"| {label} | {what} | {value:,.0f} |")
+        print(lines[-1], flush=True)
+
+    sets: dict[str, list[bytes]] = {
+        f"camera {camera_size[0]}x{camera_size[1]}": [
+            camera_jpeg(seed, *camera_size) for seed in range(args.camera)
+        ]
+    }
+    if args.photos:
+        shared = sorted(args.photos.rglob("*.jpg"))
+        sets["shared ~448 px"] = [p.read_bytes() for p in shared]
+    gallery = DeviceGallery(10_000, model.embedding_dim, model.model_version)
+    model.warm_up((args.batch,))
+    for label, photos in sets.items():
+        eligible = [p for p in photos if decoder.takes(p, spec)]
+        batch = [eligible[i % len(eligible)] for i in range(args.batch)]
+        lines.append(f"| {label} | GPU path takes | {len(eligible)} of {len(photos)} |")
+        decode_many(batch[:8])
+        row(
+            label, "nvImageCodec decode alone", timed(lambda b=batch: decode_many(b), len(batch), 3)
+        )
+
+        def gpu_decode(b: list[bytes] = batch) -> None:
+            pictures = decoder.decode(b, spec)
+            jax.block_until_ready([p for p in pictures if p is not None and hasattr(p, "shape")])
+
+        gpu_decode()  # compiles the resize for these buckets
+        row(
+            label,
+            "GPU decoder (decode + crop/resize on the device)",
+            timed(gpu_decode, len(batch), 3),
+        )
+        with ThreadPoolExecutor(args.threads) as pool:
+
+            def cpu(b: list[bytes] = batch, pool: ThreadPoolExecutor = pool) -> None:
+                list(pool.map(lambda photo: decode_photo(photo, spec, refuse_blank=True), b))
+
+            row(label, f"CPU decoder, {args.threads} threads", timed(cpu, len(batch), 2))
+        pictures = [p for p in decoder.decode(batch, spec) if p is not None and hasattr(p, "shape")]
+        device_batch = jax.numpy.stack(pictures)
+        model.embed(device_batch)
+        row(
+            label,
+            "bare embed (device batch)",
+            timed(lambda d=device_batch: model.embed(d), len(pictures), 3),
+        )
+        cpu_pictures = [decode_photo(p, spec) for p in batch[:64]]
+        difference = [
+            float(np.abs(np.asarray(g).astype(int) - c.astype(int)).mean())
+            for g, c in zip(pictures[:64], cpu_pictures, strict=True)
+        ]
+        gpu_embeddings = model.embed(jax.numpy.stack(pictures[:64]))
+        cpu_embeddings = model.embed(np.stack(cpu_pictures))
+        cosine = (gpu_embeddings * cpu_embeddings).sum(axis=1)
+        lines.append(
+            f"| {label} | GPU vs CPU pictures: mean abs diff (grey levels) | "
+            f"{np.mean(difference):.2f} (worst {max(difference):.2f}) |"
+        )
+        lines.append(
+            f"| {label} | GPU vs CPU embeddings: cosine | mean {cosine.mean():.4f}, "
+            f"min {cosine.min():.4f} |"
+        )
+        print(lines[-2], lines[-1], sep="\n", flush=True)
+        for name, batch_decoder in (("GPU", decoder), ("CPU", None)):
+            rate, sink = run_loop(
+                model, gallery, eligible, args.batch, args.batches, args.threads, batch_decoder
+            )
+            row(label, f"worker loop (pipelined), {name} decoder, {sink.tagged} tagged", rate)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
