@@ -72,7 +72,7 @@ lock: venv ## Re-lock the images' packages (deploy/docker/requirements/*.txt) fr
 		case $$image in \
 			client) inputs="--extra client";; \
 			cpu) inputs="--extra worker --extra trainer";; \
-			gpu) inputs="gpu.in --extra worker --extra trainer --override gpu-overrides.txt";; \
+			gpu) inputs="--extra worker --extra trainer --extra gpu-decode --override gpu-overrides.txt";; \
 		esac; \
 		../../../$(VENV)/bin/uv pip compile ../../../pyproject.toml $$inputs --python-version 3.11 \
 			--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet -o $$image.txt; \

@@ -1,8 +1,17 @@
-"""The reference gallery against real Milvus Lite: as a file and through its gRPC server.
+"""The reference gallery against Milvus Lite (as a file and through its gRPC server) and real Milvus.
 
 A real export (MobileNetV2 with ImageNet weights at 96 px, to keep the tests quick on a CPU)
 embeds a subset of the shared landmark photos; the gallery loader's command and functions load
-them into Milvus Lite; the worker's :class:`MilvusReferenceIndex` searches them.
+them into Milvus; the worker's :class:`MilvusReferenceIndex` searches them.
+
+The tests that between them make each Milvus call of the loader and the worker's index
+(creating a collection with its schema, properties and index; inserting, flushing, releasing
+and loading; counting and iterating; creating and moving the alias; describing; searching with
+each index's parameters; dropping) run twice: on a Milvus Lite file (``[lite]``) and on the real
+Milvus standalone server, 2.3.5, that PyPI's ``milvus`` package embeds (``[milvus-2.3]``; one
+server for the session, on which each test has an alias of its own and drops the collections it
+made). So does the command, once. The worker process switching galleries on real Milvus is in
+``test_worker_versions.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +30,11 @@ from pymilvus import MilvusClient
 
 from schemas.gallery import FIELD_REFERENCE_ID, collection_properties
 from schemas.manifest import ModelManifest
-from tests.milvus_server import MilvusLiteServer
+from tests.milvus_server import (
+    MilvusLiteServer,
+    MilvusStandaloneServer,
+    collections_dropped_after,
+)
 from trainer.cli.gallery import main as load_gallery_command
 from trainer.data.loading import load_photos
 from trainer.data.photos import Photo, read_landmark_folders
@@ -93,15 +107,58 @@ def query_photos(landmark_photos: dict[str, list[Photo]]) -> list[Photo]:
     return [p for name in LANDMARKS for p in landmark_photos[name][GALLERY_PER_LANDMARK:end]]
 
 
+#: Where the tests of each Milvus call run: Milvus Lite, and the real Milvus 2.3 server.
+BACKENDS = ("lite", "milvus-2.3")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Milvus a test loads its galleries into, and the alias it moves there."""
+
+    uri: str
+    alias: str = "landmarks"
+
+    def settings(self, **changes: object) -> GalleryLoadSettings:
+        return GalleryLoadSettings(uri=self.uri, alias=self.alias, **changes)  # type: ignore[arg-type]
+
+    def index(self, **options: object) -> MilvusReferenceIndex:
+        return MilvusReferenceIndex(self.uri, alias=self.alias, **options)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def lite_uri(tmp_path: Path) -> str:
     return str(tmp_path / "milvus.db")
+
+
+def _on_shared_server(server: MilvusStandaloneServer) -> Iterator[Target]:
+    """The session's real Milvus server, with an alias of the test's own; its collections are
+    dropped afterwards."""
+    with collections_dropped_after(server.uri):
+        yield Target(server.uri, f"gallery_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=BACKENDS)
+def milvus(request: pytest.FixtureRequest, lite_uri: str) -> Iterator[Target]:
+    """A Milvus Lite file, or the session's real Milvus 2.3 server."""
+    if request.param == "lite":
+        yield Target(lite_uri)
+    else:
+        yield from _on_shared_server(request.getfixturevalue("milvus_standalone"))
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[MilvusLiteServer]:
     with MilvusLiteServer(tmp_path / "milvus-server-data") as running:
         yield running
+
+
+def link_references(photos: list[Photo], data: Path) -> Path:
+    """A folder of landmark folders of links to ``photos``, for the command's ``--data``."""
+    for photo in photos:
+        folder = data / photo.landmark_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / photo.path.name).symlink_to(photo.path)
+    return data
 
 
 def run_command(export_dir: Path, data: Path, uri: str, *extra: str) -> None:
@@ -114,7 +171,13 @@ def references_behind_alias(uri: str, alias: str = "landmarks") -> list[str]:
     try:
         collection = client.describe_alias(alias)["collection_name"]
         client.load_collection(collection)
-        rows = client.query(collection, filter="", output_fields=[FIELD_REFERENCE_ID], limit=16384)
+        rows = client.query(
+            collection,
+            filter="",
+            output_fields=[FIELD_REFERENCE_ID],
+            limit=16384,
+            consistency_level="Strong",  # real Milvus's default (Bounded) may miss fresh rows
+        )
         return [row[FIELD_REFERENCE_ID] for row in rows]
     finally:
         client.close()
@@ -161,11 +224,7 @@ def command_runs(
     are shared by the tests below, each of which checks one behaviour.)
     """
     root = tmp_path_factory.mktemp("command")
-    data = root / "references"
-    for photo in gallery_photos:
-        folder = data / photo.landmark_id
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / photo.path.name).symlink_to(photo.path)
+    data = link_references(gallery_photos, root / "references")
     uri = str(root / "milvus.db")
     states = {}
     for run, extra in (("first", ()), ("rerun", ()), ("new_version", ("--gallery-version", "v2"))):
@@ -206,17 +265,35 @@ def test_new_gallery_version_moves_the_alias_and_keeps_one_copy(
     assert first.collection in new.collections  # the previous one is kept by default
 
 
+def test_command_loads_the_gallery_into_a_real_milvus_server(
+    export_dir: Path,
+    gallery_photos: list[Photo],
+    milvus_standalone: MilvusStandaloneServer,
+    tmp_path: Path,
+) -> None:
+    """The command's own connection (URI, empty token, keepalive) to real Milvus, once."""
+    data = link_references(gallery_photos, tmp_path / "references")
+    alias = f"gallery_{uuid.uuid4().hex[:12]}"
+
+    with collections_dropped_after(milvus_standalone.uri):
+        run_command(export_dir, data, milvus_standalone.uri, "--alias", alias)
+
+        ids = references_behind_alias(milvus_standalone.uri, alias)
+    assert sorted(ids) == sorted(expected_ids(gallery_photos))
+
+
 def test_drop_previous_removes_the_collection_the_alias_left(
-    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], milvus: Target
 ) -> None:
     model, manifest = exported
-    client = MilvusClient(uri=lite_uri)
+    client = MilvusClient(uri=milvus.uri)
+    before = set(client.list_collections())
     for version in ("v1", "v2"):
-        settings = GalleryLoadSettings(uri=lite_uri, gallery_version=version, keep_previous=False)
+        settings = milvus.settings(gallery_version=version, keep_previous=False)
         report = load_gallery(client, model, manifest, gallery_photos[:3], settings)  # type: ignore[arg-type]
 
-    names = [name for name in client.list_collections() if name.startswith("landmarks_")]
-    assert names == [alias_target(lite_uri)] == [report.collection]
+    names = [name for name in client.list_collections() if name not in before]
+    assert names == [alias_target(milvus.uri, milvus.alias)] == [report.collection]
     assert report.previous_dropped
 
 
@@ -242,13 +319,11 @@ def test_bad_photos_are_reported_and_skipped(
 
 
 def test_interrupted_load_resumes_and_moves_the_alias_only_when_complete(
-    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], milvus: Target
 ) -> None:
     model, manifest = exported
-    settings = GalleryLoadSettings(
-        uri=lite_uri, gallery_version="v1", embed_batch_size=8, insert_batch_size=8
-    )
-    client = MilvusClient(uri=lite_uri)
+    settings = milvus.settings(gallery_version="v1", embed_batch_size=8, insert_batch_size=8)
+    client = MilvusClient(uri=milvus.uri)
 
     def interrupt(progress: LoadProgress) -> None:
         if progress.inserted:
@@ -256,23 +331,25 @@ def test_interrupted_load_resumes_and_moves_the_alias_only_when_complete(
 
     with pytest.raises(KeyboardInterrupt):
         load_gallery(client, model, manifest, gallery_photos, settings, progress=interrupt)  # type: ignore[arg-type]
-    assert "landmarks" not in client.list_aliases().get("aliases", [])
+    assert milvus.alias not in client.list_aliases().get("aliases", [])
 
     report = load_gallery(client, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
 
     assert report.already_present == 8
     assert report.inserted == len(gallery_photos) - 8
-    assert sorted(references_behind_alias(lite_uri)) == sorted(expected_ids(gallery_photos))
+    assert sorted(references_behind_alias(milvus.uri, milvus.alias)) == sorted(
+        expected_ids(gallery_photos)
+    )
 
 
 def test_loader_refuses_to_resume_into_a_collection_of_another_model(
-    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], milvus: Target
 ) -> None:
     model, manifest = exported
-    settings = GalleryLoadSettings(uri=lite_uri, gallery_version="v1")
-    client = MilvusClient(uri=lite_uri)
+    settings = milvus.settings(gallery_version="v1")
+    client = MilvusClient(uri=milvus.uri)
     load_gallery(client, model, manifest, gallery_photos[:2], settings)  # type: ignore[arg-type]
-    name = alias_target(lite_uri)
+    name = alias_target(milvus.uri, milvus.alias)
     client.alter_collection_properties(name, collection_properties("0" * 16, "v1", 7))
 
     with pytest.raises(GalleryLoadError, match="model_version"):
@@ -283,17 +360,17 @@ def test_loader_refuses_to_resume_into_a_collection_of_another_model(
 
 
 def test_search_returns_each_gallery_photo_and_its_landmark_first(
-    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], milvus: Target
 ) -> None:
     model, manifest = exported
     load_gallery(
-        MilvusClient(uri=lite_uri),
+        MilvusClient(uri=milvus.uri),
         model,
         manifest,
         gallery_photos,
-        GalleryLoadSettings(uri=lite_uri),
+        milvus.settings(),
     )  # type: ignore[arg-type]
-    index = MilvusReferenceIndex(lite_uri, alias="landmarks")
+    index = milvus.index()
     index.check_compatible(manifest.model_version, manifest.embedding_dim)
     ids = [r.reference_id for r in plan_references(gallery_photos).references]
 
@@ -310,18 +387,18 @@ def test_search_returns_each_gallery_photo_and_its_landmark_first(
 def test_approximate_index_finds_each_gallery_photo_first(
     exported: tuple[object, ModelManifest],
     gallery_photos: list[Photo],
-    lite_uri: str,
+    milvus: Target,
     index_type: str,
 ) -> None:
     model, manifest = exported
-    settings = GalleryLoadSettings(uri=lite_uri, index_type=index_type)  # type: ignore[arg-type]
-    loader = MilvusClient(uri=lite_uri)
+    settings = milvus.settings(index_type=index_type)
+    loader = MilvusClient(uri=milvus.uri)
     load_gallery(loader, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
     # Closed before searching: once (CI, 2026-11-27) the index files of this Milvus Lite .db were
     # read by the search while the loader's client still had them open for writing
     # ("read error ... Resource temporarily unavailable").
     loader.close()
-    index = MilvusReferenceIndex(lite_uri)
+    index = milvus.index()
 
     results = index.search(embed(exported, gallery_photos), k=3)
 
@@ -391,6 +468,7 @@ def test_adapter_refuses_a_gallery_of_another_dimension(
 def test_refresh_switches_to_the_collection_the_alias_moved_to(
     exported: tuple[object, ModelManifest], gallery_photos: list[Photo], lite_uri: str
 ) -> None:
+    """(A worker process does this on real Milvus too, in test_worker_versions.py.)"""
     model, manifest = exported
     client = MilvusClient(uri=lite_uri)
     load_gallery(
@@ -440,6 +518,10 @@ def test_load_and_search_over_the_grpc_server(
 def test_search_retries_until_a_restarted_server_answers(
     exported: tuple[object, ModelManifest], gallery_photos: list[Photo], server: MilvusLiteServer
 ) -> None:
+    """Milvus Lite only: a restarted Milvus 2.3 standalone answers after about 9 s but fails
+    searches (DEADLINE_EXCEEDED, "proxy TaskCondition context Done") for about 25 s more while
+    its old node sessions expire, longer than a test should wait; those errors count as
+    transient (tests/unit/worker/test_milvus_index.py)."""
     model, manifest = exported
     load_gallery(
         MilvusClient(uri=server.uri),

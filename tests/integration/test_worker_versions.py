@@ -1,4 +1,8 @@
-"""Model and gallery versions: refusing a mismatched gallery, switching without a restart."""
+"""Model and gallery versions: refusing a mismatched gallery, switching without a restart.
+
+The switch runs twice: with the gallery in Milvus Lite's gRPC server (``[lite-server]``) and in
+the session's real Milvus 2.3 standalone server (``[milvus-2.3]``).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from tests.integration.worker_stack import (
     shared_stack,
     worker_on_topics,
 )
+from tests.milvus_server import collections_dropped_after
 
 pytestmark = pytest.mark.integration
 
@@ -69,31 +74,40 @@ def test_worker_refuses_a_gallery_built_for_another_model(
     assert "does not match model" in message and other_version in message
 
 
-@pytest.fixture
+@pytest.fixture(params=["lite-server", "milvus-2.3"])
 def switching_worker(
-    landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
+    request: pytest.FixtureRequest, landmarks_dir: Path, kafka_bootstrap: str, tmp_path: Path
 ) -> Iterator[tuple[WorkerProcess, Stack, str, tuple[str, str, str]]]:
-    """A worker on its own copy of the export and its own gallery alias."""
+    """A worker on its own copy of the export and its own gallery alias (dropped afterwards).
+
+    Its galleries are in the shared stack's Milvus Lite server, or in the real Milvus server.
+    """
     stack = shared_stack(landmarks_dir)
+    if request.param == "milvus-2.3":
+        server = request.getfixturevalue("milvus_standalone")
+        stack = dataclasses.replace(stack, milvus_uri=server.uri, server=server)
     model_dir = tmp_path / "served-model"
     shutil.copytree(stack.model_dir, model_dir)
     alias = f"switch_{uuid.uuid4().hex[:8]}"
-    load_gallery_into(stack.milvus_uri, model_dir, alias, reference_photos(landmarks_dir), "first")
-    topics = create_topics(kafka_bootstrap, "worker-versions")
-    worker = worker_on_topics(
-        dataclasses.replace(stack, model_dir=model_dir),
-        kafka_bootstrap,
-        topics,
-        "worker-versions",
-        tmp_path / "worker.log",
-        extra_args=["--gallery-alias", alias],
-    )
-    try:
-        worker.wait_ready()
-        yield worker, dataclasses.replace(stack, model_dir=model_dir), alias, topics
-    finally:
-        worker.kill()
-        delete_topics(kafka_bootstrap, topics)
+    with collections_dropped_after(stack.milvus_uri):
+        load_gallery_into(
+            stack.milvus_uri, model_dir, alias, reference_photos(landmarks_dir), "first"
+        )
+        topics = create_topics(kafka_bootstrap, "worker-versions")
+        worker = worker_on_topics(
+            dataclasses.replace(stack, model_dir=model_dir),
+            kafka_bootstrap,
+            topics,
+            "worker-versions",
+            tmp_path / "worker.log",
+            extra_args=["--gallery-alias", alias],
+        )
+        try:
+            worker.wait_ready()
+            yield worker, dataclasses.replace(stack, model_dir=model_dir), alias, topics
+        finally:
+            worker.kill()
+            delete_topics(kafka_bootstrap, topics)
 
 
 def _tag_versions(

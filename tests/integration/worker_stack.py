@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kafka_topics import wait_for_leaders
-from tests.milvus_server import MilvusLiteServer
+from tests.milvus_server import MilvusLiteServer, MilvusStandaloneServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_SIZE = 96
@@ -58,7 +58,8 @@ class Stack:
     model_version: str
     gallery_version: str
     query_photos: tuple[Path, ...]
-    server: MilvusLiteServer
+    #: Milvus Lite's gRPC server; a test may point a copy at the real Milvus server instead.
+    server: MilvusLiteServer | MilvusStandaloneServer
 
 
 def build_stack(directory: Path, landmarks_dir: Path) -> Stack:

@@ -24,7 +24,7 @@ FINAL_TARGETS = ("client", "cpu", "gpu")
 LOCK_CONTENT = {
     "client.txt": (("client",), {"keras", "tensorflow-cpu", "pymilvus", "jax"}),
     "cpu.txt": (("worker", "trainer"), {"jax"}),
-    "gpu.txt": (("worker", "trainer", "jax"), {"tensorflow-cpu", "tensorflow"}),
+    "gpu.txt": (("worker", "trainer", "jax", "gpu-decode"), {"tensorflow-cpu", "tensorflow"}),
 }
 
 
@@ -130,4 +130,4 @@ def test_each_lock_satisfies_the_extras_of_its_image(lock: str) -> None:
         )
     assert not {canonicalize_name(n) for n in excluded} & set(pinned), lock
     if lock == "gpu.txt":
-        assert "jax-cuda12-plugin" in pinned
+        assert {"jax-cuda12-plugin", "nvidia-nvimgcodec-cu12", "cupy-cuda12x"} <= set(pinned)

@@ -153,6 +153,11 @@ def test_hit_with_only_an_id_key_keeps_its_reference_id() -> None:
         MilvusException(code=8, message="rate limit exceeded"),
         MilvusUnavailableException(message="server unavailable"),
         ConnectionRefusedError(),
+        # Milvus 2.3 standalone while it recovers from a restart (pymilvus's words around it).
+        MilvusException(
+            code=65535,
+            message="[search] Retry timeout: 2s, message=proxy TaskCondition context Done",
+        ),
     ],
 )
 def test_unreachable_or_overloaded_server_errors_are_transient(error: BaseException) -> None:
@@ -171,15 +176,30 @@ def test_errors_about_the_request_are_not_transient(error: BaseException) -> Non
     assert not is_transient(error)
 
 
-def test_missing_collection_is_recognised() -> None:
-    assert is_collection_gone(MilvusException(code=100, message="collection 'x' does not exist"))
+@pytest.mark.parametrize(
+    "message",
+    [
+        "collection 'x' does not exist",  # Milvus Lite
+        "collection not found[database=default][collection=x]",  # Milvus 2.3
+    ],
+)
+def test_missing_collection_is_recognised(message: str) -> None:
+    assert is_collection_gone(MilvusException(code=100, message=message))
     assert not is_collection_gone(MilvusException(code=1, message="disk full"))
 
 
-def test_released_collection_is_recognised() -> None:
-    error = MilvusException(code=101, message="Collection 'x' is in state 'released'")
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Collection 'x' is in state 'released'; call load() before search/get/query",  # Lite
+        "failed to search: collection not loaded[collection=470761549837369358]",  # Milvus 2.3
+    ],
+)
+def test_released_collection_is_recognised(message: str) -> None:
+    error = MilvusException(code=101, message=message)
 
     assert is_not_loaded(error)
+    assert not is_collection_gone(error)
     assert not is_not_loaded(MilvusException(code=100, message="collection 'x' does not exist"))
 
 
