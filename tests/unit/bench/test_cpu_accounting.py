@@ -48,3 +48,14 @@ def test_per_photo_milliseconds_divide_the_cpu_seconds_by_the_photos_done() -> N
     end = CpuSample(processes={"worker": 3.0, "kafka": 2.5}, machine=14.0, images=500)
     assert per_photo_ms(start, end) == {"worker": 5.0, "kafka": 1.25, "machine": 10.0}
     assert per_photo_ms(end, end) == {}
+
+
+def test_the_overhead_lines_divide_cpu_per_photo_by_the_bare_models() -> None:
+    from bench_worker import overhead_lines
+
+    result = {"bare_cpu_ms": 8.0, "e2e": {"cpu_ms": {"worker": 8.8, "milvus": 1.2, "kafka": 0.4}}}
+    assert overhead_lines(result) == ["worker CPU overhead: 1.10", "system CPU overhead: 1.30"]
+    assert overhead_lines({"bare_cpu_ms": 8.0, "e2e": {}}) == [
+        "worker CPU overhead: n/a",
+        "system CPU overhead: n/a",
+    ]
