@@ -91,6 +91,11 @@ class _ServerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for CPU accounting), None when stopped."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def _note(self, line: str) -> None:
         with open(self._log_path, "a") as log:
             log.write(f"[test harness] {line}\n")
@@ -119,12 +124,22 @@ class MilvusLiteServer(_ServerProcess):
         port: the port to listen on; a free one when None. Restarting with the same
             ``data_dir`` and ``port`` gives a client the same server back.
         start_timeout_s: how long to wait for the server to answer before giving up.
+        env: environment variables for the server on top of this process's; by default
+            ``OPENBLAS_NUM_THREADS=1``, as ``deploy/local/milvus.sh`` starts it (OpenBLAS's
+            spinning threads were most of the server's CPU).
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, start_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        start_timeout_s: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.port = port if port is not None else free_port()
         self.start_timeout_s = start_timeout_s
+        self.env = dict(env) if env is not None else {"OPENBLAS_NUM_THREADS": "1"}
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.data_dir.with_name(self.data_dir.name + "-server.log")
 
@@ -148,7 +163,12 @@ class MilvusLiteServer(_ServerProcess):
             str(self.port),
         ]
         with open(self._log_path, "ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
+            )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -493,6 +493,51 @@ def test_refresh_switches_to_the_collection_the_alias_moved_to(
     assert index.gallery_version == "v2"
     hits = index.search(embed(exported, gallery_photos[-1:]), k=1)
     assert hits[0][0].landmark_id == gallery_photos[-1].landmark_id
+
+
+def test_after_a_switch_the_landmarks_are_the_new_gallerys(
+    exported: tuple[object, ModelManifest], gallery_photos: list[Photo], milvus: Target
+) -> None:
+    """The same references (same ids) under renamed landmarks in a new gallery version: after the
+    switch no tag names a landmark of the old version."""
+    model, manifest = exported
+    client = MilvusClient(uri=milvus.uri)
+    photos = gallery_photos[:3]
+    renamed = [replace(p, landmark_name=f"{p.landmark_name} (v2)") for p in photos]
+    load_gallery(client, model, manifest, photos, milvus.settings(gallery_version="v1"))  # type: ignore[arg-type]
+    index = milvus.index()
+    queries = embed(exported, photos)
+    before = index.search(queries, k=1)
+    load_gallery(client, model, manifest, renamed, milvus.settings(gallery_version="v2"))  # type: ignore[arg-type]
+
+    assert index.refresh() is True
+    after = index.search(queries, k=1)
+
+    assert [hits[0].reference_id for hits in after] == [hits[0].reference_id for hits in before]
+    assert [hits[0].landmark_name for hits in before] == [p.landmark_name for p in photos]
+    assert [hits[0].landmark_name for hits in after] == [p.landmark_name for p in renamed]
+
+
+def test_references_added_to_the_searched_collection_are_found_with_their_landmarks(
+    exported: tuple[object, ModelManifest],
+    gallery_photos: list[Photo],
+    milvus: Target,
+) -> None:
+    """A load resumed into the collection the alias already points to adds rows: the index finds
+    them, with their landmarks, without a switch."""
+    model, manifest = exported
+    client = MilvusClient(uri=milvus.uri)
+    settings = milvus.settings(gallery_version="v1")
+    load_gallery(client, model, manifest, gallery_photos[:3], settings)  # type: ignore[arg-type]
+    index = milvus.index()
+    load_gallery(client, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+
+    assert index.refresh() is False  # the same collection
+    hits = index.search(embed(exported, gallery_photos[-3:]), k=1)
+
+    ids = [r.reference_id for r in plan_references(gallery_photos[-3:]).references]
+    assert [found[0].reference_id for found in hits] == ids
+    assert [found[0].landmark_id for found in hits] == [p.landmark_id for p in gallery_photos[-3:]]
 
 
 # --- the network path: Milvus Lite's gRPC server ----------------------------------------

@@ -15,6 +15,7 @@ from cpu_accounting import (
     per_photo_ms,
     pid_from_file,
     process_cpu_s,
+    threads_cpu_s,
 )
 
 
@@ -25,6 +26,16 @@ def test_process_cpu_time_matches_what_python_measures_for_itself() -> None:
         pass
     spent, own_spent = process_cpu_s(os.getpid()) - before, time.process_time() - own_before
     assert abs(spent - own_spent) < 0.05
+
+
+def test_thread_cpu_time_is_fine_grained_and_matches_the_process_time() -> None:
+    before, own_before = threads_cpu_s(os.getpid()), time.process_time()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    spent, own_spent = threads_cpu_s(os.getpid()) - before, time.process_time() - own_before
+    assert abs(spent - own_spent) < 0.01
+    assert threads_cpu_s(999_999_999) == 0.0
 
 
 def test_machine_busy_time_grows_while_this_process_works() -> None:
