@@ -63,6 +63,21 @@ class Demo:
         print(f"  sample ready in {root} ({time.monotonic() - t:.0f}s)")
         return root
 
+    def settled_counters(self, outputs: int, wait_s: float = 5.0) -> dict[int, dict[str, float]]:
+        """The workers' outcome counters once they account for every output seen.
+
+        A worker counts a batch when it commits it, a moment after its outputs are published
+        (the pipelined loop commits batch n while it works on batch n+1, or after its next poll
+        when idle), so the counters may trail the tag events by the last batch for a moment.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            metrics = {port: scrape_outcomes(port) for port in self.s.metrics_ports}
+            counted = sum(sum(m.values()) for m in metrics.values())
+            if counted >= outputs or time.monotonic() > deadline:
+                return metrics
+            time.sleep(0.2)
+
     def start_kafka(self) -> None:
         self.session.step("Kafka")
         host, _, port = self.s.bootstrap_servers.rpartition(":")
@@ -231,7 +246,7 @@ class Demo:
             self.load_gallery(model_dir)
             self.start_workers(model_dir)
             events, published, elapsed = self.publish_and_follow()
-            metrics = {port: scrape_outcomes(port) for port in self.s.metrics_ports}
+            metrics = self.settled_counters(len(events))
             report = summarise(events, published, elapsed, metrics)
             (self.work / "results.json").write_text(json.dumps(report, indent=2))
             print_report(report, self.s.metrics_ports, self.work)
