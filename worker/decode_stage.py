@@ -18,11 +18,15 @@ from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from schemas.errors import InputError, ReasonCode
 from schemas.image_event import ImageEvent, InlinePhoto, decode_image_event
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec, decode_photo
 from worker.ports import BatchDecoder, PhotoFetcher
+
+log = structlog.get_logger("landmark.worker")
 
 #: How often the stage looks at the stop request while it waits.
 _WAKE_S = 0.05
@@ -142,27 +146,25 @@ def _decode_batch(
     pool: Executor,
 ) -> list[Decoded | Rejected]:
     """Decode the photos left for the batch decoder; what it gives back goes to the CPU."""
-    waiting = [(i, r) for i, r in enumerate(results) if isinstance(r, _ForBatch)]
+    waiting = [r for r in results if isinstance(r, _ForBatch)]
     try:
-        decoded = decoder.decode([item.data for _, item in waiting], spec) if waiting else []
-    except Exception:  # an accelerator failure must not cost the photos: all go to the CPU
-        decoded = [None] * len(waiting)
-    fallback: dict[int, Future[Decoded | Rejected]] = {}
-    final: list[Decoded | Rejected | None] = [
-        None if isinstance(r, _ForBatch) else r for r in results
-    ]
-    for (position, item), output in zip(waiting, decoded, strict=True):
+        decoded = iter(decoder.decode([item.data for item in waiting], spec) if waiting else [])
+    except Exception as error:  # an accelerator failure must not cost the photos
+        log.warning("batch decoder failed; its photos are decoded on the CPU", error=repr(error))
+        decoded = iter([None] * len(waiting))
+    resolved: list[Decoded | Rejected | Future[Decoded | Rejected]] = []
+    for item in results:
+        if not isinstance(item, _ForBatch):
+            resolved.append(item)
+            continue
+        output = next(decoded)
         if isinstance(output, InputError):
-            final[position] = Rejected(item.record, output)
+            resolved.append(Rejected(item.record, output))
         elif output is None:
-            fallback[position] = pool.submit(
-                _decode_on_cpu, item.record, item.event, item.data, spec
-            )
+            resolved.append(pool.submit(_decode_on_cpu, item.record, item.event, item.data, spec))
         else:
-            final[position] = Decoded(item.record, item.event, output)
-    for position, future in fallback.items():
-        final[position] = future.result()
-    return [r for r in final if r is not None]
+            resolved.append(Decoded(item.record, item.event, output))
+    return [r.result() if isinstance(r, Future) else r for r in resolved]
 
 
 def _is_fetch(item: Rejected | tuple[KafkaRecord, ImageEvent]) -> bool:

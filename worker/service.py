@@ -77,7 +77,6 @@ class WorkerService:
         self._settings = settings
         self._source = source
         self._sink = sink
-        self._fetcher = fetcher
         self._metrics = metrics
         self._health = health
         self._clock = clock
@@ -271,6 +270,8 @@ class WorkerService:
     def _shutdown(self) -> None:
         self._health.block("shutting down")
         log.info("worker stopping: leaving the group")
+        # A publish still in flight (the loop ended on an error) ends before its producer closes.
+        self._publishing.shutdown()
         for what, action in (
             ("producer", self._sink.close),
             ("consumer", self._source.close),
@@ -282,6 +283,5 @@ class WorkerService:
                 log.warning("close failed", what=what, error=repr(error))
         # Fetches still running were cut short (decode_stage); queued ones never start.
         self._preparing.shutdown()
-        self._publishing.shutdown()
         self._pool.shutdown(wait=True, cancel_futures=True)
         log.info("worker stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
@@ -19,21 +20,22 @@ from cpu_accounting import (
 )
 
 
-def test_process_cpu_time_matches_what_python_measures_for_itself() -> None:
-    before, own_before = process_cpu_s(os.getpid()), time.process_time()
-    deadline = time.process_time() + 0.3
+def cpu_while_burning(measure: Callable[[int], float], seconds: float) -> tuple[float, float]:
+    """CPU seconds this process spent spinning for ``seconds``: by ``measure``, by Python."""
+    before, own_before = measure(os.getpid()), time.process_time()
+    deadline = time.process_time() + seconds
     while time.process_time() < deadline:
         pass
-    spent, own_spent = process_cpu_s(os.getpid()) - before, time.process_time() - own_before
+    return measure(os.getpid()) - before, time.process_time() - own_before
+
+
+def test_process_cpu_time_matches_what_python_measures_for_itself() -> None:
+    spent, own_spent = cpu_while_burning(process_cpu_s, 0.3)
     assert abs(spent - own_spent) < 0.05
 
 
 def test_thread_cpu_time_is_fine_grained_and_matches_the_process_time() -> None:
-    before, own_before = threads_cpu_s(os.getpid()), time.process_time()
-    deadline = time.process_time() + 0.05
-    while time.process_time() < deadline:
-        pass
-    spent, own_spent = threads_cpu_s(os.getpid()) - before, time.process_time() - own_before
+    spent, own_spent = cpu_while_burning(threads_cpu_s, 0.05)
     assert abs(spent - own_spent) < 0.01
     assert threads_cpu_s(999_999_999) == 0.0
 

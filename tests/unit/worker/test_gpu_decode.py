@@ -16,10 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from worker_fakes import DictFetcher, raw_record
+from worker_fakes import (
+    PUBLISHED_AT,
+    DictFetcher,
+    event_record,
+    raw_record,
+    reference_record,
+)
 
 from schemas.errors import InputError, ReasonCode
-from schemas.image_event import InlinePhoto, PhotoReference, encode_image_event
+from schemas.image_event import InlinePhoto
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec, decode_photo
 from worker.adapters.gpu_decode.decoder import GpuPhotoDecoder, reduction_for
@@ -151,34 +157,18 @@ def test_what_the_device_cannot_decode_is_given_back_to_the_cpu() -> None:
     assert results[0] is None and results[1] is None and results[2].shape == (64, 64, 3)
 
 
-def record(event: InlinePhoto | PhotoReference, offset: int) -> KafkaRecord:
-    encoded = encode_image_event(event)
-    return KafkaRecord(
-        key=encoded.key,
-        value=encoded.value,
-        headers=encoded.headers,
-        topic="images",
-        partition=0,
-        offset=offset,
-    )
-
-
 def batch(photos: Sequence[bytes], reference: bytes) -> tuple[list[KafkaRecord], DictFetcher]:
-    from datetime import UTC, datetime
-
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    """Inline JPEGs, one reference to ``reference``, and a record that is no event."""
     records = [
-        record(
-            InlinePhoto(image_id=f"p{i}", data=data, content_type="image/jpeg", published_at=now), i
+        event_record(
+            InlinePhoto(
+                image_id=f"p{i}", data=data, content_type="image/jpeg", published_at=PUBLISHED_AT
+            ),
+            i,
         )
         for i, data in enumerate(photos)
     ]
-    records.append(
-        record(
-            PhotoReference(image_id="ref", uri="https://img/ref.jpg", published_at=now),
-            len(records),
-        )
-    )
+    records.append(reference_record("ref", "https://img/ref.jpg", offset=len(records)))
     records.append(raw_record(b"bad", b"not an event", offset=len(records)))
     return records, DictFetcher({"https://img/ref.jpg": reference})
 

@@ -163,6 +163,11 @@ def raw_record(key: bytes | None, value: bytes, offset: int = 0) -> KafkaRecord:
     )
 
 
+def event_record(event: InlinePhoto | PhotoReference, offset: int = 0) -> KafkaRecord:
+    """An image event as the worker reads it: images-0 at ``offset``."""
+    return _located(encode_image_event(event), offset)
+
+
 def _located(record: KafkaRecord, offset: int) -> KafkaRecord:
     return KafkaRecord(
         key=record.key,
