@@ -21,9 +21,10 @@ from configuration.kafka import (
 )
 from configuration.redaction import redact_text
 from worker.adapters.gpu_decode import batch_decoder_for
-from worker.adapters.kafka import ImageConsumer, OutputPublisher
+from worker.adapters.kafka import ImageConsumer
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
+from worker.delivery.choice import delivery_for
 from worker.observability.health import HealthState, ReadinessLimits
 from worker.observability.logs import configure_logging
 from worker.observability.metrics import WorkerMetrics
@@ -238,15 +239,9 @@ def _build_service(
         stop,
         log,
     )
-    sink = _retrying(
+    delivery = _retrying(
         "kafka",
-        lambda: OutputPublisher(
-            kafka_options,
-            settings.tags_topic,
-            settings.dead_letter_topic,
-            client_id=settings.worker_id,
-            timeout_s=settings.publish_timeout_s,
-        ),
+        lambda: delivery_for(settings, source, kafka_options, metrics, health),
         (KafkaError, OSError),  # OSError: TLS refused, connection reset
         settings,
         health,
@@ -285,7 +280,8 @@ def _build_service(
         model=model,
         gallery=gallery,
         source=source,
-        sink=sink,
+        sink=None,
+        delivery=delivery,
         fetcher=fetcher,
         metrics=metrics,
         health=health,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kafka.errors import KafkaError
 
 from worker.adapters.kafka import PublishError
+from worker.ports import TransactionFailed
 
 
 def error_kind(error: BaseException) -> str:
@@ -15,6 +16,8 @@ def error_kind(error: BaseException) -> str:
     name = type(error).__name__
     if isinstance(error, PublishError):
         return "publish_failed"
+    if isinstance(error, TransactionFailed):
+        return "transaction_fenced" if error.fenced else "transaction_failed"
     if isinstance(error, KafkaError):
         return "kafka"
     if name == "GalleryUnavailableError":

@@ -15,17 +15,15 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
-from kafka.errors import CommitFailedError
 
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec
 from worker.core import BatchOutcome
 from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
-from worker.isolation import IsolatingPublisher
-from worker.observability.batch_report import report_committed_batch
+from worker.delivery import BatchRevoked, Delivered, Delivery
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
-from worker.ports import BatchDecoder, PhotoFetcher, Source
+from worker.ports import BatchDecoder, PhotoFetcher
 
 log = structlog.get_logger("landmark.worker")
 
@@ -40,6 +38,7 @@ class InFlight:
         records: The batch as polled.
         batch_id: Its id in the logs.
         spec: The preprocessing it is being decoded for.
+        generation: The consumer's assignment generation when it was polled.
         prepared: Its photos and the seconds they took, from the preparing thread.
         outcome: Its outputs, once embedded, searched and voted.
         published: What was published of them, from the publishing thread.
@@ -50,8 +49,9 @@ class InFlight:
     batch_id: str
     spec: PreprocessingSpec
     prepared: Future[Prepared]
+    generation: int = 0
     outcome: BatchOutcome | None = None
-    published: Future[BatchOutcome] | None = None
+    published: Future[Delivered] | None = None
     publish_s: float = 0.0
 
 
@@ -81,13 +81,16 @@ class PreparingStage:
         self._batch_decoder = batch_decoder
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
 
-    def start(self, records: list[KafkaRecord], spec: PreprocessingSpec) -> InFlight:
+    def start(
+        self, records: list[KafkaRecord], spec: PreprocessingSpec, generation: int = 0
+    ) -> InFlight:
         """Begin preparing ``records`` for ``spec``; the loop goes on meanwhile."""
         return InFlight(
             records=records,
             batch_id=uuid.uuid4().hex[:12],
             spec=spec,
             prepared=self._thread.submit(self.prepare, records, spec),
+            generation=generation,
         )
 
     def prepare(self, records: list[KafkaRecord], spec: PreprocessingSpec) -> Prepared:
@@ -110,23 +113,20 @@ class PublishingStage:
     """Publishes one batch at a time beside the loop; commits it from the loop's thread.
 
     Args:
-        publisher: Publishes a batch's outputs (isolating a record whose outputs are refused).
-        source: Where the batch's offsets are committed.
-        health: Told of the stages and of successful commits.
-        metrics: Counts refused commits and reports committed batches.
+        delivery: Publishes a batch's outputs and commits its offsets.
+        health: Told of the stages.
+        metrics: Counts batches dropped after a rebalance.
         worker_id: Bound in the publishing thread's logs.
     """
 
     def __init__(
         self,
-        publisher: IsolatingPublisher,
-        source: Source,
+        delivery: Delivery,
         health: HealthState,
         metrics: WorkerMetrics,
         worker_id: str,
     ) -> None:
-        self._publisher = publisher
-        self._source = source
+        self._delivery = delivery
         self._health = health
         self._metrics = metrics
         self._worker_id = worker_id
@@ -138,24 +138,26 @@ class PublishingStage:
         outcome = batch.outcome
         assert outcome is not None and self.batch is None
 
-        def publish() -> BatchOutcome:
+        def publish() -> Delivered:
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(
                 worker_id=self._worker_id, batch_id=batch.batch_id
             ):
-                published = self._publisher.publish(batch.records, outcome)
-            batch.publish_s = time.perf_counter() - started
-            return published
+                try:
+                    return self._delivery.publish(batch.records, outcome, batch.generation)
+                finally:
+                    batch.publish_s = time.perf_counter() - started
 
         batch.published = self._thread.submit(publish)
         self.batch = batch
 
     def commit(self) -> bool:
-        """Wait until the batch being published is acknowledged, then commit it.
+        """Wait until the batch being published is delivered, then commit it.
 
         Returns:
-            True when a batch was committed; False when there was none, or the group refused
-            the commit after a rebalance (counted; the partitions' new owner re-reads it).
+            True when a batch was committed; False when there was none, or it was given up
+            after a rebalance (the commit refused, or the batch polled before the partitions
+            were revoked; counted: the partitions' new owner re-reads it).
 
         Raises:
             Exception: the publish failed; the batch stays here for :meth:`abandon`.
@@ -164,28 +166,19 @@ class PublishingStage:
         if batch is None or batch.published is None:
             return False
         self._health.enter_stage("publish")
-        published = batch.published.result()
+        try:
+            delivered = batch.published.result()
+        except BatchRevoked as revoked:
+            self.batch = None
+            self._metrics.errors.labels(kind="batch_revoked").inc()
+            log.info(
+                "batch dropped after a rebalance", batch_id=batch.batch_id, reason=str(revoked)
+            )
+            return False
         self.batch = None
         with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
             self._health.enter_stage("commit")
-            started = time.perf_counter()
-            try:
-                self._source.commit(batch.records)
-            except CommitFailedError as error:
-                self._metrics.errors.labels(kind="commit_failed").inc()
-                log.warning(
-                    "commit refused after a rebalance",
-                    error=str(error),
-                    records=len(batch.records),
-                )
-                return False
-            commit_s = time.perf_counter() - started
-            self._health.succeeded("kafka", "commit")
-        self._publisher.succeeded()
-        report_committed_batch(
-            self._metrics, len(batch.records), published, batch.publish_s, commit_s
-        )
-        return True
+            return self._delivery.commit(batch.records, delivered, batch.publish_s)
 
     def abandon(self) -> InFlight | None:
         """Give the batch up after a failure (its publish let end first); returns it to rewind."""

@@ -12,7 +12,7 @@ Unit tests drive both with in-memory implementations; the real adapters
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -187,4 +187,110 @@ class Sink(Protocol):
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending and close."""
+        ...
+
+
+class RebalancingSource(Source, Protocol):
+    """A source whose partitions can be paused, repositioned and told of rebalances.
+
+    Exactly-once delivery needs it (:mod:`worker.delivery.exactly_once`). Implemented by
+    :class:`worker.adapters.kafka.ImageConsumer`.
+    """
+
+    @property
+    def generation(self) -> int:
+        """How many times partitions were revoked so far."""
+        ...
+
+    def set_rebalance_hooks(
+        self,
+        on_revoked: Callable[[], None],
+        on_assigned: Callable[[frozenset[Partition]], None],
+    ) -> None:
+        """Be told (inside :meth:`poll_batch`) before partitions are revoked and once new ones
+        are assigned."""
+        ...
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        """Stop fetching from ``partitions``."""
+        ...
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        """Fetch from ``partitions`` again."""
+        ...
+
+    def committed(self, partition: Partition, timeout_s: float) -> int | None:
+        """The group's committed offset of ``partition``, asked of the broker (None: none)."""
+        ...
+
+    def seek_to(self, partition: Partition, offset: int | None) -> None:
+        """Read ``partition`` from ``offset`` next (None: where a new group starts)."""
+        ...
+
+    def request_rejoin(self) -> None:
+        """Rejoin the group at the next poll."""
+        ...
+
+
+class TransactionFailed(Exception):
+    """A partition's transaction was not committed.
+
+    Attributes:
+        partition: The input partition.
+        fenced: Another producer holds the partition's transactional id now (the partition has
+            most likely moved to another worker): nothing of the transaction is visible.
+        in_doubt: The commit was sent but not answered in time: it may or may not have
+            happened (the partition's next producer finds out).
+        producer_closed: The producer cannot be used again (fenced, in doubt, or in a state
+            no abort could end); the partition needs a new one.
+    """
+
+    def __init__(
+        self,
+        partition: Partition,
+        message: str,
+        *,
+        fenced: bool = False,
+        in_doubt: bool = False,
+        producer_closed: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.fenced = fenced
+        self.in_doubt = in_doubt
+        self.producer_closed = producer_closed or fenced or in_doubt
+
+
+class PartitionTransactions(Protocol):
+    """The transactional producer of one input partition: its outputs and the group's offset
+    of the partition, committed together.
+
+    Implemented by :class:`worker.adapters.kafka.transactions.PartitionProducer`.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """True once it cannot be used again."""
+        ...
+
+    def commit(
+        self, next_offset: int, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        """Publish the outputs and commit ``next_offset`` in one transaction.
+
+        Raises:
+            TransactionFailed: not committed (unless ``in_doubt``).
+        """
+        ...
+
+    def trial(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
+        """Publish the outputs in a transaction that is then aborted (does the broker take them?).
+
+        Raises:
+            TransactionFailed: the broker refused them.
+        """
+        ...
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close; a transaction left open is ended by the partition's next producer."""
         ...

@@ -3,10 +3,10 @@
 While batch n is embedded, searched and voted in the loop's thread, batch n+1 is fetched and
 decoded and batch n-1 published, beside it (:mod:`worker.pipeline_stages`). Consumer calls
 (polls, commits, seeks, lag) stay in the loop's thread; commits follow the poll order, each after
-the broker acknowledged every output of its batch (at-least-once). When Kafka or Milvus fails,
-every batch in flight is rewound and retried after a growing pause; outputs that keep being
-refused are isolated (:mod:`worker.isolation`); a commit refused after a rebalance is not retried.
-Between batches, :class:`worker.model_switch.ModelSwitch` picks up a new gallery or model (a batch
+the broker acknowledged every output of its batch (at-least-once), or in the same transaction
+(exactly-once; :mod:`worker.delivery`). When Kafka or Milvus fails, every batch in flight is
+rewound and retried after a growing pause; outputs that keep being refused are isolated
+(:mod:`worker.isolation`); a batch given up by a rebalance is not retried. Between batches, :class:`worker.model_switch.ModelSwitch` picks up a new gallery or model (a batch
 decoded for another input size is decoded again). On SIGTERM/SIGINT the decoded batches are
 finished and committed, one still waiting on reference fetches is given up, and the producer, the
 consumer (leaving the group) and the gallery are closed.
@@ -27,8 +27,9 @@ from kafka.errors import KafkaError
 from schemas.kafka_record import KafkaRecord
 from worker.core import finish_batch
 from worker.decode_stage import BatchStopped
+from worker.delivery import Delivery
+from worker.delivery.at_least_once import AtLeastOnce
 from worker.error_kinds import error_kind
-from worker.isolation import IsolatingPublisher
 from worker.model_switch import ModelSwitch, VoteOverrides
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
@@ -48,7 +49,7 @@ class WorkerService:
         model: The served model, already loaded.
         gallery: The reference index, already checked against ``model``.
         source: The image consumer.
-        sink: The output publisher.
+        sink: The output publisher (at-least-once; unused when ``delivery`` is given).
         fetcher: Resolves photo references.
         metrics: Prometheus metrics.
         health: Liveness/readiness flags.
@@ -56,6 +57,8 @@ class WorkerService:
         open_gallery: Opens the gallery behind the alias afresh (for switching with a new model).
         clock: Current UTC time.
         batch_decoder: Decodes the photos it takes in batches (on a GPU); None: all on the CPU.
+        delivery: How outputs are delivered and offsets committed; None: at-least-once
+            through ``sink`` and ``source``.
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class WorkerService:
         model: ServedModel,
         gallery: Gallery,
         source: Source,
-        sink: Sink,
+        sink: Sink | None,
         fetcher: PhotoFetcher,
         metrics: WorkerMetrics,
         health: HealthState,
@@ -73,10 +76,10 @@ class WorkerService:
         open_gallery: Callable[[], Gallery],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         batch_decoder: BatchDecoder | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
-        self._sink = sink
         self._metrics = metrics
         self._health = health
         self._clock = clock
@@ -94,20 +97,20 @@ class WorkerService:
             stop_requested=self._stop.is_set,
             batch_decoder=batch_decoder,
         )
-        self._publishing = PublishingStage(
-            IsolatingPublisher(
+        if delivery is None:
+            assert sink is not None, "at-least-once delivery needs a sink"
+            delivery = AtLeastOnce.isolating(
+                source,
                 sink,
                 worker_id=settings.worker_id,
                 isolate_after_failures=settings.isolate_after_failures,
                 budget_s=settings.max_poll_interval_s / 4,
+                health=health,
                 metrics=metrics,
                 clock=clock,
-            ),
-            source,
-            health,
-            metrics,
-            settings.worker_id,
-        )
+            )
+        self._delivery = delivery
+        self._publishing = PublishingStage(delivery, health, metrics, settings.worker_id)
         self._ahead: InFlight | None = None  # just polled, being decoded
         self._finishing: InFlight | None = None  # decoded or being decoded; finished next
         self._served = ModelSwitch(
@@ -166,12 +169,14 @@ class WorkerService:
                 self._served.maybe_switch()
                 self._maybe_update_lag()
                 self._broker.check()
+                self._delivery.prepare()
                 self._health.enter_stage("poll")
                 records = self._source.poll_batch(
                     self._settings.batch_max_records, self._settings.batch_max_wait_ms
                 )
                 spec = self._served.model.manifest.preprocessing
-                self._ahead = self._preparing.start(records, spec) if records else None
+                generation = self._delivery.generation()
+                self._ahead = self._preparing.start(records, spec, generation) if records else None
                 self._advance()
                 self._finishing, self._ahead = self._ahead, None
             self._drain()
@@ -183,6 +188,10 @@ class WorkerService:
         start publishing the batch just finished. On a failure, every batch in flight is
         rewound and retried after a pause."""
         batch = self._finishing
+        if batch is not None and not self._delivery.is_current(batch.generation):
+            self._metrics.errors.labels(kind="batch_revoked").inc()
+            log.info("batch dropped after a rebalance", batch_id=batch.batch_id)
+            batch = None
         try:
             if batch is not None:
                 self._finish(batch)
@@ -251,7 +260,7 @@ class WorkerService:
         self._health.block(f"backing off after {kind}")
         self._health.enter_stage("backoff")
         try:
-            self._source.rewind(records)
+            self._delivery.rewind(records)
         except KafkaError as seek_error:
             log.warning("seek back failed", error=repr(seek_error))
         self._stop.wait(self._backoff_s)
@@ -273,7 +282,7 @@ class WorkerService:
         # A publish still in flight (the loop ended on an error) ends before its producer closes.
         self._publishing.shutdown()
         for what, action in (
-            ("producer", self._sink.close),
+            ("producer", self._delivery.close),
             ("consumer", self._source.close),
             ("gallery", self._served.close),
         ):

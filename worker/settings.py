@@ -198,6 +198,20 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
     auto_offset_reset: Literal["earliest", "latest"] = setting(
         "earliest", help="where a new group starts reading"
     )
+    delivery: Literal["at-least-once", "exactly-once"] = setting(
+        "at-least-once",
+        help="at-least-once: outputs acknowledged, then offsets committed (a crash or rebalance "
+        "may tag a photo twice; tag events are keyed by image id); exactly-once: each input "
+        "partition's outputs and offset in one Kafka transaction, so that read_committed "
+        "readers see each photo answered once (readers must use read_committed; every worker "
+        "of the group must use the same mode)",
+    )
+    transaction_timeout_ms: int = setting(
+        60_000,
+        ge=1000,
+        help="exactly-once: how long the broker lets a transaction stay open before aborting "
+        "it, in ms (at most the broker's transaction.max.timeout.ms)",
+    )
 
     @model_validator(mode="after")
     def _fits_in_the_poll_interval(self) -> WorkerSettings:
@@ -211,6 +225,13 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
             raise ValueError(
                 "--reference-timeout-s must be at most a quarter of --max-poll-interval-ms: "
                 "the fetches of one batch get a quarter of the poll interval"
+            )
+        if self.delivery == "exactly-once" and self.transaction_timeout_ms < 1000 * (
+            self.publish_timeout_s
+        ):
+            raise ValueError(
+                "--transaction-timeout-ms must be at least --publish-timeout-s: a transaction "
+                "lasts as long as its publish"
             )
         if 3 * self.publish_timeout_s > interval_s / 2:
             raise ValueError(

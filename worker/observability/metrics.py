@@ -67,6 +67,21 @@ class WorkerMetrics:
             ["kind"],
             registry=r,
         )
+        self.transactions = Counter(
+            "landmark_worker_transactions",
+            "Kafka transactions of the exactly-once mode (one per input partition of a batch), "
+            "by result: committed, aborted, in_doubt (commit unanswered), fenced.",
+            ["result"],
+            registry=r,
+        )
+        self.transaction_seconds = Histogram(
+            "landmark_worker_transaction_seconds",
+            "Exactly-once mode: seconds to initialise a partition's transactional producer "
+            "(step=init) and to publish and commit one partition's transaction (step=commit).",
+            ["step"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
         self.model_info = Info(
             "landmark_worker_model",
             "Model and gallery the worker is using.",
@@ -81,6 +96,8 @@ class WorkerMetrics:
             self.stage_seconds.labels(stage=stage)
         for outcome in ("tagged", "no_landmark"):
             self.images.labels(outcome=outcome, reason="")
+        for result in ("committed", "aborted", "in_doubt", "fenced"):
+            self.transactions.labels(result=result)
 
     def observe_outcomes(
         self, tagged: int, no_landmark: int, dead_letter_reasons: Iterable[str]

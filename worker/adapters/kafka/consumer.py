@@ -1,6 +1,4 @@
-"""Kafka adapters: the image consumer and the tag/dead-letter publisher (kafka-python 2.3.x).
-
-The publisher lives in :mod:`worker.adapters.kafka_output` and is re-exported here.
+"""The image consumer (kafka-python 2.3.x): a member of the workers' consumer group.
 
 The consumer never commits on its own (``enable_auto_commit=False``): the loop commits a batch's
 offsets only after :meth:`OutputPublisher.publish` has returned, i.e. after the broker has
@@ -21,67 +19,28 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from configuration.kafka import CONSUMER_SIZE_LIMITS, connection_options
 from schemas.kafka_record import KafkaRecord
 from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES, limit_inflation
-from worker.adapters.kafka_output import OutputPublisher, PublishError
+from worker.adapters.kafka.offsets import first_offsets, next_offsets, to_kafka_record
 from worker.adapters.unreadable import UNREADABLE_ERRORS, unreadable_stand_in
 from worker.ports import Partition
 
-__all__ = [
-    "ImageConsumer",
-    "OutputPublisher",
-    "PublishError",
-    "first_offsets",
-    "next_offsets",
-    "to_kafka_record",
-]
-
-
-def to_kafka_record(consumed: Any) -> KafkaRecord:
-    """Convert a kafka-python ``ConsumerRecord`` into the broker-neutral :class:`KafkaRecord`."""
-    headers = tuple(
-        (str(name), bytes(value) if value is not None else b"")
-        for name, value in (consumed.headers or ())
-    )
-    timestamp = (
-        consumed.timestamp if consumed.timestamp is not None and consumed.timestamp >= 0 else None
-    )
-    return KafkaRecord(
-        key=consumed.key,
-        value=consumed.value,
-        headers=headers,
-        topic=consumed.topic,
-        partition=consumed.partition,
-        offset=consumed.offset,
-        timestamp_ms=timestamp,
-    )
-
-
-def next_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
-    """The offset to commit per partition: one past the highest offset seen."""
-    offsets: dict[Partition, int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = max(offsets.get(key, -1), record.offset + 1)
-    return offsets
-
-
-def first_offsets(records: Iterable[KafkaRecord]) -> dict[Partition, int]:
-    """The lowest offset per partition: where to seek back to re-read a batch."""
-    offsets: dict[Partition, int] = {}
-    for record in records:
-        key = (record.topic, record.partition)
-        offsets[key] = min(offsets.get(key, record.offset), record.offset)
-    return offsets
-
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_change: Callable[[frozenset[Partition]], None]) -> None:
-        self._on_change = on_change
+    def __init__(
+        self,
+        on_revoked: Callable[[], None],
+        on_assigned: Callable[[frozenset[Partition]], None],
+    ) -> None:
+        self._on_revoked = on_revoked
+        self._on_assigned = on_assigned
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self._on_change(frozenset())
+        self._on_revoked()
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._on_change(frozenset((tp.topic, tp.partition) for tp in assigned))
+        self._on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
+
+
+RebalanceHook = Callable[[frozenset[Partition]], None]
 
 
 class ImageConsumer:
@@ -137,13 +96,39 @@ class ImageConsumer:
             **CONSUMER_SIZE_LIMITS,
         )
         self._assigned: frozenset[Partition] = frozenset()
+        self._generation = 0
+        self._topic = topic
+        self._auto_offset_reset = auto_offset_reset
+        self._on_assignment = on_assignment
+        self._hooks: tuple[Callable[[], None], RebalanceHook] | None = None
         self._wait_for_topic(topic, timeout_s=30.0)
+        self._consumer.subscribe([topic], listener=_Listener(self._revoked, self._assigned_now))
 
-        def changed(partitions: frozenset[Partition]) -> None:
-            self._assigned = partitions
-            on_assignment(partitions)
+    def set_rebalance_hooks(
+        self, on_revoked: Callable[[], None], on_assigned: RebalanceHook
+    ) -> None:
+        """Also call ``on_revoked`` before partitions are given up and ``on_assigned`` once new
+        ones are held (from the polling thread, inside :meth:`poll_batch`)."""
+        self._hooks = (on_revoked, on_assigned)
 
-        self._consumer.subscribe([topic], listener=_Listener(changed))
+    def _revoked(self) -> None:
+        self._generation += 1
+        self._assigned = frozenset()
+        if self._hooks is not None:
+            self._hooks[0]()
+        self._on_assignment(frozenset())
+
+    def _assigned_now(self, partitions: frozenset[Partition]) -> None:
+        self._assigned = partitions
+        if self._hooks is not None:
+            self._hooks[1](partitions)
+        self._on_assignment(partitions)
+
+    @property
+    def generation(self) -> int:
+        """How many times partitions were revoked: a batch polled in an earlier generation may
+        hold records this worker no longer owns (and its positions were reset since)."""
+        return self._generation
 
     def _wait_for_topic(self, topic: str, timeout_s: float) -> None:
         """Know the topic's partitions before joining the group.
@@ -178,6 +163,7 @@ class ImageConsumer:
         """
         deadline = time.monotonic() + max_wait_ms / 1000.0
         batch: list[KafkaRecord] = []
+        generation = self._generation
         while len(batch) < max_records:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
             try:
@@ -190,6 +176,11 @@ class ImageConsumer:
                     raise
                 batch.append(stand_in)
                 break
+            if self._generation != generation:
+                # Partitions were revoked during this poll: the records read before belong to
+                # the previous assignment, whose positions were reset; they are read again by
+                # whoever holds their partitions now.
+                batch, generation = [], self._generation
             for records in polled.values():
                 batch.extend(to_kafka_record(r) for r in records)
             if remaining_ms == 0:
@@ -217,6 +208,51 @@ class ImageConsumer:
             tp = TopicPartition(topic, partition)
             if tp in held:
                 self._consumer.seek(tp, offset)
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        """Stop fetching from ``partitions`` (records already fetched from them are dropped)."""
+        self._consumer.pause(*(TopicPartition(t, p) for t, p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        """Fetch from ``partitions`` again."""
+        self._consumer.resume(*(TopicPartition(t, p) for t, p in partitions))
+
+    def committed(self, partition: Partition, timeout_s: float) -> int | None:
+        """The group's committed offset of ``partition`` (asked of the broker), None if none.
+
+        Raises:
+            kafka.errors.KafkaError: the broker did not answer in time.
+        """
+        offset = self._consumer.committed(
+            TopicPartition(*partition), timeout_ms=int(timeout_s * 1000)
+        )
+        return None if offset is None or offset < 0 else int(offset)
+
+    def seek_to(self, partition: Partition, offset: int | None) -> None:
+        """Read ``partition`` from ``offset`` next; None: where a group without offsets starts."""
+        tp = TopicPartition(*partition)
+        if offset is not None:
+            self._consumer.seek(tp, offset)
+        elif self._auto_offset_reset == "latest":
+            self._consumer.seek_to_end(tp)
+        else:
+            self._consumer.seek_to_beginning(tp)
+
+    def request_rejoin(self) -> None:
+        """Rejoin the group at the next poll (the partitions are revoked and assigned again).
+
+        Uses kafka-python 2.3's coordinator (``_coordinator.request_rejoin``); leaves and joins
+        again through the public calls when it has none.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None and hasattr(coordinator, "request_rejoin"):
+            coordinator.request_rejoin()
+            return
+        self._consumer.unsubscribe()
+        self._revoked()
+        self._consumer.subscribe(
+            [self._topic], listener=_Listener(self._revoked, self._assigned_now)
+        )
 
     def lag(self) -> dict[Partition, int]:
         """Records between this worker's position and the end of each assigned partition.

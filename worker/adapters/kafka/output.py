@@ -14,6 +14,41 @@ from schemas.dead_letter import DeadLetter
 from schemas.tag_event import TagEvent
 
 
+def producer_options(timeout_s: float) -> dict[str, Any]:
+    """The producer settings of every output producer: acknowledged by all in-sync replicas,
+    and no wait on the broker longer than ``timeout_s``."""
+    return {
+        "acks": "all",
+        "linger_ms": 5,
+        "max_block_ms": int(timeout_s * 1000),
+        "request_timeout_ms": int(min(timeout_s, 30.0) * 1000),
+        "delivery_timeout_ms": int(timeout_s * 1000) + 1000,
+        "max_request_size": 4 * 1024 * 1024,
+    }
+
+
+def send_and_wait(
+    producer: KafkaProducer,
+    outputs: Sequence[tuple[str, TagEvent | DeadLetter]],
+    timeout_s: float,
+) -> None:
+    """Send ``(topic, output)`` pairs and wait until the broker acknowledged all of them.
+
+    Raises:
+        kafka.errors.KafkaError: some output was not acknowledged within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    futures = []
+    for topic, output in outputs:
+        record = output.to_record()
+        futures.append(
+            producer.send(topic, value=record.value, key=record.key, headers=list(record.headers))
+        )
+    producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+    for future in futures:
+        future.get(timeout=max(0.001, deadline - time.monotonic()))
+
+
 class PublishError(Exception):
     """The broker did not acknowledge every output of a batch in time."""
 
@@ -45,12 +80,7 @@ class OutputPublisher:
         self._producer = KafkaProducer(
             **connection_options(connection),
             client_id=client_id,
-            acks="all",
-            linger_ms=5,
-            max_block_ms=int(timeout_s * 1000),
-            request_timeout_ms=int(min(timeout_s, 30.0) * 1000),
-            delivery_timeout_ms=int(timeout_s * 1000) + 1000,
-            max_request_size=4 * 1024 * 1024,
+            **producer_options(timeout_s),
         )
 
     def publish(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
@@ -59,20 +89,11 @@ class OutputPublisher:
         Raises:
             PublishError: some output was not acknowledged within the timeout.
         """
-        outputs = [(self._tags_topic, e.to_record()) for e in tag_events] + [
-            (self._dead_letter_topic, d.to_record()) for d in dead_letters
+        outputs = [(self._tags_topic, e) for e in tag_events] + [
+            (self._dead_letter_topic, d) for d in dead_letters
         ]
-        deadline = time.monotonic() + self._timeout_s
         try:
-            futures = [
-                self._producer.send(
-                    topic, value=record.value, key=record.key, headers=list(record.headers)
-                )
-                for topic, record in outputs
-            ]
-            self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
-            for future in futures:
-                future.get(timeout=max(0.001, deadline - time.monotonic()))
+            send_and_wait(self._producer, outputs, self._timeout_s)
         except KafkaError as error:
             raise PublishError(f"{len(outputs)} outputs not acknowledged: {error!r}") from error
 

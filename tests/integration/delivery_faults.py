@@ -1,0 +1,194 @@
+"""Faults under which each photo must be answered exactly once (``--delivery exactly-once``).
+
+Each fault runs real ``landmark-worker`` processes against a real Kafka on topics of its own,
+publishes photos with ``landmark-publish``, breaks something mid-stream, then reads the tag and
+dead-letter topics from the beginning with a ``read_committed`` reader and counts, per image id,
+the outputs it sees. The tests run the faults in exactly-once mode (no duplicate, nothing
+lost); ``bench/bench_exactly_once.py`` runs them in both modes for the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.worker_stack import (
+    Stack,
+    WorkerProcess,
+    create_topics,
+    delete_topics,
+    publish,
+    worker_on_topics,
+)
+
+FAULTS = ("kill-and-restart", "kill-one-of-two", "broker-freeze", "third-worker-joins")
+#: Worker flags of every fault run: small batches, so that a batch is always in flight.
+RUN_ARGS = ("--batch-max-records", "4", "--publish-timeout-s", "3", "--backoff-max-s", "2")
+FREEZE_S = 12.0
+#: A transaction left open by the freeze outlives this (exactly-once mode).
+FREEZE_TRANSACTION_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    """What a ``read_committed`` reader saw after one fault.
+
+    Attributes:
+        fault: Which fault.
+        mode: ``at-least-once`` or ``exactly-once``.
+        published: Photos published.
+        lost: Published photos without any output.
+        duplicates: Outputs beyond the first for the same photo.
+        seconds: From the first publish until every photo was answered.
+    """
+
+    fault: str
+    mode: str
+    published: int
+    lost: int
+    duplicates: int
+    seconds: float
+
+
+def run_fault(
+    fault: str,
+    mode: str,
+    *,
+    stack: Stack,
+    bootstrap: str,
+    photos: Sequence[Path],
+    workdir: Path,
+    freeze: Callable[[], None] | None = None,
+    thaw: Callable[[], None] | None = None,
+) -> FaultRun:
+    """Run ``fault`` with workers in ``mode``; ``freeze``/``thaw`` stop and restart the broker
+    (``broker-freeze`` only: a private broker, see ``tests/integration/private_broker.py``)."""
+    topics = create_topics(bootstrap, f"eos-{fault}", partitions=4)
+    extra = [*RUN_ARGS, "--delivery", mode]
+    if fault == "broker-freeze" and mode == "exactly-once":
+        extra += ["--transaction-timeout-ms", str(FREEZE_TRANSACTION_TIMEOUT_MS)]
+
+    def start(name: str) -> WorkerProcess:
+        return worker_on_topics(
+            stack, bootstrap, topics, f"worker-{name}", workdir / f"{fault}-{name}.log", extra
+        )
+
+    workers: list[WorkerProcess] = []
+    try:
+        count = 1 if fault in ("kill-and-restart", "broker-freeze") else 2
+        workers += [start(name) for name in "ab"[:count]]
+        for worker in workers:
+            worker.wait_ready()
+        if fault == "third-worker-joins":
+            # Its consumer joins the group right after the gallery is opened: the photos are
+            # published then, so that it joins while the first two work through them.
+            workers.append(start("c"))
+            _wait_for_line(workers[2], "gallery opened")
+        started = time.monotonic()
+        ids = [p["image_id"] for p in publish(bootstrap, topics[0], photos, workdir / "ids.jsonl")]
+        victim = workers[0]
+        _wait_for_progress(victim)
+        if fault == "kill-and-restart":
+            victim.kill()
+            workers.append(start("a-again"))
+        elif fault == "kill-one-of-two":
+            victim.kill()
+        elif fault == "broker-freeze":
+            assert freeze is not None and thaw is not None
+            freeze()
+            time.sleep(FREEZE_S)
+            thaw()
+        counts = answers(bootstrap, topics[1:], set(ids), timeout_s=240)
+        seconds = time.monotonic() - started
+        if fault == "third-worker-joins":  # it joined mid-stream: it answered some photos too
+            assert workers[2].metric("landmark_worker_images_total") > 0, workers[2].log()
+        return FaultRun(
+            fault=fault,
+            mode=mode,
+            published=len(ids),
+            lost=sum(1 for i in ids if counts[i] == 0),
+            duplicates=sum(max(0, n - 1) for n in counts.values()),
+            seconds=seconds,
+        )
+    finally:
+        for worker in workers:
+            worker.kill()
+        delete_topics(bootstrap, topics)
+
+
+def _wait_for_line(worker: WorkerProcess, text: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in worker.log_path.read_text(errors="replace"):
+        assert worker.process.poll() is None, worker.log()
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout_s} s:\n{worker.log()}"
+        time.sleep(0.05)
+
+
+def _wait_for_progress(worker: WorkerProcess, timeout_s: float = 120.0) -> None:
+    """Until the worker has committed some photos (the fault then hits a stream in motion)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert worker.process.poll() is None, worker.log()
+        try:
+            if worker.metric("landmark_worker_images_total") > 0:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"the worker answered nothing in {timeout_s} s:\n{worker.log()}")
+
+
+def answers(
+    bootstrap: str, topics: Sequence[str], ids: set[str], timeout_s: float, linger_s: float = 5.0
+) -> Counter[str]:
+    """Outputs per image id that a ``read_committed`` reader sees on ``topics``.
+
+    Reads from the beginning until every id is answered (or ``timeout_s``), then ``linger_s``
+    more, so that a late duplicate is counted too.
+    """
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    from configuration.kafka import CONSUMER_SIZE_LIMITS
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **CONSUMER_SIZE_LIMITS,
+    )
+    counts: Counter[str] = Counter()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        linger_until = None
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    value = json.loads(record.value)
+                    counts[value.get("image_id") or value.get("original_key")] += 1
+            if linger_until is None and all(counts[i] for i in ids):
+                linger_until = time.monotonic() + linger_s
+            if linger_until is not None and time.monotonic() > linger_until:
+                break
+        return counts
+    finally:
+        consumer.close()
+
+
+def freeze_process(pid: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``SIGSTOP``/``SIGCONT`` of a broker process."""
+    return (lambda: os.kill(pid, signal.SIGSTOP)), (lambda: os.kill(pid, signal.SIGCONT))
