@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
@@ -95,6 +95,13 @@ class FollowSettings(KafkaConnection):
         env="LANDMARK_FOLLOW_GROUP_ID",
         help="consumer group to read (and commit) in; default: none",
     )
+    isolation_level: Literal["read_committed", "read_uncommitted"] = setting(
+        "read_committed",
+        env="LANDMARK_FOLLOW_ISOLATION_LEVEL",
+        help="read_committed: only events of committed transactions (each photo once from "
+        "exactly-once workers; at-least-once workers' events are all committed); "
+        "read_uncommitted: also events of open or aborted transactions",
+    )
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> FollowSettings:
@@ -116,6 +123,7 @@ def _consumer(
         client_id="landmark-follow",
         auto_offset_reset="earliest" if settings.from_beginning else "latest",
         enable_auto_commit=settings.group_id is not None,
+        isolation_level=settings.isolation_level,
         **CONSUMER_SIZE_LIMITS,
     )
     if settings.group_id is not None:

@@ -3,15 +3,23 @@ broker, as a ``read_committed`` reader sees it (``tests/integration/delivery_fau
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
 
-from tests.integration.delivery_faults import FaultRun, freeze_process, run_fault
+from client.follow import main as follow_main
+from schemas.tag_event import Neighbour, TagEvent
+from tests.integration.delivery_faults import FaultRun, answers, freeze_process, run_fault
 from tests.integration.private_broker import PrivateBroker
 from tests.integration.private_broker import private_broker as start_private_broker
-from tests.integration.worker_stack import shared_stack
+from tests.integration.worker_stack import create_topics, delete_topics, shared_stack
+from worker.adapters.kafka.transactions import PartitionProducer
+from worker.ports import TransactionFailed
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +72,94 @@ def test_each_photo_is_answered_once_when_the_broker_freezes_past_the_transactio
         thaw=thaw,
     )
     _assert_exactly_once(run)
+
+
+def test_follow_shows_only_committed_events_unless_told_otherwise(
+    kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topics = create_topics(kafka_bootstrap, "follow-isolation", partitions=1)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"follow-test-{topics[0]}"
+    )
+    try:
+        producer.init_transactions()
+        for image_id, commit in (("aborted-photo", False), ("committed-photo", True)):
+            record = _tag_event(image_id).to_record()
+            producer.begin_transaction()
+            producer.send(topics[1], key=record.key, value=record.value)
+            producer.flush()
+            producer.commit_transaction() if commit else producer.abort_transaction()
+    finally:
+        producer.close()
+
+    def follow(*extra: str) -> list[str]:
+        args = ["--bootstrap-servers", kafka_bootstrap, "--topic", topics[1], "--from-beginning"]
+        status = follow_main([*args, "--json", "--timeout", "5", *extra])
+        assert status == 0
+        return [json.loads(line)["image_id"] for line in capsys.readouterr().out.splitlines()]
+
+    try:
+        assert follow() == ["committed-photo"]
+        assert follow("--isolation-level", "read_uncommitted") == [
+            "aborted-photo",
+            "committed-photo",
+        ]
+    finally:
+        delete_topics(kafka_bootstrap, topics)
+
+
+def _tag_event(image_id: str) -> TagEvent:
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    return TagEvent(
+        image_id=image_id,
+        landmark=None,
+        confidence=0.1,
+        neighbours=(Neighbour("r1", "taj", "Taj Mahal", 0.9),),
+        model_version="m1",
+        gallery_version="g1",
+        worker_id="w1",
+        published_at=now,
+        tagged_at=now,
+        latency_ms=1.0,
+    )
+
+
+def test_a_partitions_producer_commits_outputs_with_the_offset_and_fences_its_predecessor(
+    kafka_bootstrap: str,
+) -> None:
+    topics = create_topics(kafka_bootstrap, "txn-producer", partitions=1)
+    group, partition = f"{topics[0]}-group", (topics[0], 0)
+
+    def producer() -> PartitionProducer:
+        return PartitionProducer(
+            kafka_bootstrap,
+            partition,
+            group_id=group,
+            tags_topic=topics[1],
+            dead_letter_topic=topics[2],
+            client_id="txn-test",
+            timeout_s=10.0,
+            transaction_timeout_ms=10_000,
+        )
+
+    first = producer()
+    try:
+        first.commit(5, [_tag_event("photo-1")], [])
+        second = producer()  # the partition's next holder
+        with pytest.raises(TransactionFailed) as failed:
+            first.commit(9, [_tag_event("photo-2")], [])
+        assert failed.value.fenced and first.closed
+        second.commit(7, [_tag_event("photo-3")], [])
+        second.close()
+
+        counts = answers(kafka_bootstrap, topics[1:2], {"photo-1", "photo-3"}, 30, linger_s=1)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            offsets = admin.list_consumer_group_offsets(group)
+        finally:
+            admin.close()
+        assert dict(counts) == {"photo-1": 1, "photo-3": 1}
+        assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 7}
+    finally:
+        first.close()
+        delete_topics(kafka_bootstrap, topics)

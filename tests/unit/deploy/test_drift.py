@@ -131,8 +131,13 @@ def compose_containers(
     for name, service in compose["services"].items():
         if not str(service.get("image", "")).startswith("${LANDMARK_IMAGE"):
             continue
-        environment = {k: str(v) for k, v in service.get("environment", {}).items()}
+        environment = {k: _defaulted(str(v)) for k, v in service.get("environment", {}).items()}
         yield f"compose: {name}", service, environment
+
+
+def _defaulted(value: str) -> str:
+    """A value as compose gives it with no variable set: ``${NAME:-default}`` is ``default``."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_every_console_script_has_its_settings_class_here() -> None:

@@ -200,3 +200,21 @@ def test_help_shows_no_secret_value_from_the_environment() -> None:
     )
     assert "--milvus-token" in result.stdout
     assert "4f1c" not in result.stdout + result.stderr
+
+
+def test_delivery_is_at_least_once_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse(REQUIRED).delivery == "at-least-once"
+    monkeypatch.setenv("LANDMARK_DELIVERY", "exactly-once")
+    assert parse(REQUIRED).delivery == "exactly-once"
+    with pytest.raises(SystemExit):
+        parse([*REQUIRED, "--delivery", "exactly-twice"])
+
+
+def test_a_transaction_timeout_shorter_than_a_publish_is_refused_in_exactly_once_mode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flags = ["--publish-timeout-s", "10", "--transaction-timeout-ms", "5000"]
+    assert parse([*REQUIRED, *flags]).transaction_timeout_ms == 5000  # unused at-least-once
+    with pytest.raises(SystemExit):
+        parse([*REQUIRED, *flags, "--delivery", "exactly-once"])
+    assert "--transaction-timeout-ms" in capsys.readouterr().err

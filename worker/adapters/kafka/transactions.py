@@ -44,6 +44,8 @@ from worker.ports import Partition, TransactionFailed
 
 log = structlog.get_logger("landmark.worker")
 
+RETRY_BACKOFF_MS = 5
+
 #: Errors after which a producer may not be used again: another producer holds its id now.
 FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError)
 
@@ -115,6 +117,11 @@ class PartitionProducer:
             transactional_id=transactional_id(group_id, partition),
             transaction_timeout_ms=transaction_timeout_ms,
             **producer_options(timeout_s),
+            # The first AddPartitionsToTxn after a commit is often answered
+            # CONCURRENT_TRANSACTIONS (the broker is still writing the last commit's markers);
+            # kafka-python waits retry_backoff_ms (100 ms by default) before asking again:
+            # 54 ms a transaction on average here, 6 ms with 5 ms (9 ms with 10 ms).
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         try:
             # Fences earlier producers of this id and ends the transaction one left open
