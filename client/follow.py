@@ -25,8 +25,8 @@ from configuration.kafka import (
     TAGS_TOPIC,
     KafkaConnection,
     KafkaUnreachable,
+    cannot_connect,
     check_connection,
-    describe_connection_failure,
 )
 from schemas.dead_letter import DeadLetter
 from schemas.errors import InputError
@@ -211,11 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"landmark-follow: {error}", file=sys.stderr)
         return 2
     except (KafkaError, KafkaUnreachable, OSError) as error:
-        print(
-            f"landmark-follow: cannot connect to Kafka at {settings.bootstrap_servers}: "
-            f"{describe_connection_failure(error)}",
-            file=sys.stderr,
-        )
+        print(cannot_connect("landmark-follow", settings.bootstrap_servers, error), file=sys.stderr)
         return 2
     try:
         count = follow(consumer, settings, sys.stdout)

@@ -25,6 +25,7 @@ from configuration.kafka import (
     IMAGES_TOPIC,
     KafkaConnection,
     KafkaUnreachable,
+    cannot_connect,
     check_connection,
     describe_connection_failure,
 )
@@ -223,9 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (KafkaError, KafkaUnreachable, OSError) as error:
         print(
-            f"landmark-publish: cannot connect to Kafka at {settings.bootstrap_servers}: "
-            f"{describe_connection_failure(error)}",
-            file=sys.stderr,
+            cannot_connect("landmark-publish", settings.bootstrap_servers, error), file=sys.stderr
         )
         return 1
     progress = None if settings.quiet else sys.stderr

@@ -200,6 +200,14 @@ class KafkaUnreachable(Exception):
     """No bootstrap server accepted a connection with these settings; the message says why."""
 
 
+def cannot_connect(prog: str, bootstrap_servers: str, error: BaseException) -> str:
+    """The one line a client command prints when it cannot connect to Kafka."""
+    return (
+        f"{prog}: cannot connect to Kafka at {bootstrap_servers}: "
+        f"{describe_connection_failure(error)}"
+    )
+
+
 def check_connection(options: Mapping[str, Any], timeout_s: float = 10.0) -> None:
     """Connect to the bootstrap servers once, TLS and SASL included, within ``timeout_s``.
 
