@@ -92,7 +92,9 @@ class Demo:
             self.session.undo_at_end("stop Kafka", stop)
 
     def split_and_train(self, data: Path) -> Path:
-        t = self.session.step("Split and fine-tune (MobileNetV2, ImageNet weights, triplet loss)")
+        t = self.session.step(
+            "Split and fine-tune (MobileNetV2, ImageNet weights, landmark-train's default loss)"
+        )
         self.session.run([sys.executable, "-m", "trainer.cli.weights", "fetch"])
         split = self.work / "split"
         self.session.run(
