@@ -253,3 +253,35 @@ def test_a_partition_whose_producer_cannot_be_opened_waits_and_the_others_go_on(
     assert not_ready == 3
     first_visible = rig.log.visible[0]
     assert first_visible.startswith("p1-")  # partition 1 went on while 0 waited
+
+
+def test_a_stop_commits_the_decoded_batches_and_closes_the_producers(tmp_path: Path) -> None:
+    topic = records(partitions=2, per_partition=12)
+    rig = make_rig(tmp_path, topic, batch=2)
+    rig.source.on_poll = lambda: rig.service.stop() if rig.source.polls == 4 else None
+    opened: list[object] = []
+    open_producer = rig.log.open
+
+    def keep(partition: tuple[str, int]) -> object:
+        producer = open_producer(partition)
+        opened.append(producer)
+        return producer
+
+    rig.delivery._open_producer = keep  # type: ignore[assignment]
+    polled: list[int] = []
+    poll = rig.source.poll_batch
+
+    def counting_poll(max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
+        batch = poll(max_records, max_wait_ms)
+        polled.append(len(batch))
+        return batch
+
+    rig.source.poll_batch = counting_poll  # type: ignore[method-assign]
+
+    rig.service.run()
+
+    visible = Counter(rig.log.visible)
+    assert [i for i, n in visible.items() if n > 1] == []
+    # every batch polled before the stop was finished and committed, and nothing else
+    assert sum(rig.log.offsets.values()) == len(visible) == sum(polled) >= 6
+    assert opened and all(p.closed for p in opened)  # type: ignore[attr-defined]
