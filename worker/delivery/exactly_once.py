@@ -144,6 +144,7 @@ class ExactlyOnce:
                 except Exception as error:
                     failed = True
                     self._metrics.errors.labels(kind="partition_not_ready").inc()
+                    self._health.failed("kafka", "partition_not_ready")
                     log.warning(
                         "partition not ready for transactions; trying again after a pause",
                         partition=f"{partition[0]}-{partition[1]}",
@@ -155,6 +156,7 @@ class ExactlyOnce:
             self._retry_s = min(self._retry_max_s, max(self._retry_initial_s, self._retry_s * 2))
             self._retry_at = self._monotonic() + self._retry_s
         if ready:
+            self._health.succeeded("kafka")
             self._unready.difference_update(ready)
             self._source.resume(ready)
             log.info(

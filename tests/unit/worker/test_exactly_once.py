@@ -32,6 +32,7 @@ class Rig:
     log: TransactionLog
     delivery: ExactlyOnce
     metrics: WorkerMetrics
+    health: HealthState
 
     def transactions(self, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -106,7 +107,7 @@ def make_rig(tmp_path: Path, topic: list[KafkaRecord], batch: int = 4) -> Rig:
             service.stop()
 
     source.on_idle = stop_when_done
-    return Rig(service, source, log, delivery, metrics)
+    return Rig(service, source, log, delivery, metrics, health)
 
 
 def assert_each_once(rig: Rig, topic: list[KafkaRecord]) -> None:
@@ -243,6 +244,10 @@ def test_a_partition_whose_producer_cannot_be_opened_waits_and_the_others_go_on(
     topic = records(partitions=2, per_partition=6)
     rig = make_rig(tmp_path, topic)
     rig.log.open_failures[("images", 0)] = 3
+    readiness: list[object] = []
+    rig.source.on_poll = lambda: readiness.append(
+        rig.health.readiness()[1].get("not_ready_because")
+    )
 
     rig.service.run()
 
@@ -253,6 +258,9 @@ def test_a_partition_whose_producer_cannot_be_opened_waits_and_the_others_go_on(
     assert not_ready == 3
     first_visible = rig.log.visible[0]
     assert first_visible.startswith("p1-")  # partition 1 went on while 0 waited
+    # /readyz says so while partition 0 waits, and is ready again once it is read
+    assert any("kafka" in str(reason) for reason in readiness[:3])
+    assert "kafka" not in str(readiness[-1])
 
 
 def test_a_stop_commits_the_decoded_batches_and_closes_the_producers(tmp_path: Path) -> None:
