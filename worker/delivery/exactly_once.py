@@ -24,22 +24,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import structlog
 
 from schemas.kafka_record import KafkaRecord
-from worker.adapters.kafka import next_offsets
 from worker.core import BatchOutcome
 from worker.delivery import BatchRevoked, Delivered
-from worker.delivery.parts import TrialSink, joined
-from worker.isolation import IsolatingPublisher
+from worker.delivery.parts import Isolators, commit_part, joined
 from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Partition, PartitionTransactions, RebalancingSource, TransactionFailed
 
 log = structlog.get_logger("landmark.worker")
+
+#: Transactions of one batch's partitions run at the same time (each partition has its own
+#: producer), at most this many at once.
+PARALLEL_TRANSACTIONS = 8
 
 
 class ExactlyOnce:
@@ -80,22 +83,28 @@ class ExactlyOnce:
         self._open_producer = open_producer
         self._health = health
         self._metrics = metrics
-        self._worker_id = worker_id
-        self._isolate_after = isolate_after_failures
-        self._isolation_budget_s = isolation_budget_s
         self._offset_timeout_s = offset_timeout_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._clock = clock
         self._monotonic = monotonic
         # Held by a publish from start to end, and by whatever changes the producers.
         self._lock = threading.Lock()
         self._producers: dict[Partition, PartitionTransactions] = {}
-        self._isolating: dict[Partition, IsolatingPublisher] = {}
+        self._isolating = Isolators(
+            worker_id=worker_id,
+            isolate_after_failures=isolate_after_failures,
+            budget_s=isolation_budget_s,
+            metrics=metrics,
+            clock=clock,
+            monotonic=monotonic,
+        )
         self._unready: set[Partition] = set()  # paused until prepare() makes them ready
         self._fenced: set[Partition] = set()  # paused until the next assignment
         self._retry_at = 0.0
         self._retry_s = 0.0
+        self._transactions = ThreadPoolExecutor(
+            max_workers=PARALLEL_TRANSACTIONS, thread_name_prefix="transaction"
+        )
         source.set_rebalance_hooks(self._on_revoked, self._on_assigned)
 
     def generation(self) -> int:
@@ -171,7 +180,7 @@ class ExactlyOnce:
         if producer is None or producer.closed:
             started = time.perf_counter()
             self._producers[partition] = producer = self._open_producer(partition)
-            self._isolating.pop(partition, None)
+            self._isolating.forget(partition)
             self._metrics.transaction_seconds.labels(step="init").observe(
                 time.perf_counter() - started
             )
@@ -210,74 +219,64 @@ class ExactlyOnce:
     def close(self) -> None:
         with self._lock:
             self._close_all()
+        self._transactions.shutdown(wait=True)
 
     # -- the publishing thread -----------------------------------------------------------------
 
     def publish(
         self, records: Sequence[KafkaRecord], outcome: BatchOutcome, generation: int
     ) -> Delivered:
+        """Each partition's part in its own transaction, the partitions' at the same time."""
         with self._lock:
             if not self.is_current(generation):
                 raise BatchRevoked(f"{len(records)} records polled before a rebalance")
             parts: dict[Partition, list[KafkaRecord]] = {}
             for record in records:
                 parts.setdefault((record.topic, record.partition), []).append(record)
+            started = time.perf_counter()
+            running = [
+                (part, self._transactions.submit(self._commit_part, partition, part, outcome))
+                for partition, part in parts.items()
+            ]
             committed: list[tuple[list[KafkaRecord], BatchOutcome]] = []
-            commit_s = 0.0
-            try:
-                for partition, part in parts.items():
-                    started = time.perf_counter()
-                    committed.append((part, self._publish_part(partition, part, outcome)))
-                    seconds = time.perf_counter() - started
-                    commit_s += seconds
-                    self._metrics.transactions.labels(result="committed").inc()
-                    self._metrics.transaction_seconds.labels(step="commit").observe(seconds)
-            except TransactionFailed as failed:
-                self._failed(failed)
+            errors: list[Exception] = []
+            for part, future in running:  # every one ends before the lock is let go
+                try:
+                    committed.append((part, future.result()))
+                except Exception as error:
+                    errors.append(error)
+            commit_s = time.perf_counter() - started
+            if errors:
+                for failure in errors:
+                    if isinstance(failure, TransactionFailed):
+                        self._failed(failure)
                 if committed:  # those partitions moved on: count what they published
                     done = [r for part, _ in committed for r in part]
                     report_committed_batch(
                         self._metrics, len(done), outcome.only(done), 0.0, commit_s
                     )
-                raise
+                raise errors[0]
         return Delivered(joined(outcome, [published for _, published in committed]), commit_s)
 
-    def _publish_part(
+    def _commit_part(
         self, partition: Partition, part: list[KafkaRecord], outcome: BatchOutcome
     ) -> BatchOutcome:
         producer = self._producers.get(partition)
         if producer is None or producer.closed or partition in self._unready | self._fenced:
             raise TransactionFailed(partition, "the partition is not ready", producer_closed=True)
-        next_offset = next_offsets(part)[partition]
-        outputs = outcome.only(part)
-        try:
-            producer.commit(next_offset, outputs.tag_events, outputs.dead_letters)
-            return outputs
-        except TransactionFailed as failed:
-            if failed.producer_closed:
-                raise
-            self._metrics.transactions.labels(result="aborted").inc()
-        # The broker refused something and the transaction was aborted: find what, with
-        # aborted trials; commit the rest with stand-ins for what is refused.
-        isolating = self._isolating.get(partition)
-        if isolating is None:
-            isolating = self._isolating[partition] = IsolatingPublisher(
-                TrialSink(producer),
-                worker_id=self._worker_id,
-                isolate_after_failures=self._isolate_after,
-                budget_s=self._isolation_budget_s,
-                metrics=self._metrics,
-                clock=self._clock,
-                monotonic=self._monotonic,
-            )
-        try:
-            published = isolating.publish(part, outputs)
-        except TransactionFailed:
-            raise
-        except Exception as error:
-            raise TransactionFailed(partition, f"isolating failed: {error!r}") from error
-        producer.commit(next_offset, published.tag_events, published.dead_letters)
-        isolating.succeeded()
+        started = time.perf_counter()
+        published = commit_part(
+            producer,
+            partition,
+            part,
+            outcome,
+            isolating=lambda: self._isolating.publisher(partition, producer),
+            on_aborted=self._metrics.transactions.labels(result="aborted").inc,
+        )
+        self._metrics.transactions.labels(result="committed").inc()
+        self._metrics.transaction_seconds.labels(step="commit").observe(
+            time.perf_counter() - started
+        )
         return published
 
     def _failed(self, failed: TransactionFailed) -> None:
