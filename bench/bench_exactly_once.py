@@ -10,6 +10,9 @@
    modes alternated ``--rounds`` times. Also the mean time of one partition's transaction
    (``landmark_worker_transaction_seconds{step="commit"}``), from which the cost for a slower
    model follows (it does not depend on the model).
+3. Live: the same, with the photos published while the worker runs, so that its batches take
+   what has arrived from every partition (one transaction per partition, run at the same time):
+   the median time a batch spends publishing and committing, in each mode.
 
 The model and gallery are the integration tests' (MobileNetV2 at 96 px, not fine-tuned: about
 4 ms of CPU a photo, so a fixed cost a batch weighs more here than with the 288 px deployment
@@ -83,13 +86,19 @@ def faults(workdir: Path) -> list[dict[str, object]]:
     return rows
 
 
-def throughput(workdir: Path, n: int, mode: str, round_no: int) -> dict[str, float]:
+def throughput(
+    workdir: Path, n: int, mode: str, round_no: int, live: bool = False
+) -> dict[str, float]:
+    """One worker through ``n`` photos: published before it starts (a backlog), or, ``live``,
+    while it runs (its batches then take what has arrived, from every partition)."""
     stack = shared_stack(landmarks_dir())
     topics = create_topics(BOOTSTRAP, "eos-bench")
     photos = sorted(landmarks_dir().glob("*/*.jpg"))[round_no::3][:n]
+    ids = workdir / f"ids-{mode}-{round_no}-{live}.jsonl"
     try:
-        publish(BOOTSTRAP, topics[0], photos, workdir / f"ids-{mode}-{round_no}.jsonl")
-        log_path = workdir / f"throughput-{mode}-{round_no}.log"
+        if not live:
+            publish(BOOTSTRAP, topics[0], photos, ids)
+        log_path = workdir / f"throughput-{mode}-{round_no}-{'live' if live else 'backlog'}.log"
         worker = worker_on_topics(
             stack,
             BOOTSTRAP,
@@ -99,6 +108,9 @@ def throughput(workdir: Path, n: int, mode: str, round_no: int) -> dict[str, flo
             ["--delivery", mode, "--batch-max-records", "32"],
         )
         try:
+            if live:
+                worker.wait_ready()
+                publish(BOOTSTRAP, topics[0], photos, ids)
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 try:
@@ -114,6 +126,7 @@ def throughput(workdir: Path, n: int, mode: str, round_no: int) -> dict[str, flo
         finally:
             worker.kill()
         return _window(log_path, n) | {
+            "publish_commit_ms": _publish_commit_ms(log_path),
             "transactions": txn_count,
             "transaction_ms": 1000 * txn_sum / txn_count if txn_count else 0.0,
         }
@@ -121,12 +134,24 @@ def throughput(workdir: Path, n: int, mode: str, round_no: int) -> dict[str, flo
         delete_topics(BOOTSTRAP, topics)
 
 
+def _publish_commit_ms(log_path: Path) -> float:
+    """Median of a batch's publish + commit time, from the worker's log."""
+    times = [
+        1000 * (entry["publish_s"] + entry["commit_s"])
+        for entry in map(json.loads, _committed_lines(log_path))
+    ]
+    return statistics.median(times)
+
+
+def _committed_lines(log_path: Path) -> list[str]:
+    lines = log_path.read_text(errors="replace").splitlines()
+    return [line for line in lines if '"batch committed"' in line]
+
+
 def _window(log_path: Path, n: int) -> dict[str, float]:
     """Photos/s from the first batch's start to the last commit, from the worker's log."""
     commits = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if '"batch committed"' not in line:
-            continue
+    for line in _committed_lines(log_path):
         entry = json.loads(line)
         at = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
         stages = sum(entry.get(k, 0.0) for k in ("decode", "embed", "search", "vote"))
@@ -164,8 +189,18 @@ def main() -> int:
                 print(
                     f"  {mode:14} round {round_no}: {run['photos_per_s']:6.1f} photos/s, "
                     f"{run['batches']:.0f} batches, {run['transactions']:.0f} transactions of "
-                    f"{run['transaction_ms']:.1f} ms"
+                    f"{run['transaction_ms']:.1f} ms, publish + commit "
+                    f"{run['publish_commit_ms']:.1f} ms a batch"
                 )
+        print("live (photos published while the worker runs; its batches span the partitions):")
+        for mode in MODES:
+            run = throughput(workdir, args.n, mode, args.rounds, live=True)
+            runs[f"{mode} live"] = [run]
+            print(
+                f"  {mode:14} {run['batches']:.0f} batches, {run['transactions']:.0f} "
+                f"transactions, publish + commit {run['publish_commit_ms']:.1f} ms a batch "
+                "(median)"
+            )
         rates = {m: statistics.median(r["photos_per_s"] for r in runs[m]) for m in MODES}
         ratio = rates["exactly-once"] / rates["at-least-once"]
         print(
