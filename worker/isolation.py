@@ -19,35 +19,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import structlog
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, NoBrokersAvailable
 
 from schemas.dead_letter import DeadLetter
 from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from worker.adapters.kafka import first_offsets
+from worker.adapters.kafka.output import looks_like_outage
 from worker.core import BatchOutcome
 from worker.error_kinds import error_kind
 from worker.observability.metrics import WorkerMetrics
 from worker.ports import Partition, Sink
 
 log = structlog.get_logger("landmark.worker")
-
-_OUTAGE_ERRORS = (KafkaTimeoutError, NoBrokersAvailable, KafkaConnectionError, TimeoutError)
-
-
-def looks_like_outage(error: BaseException) -> bool:
-    """Whether a failed publish looks like the broker being away rather than a bad output.
-
-    Looks at the error and what caused it (``PublishError`` wraps kafka-python's error).
-    """
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, _OUTAGE_ERRORS):
-            return True
-        if isinstance(seen, KafkaError) and getattr(seen, "retriable", False):
-            return True
-        seen = seen.__cause__
-    return False
 
 
 class IsolationTimeUp(Exception):

@@ -46,6 +46,7 @@ class FaultRun:
         lost: Published photos without any output.
         duplicates: Outputs beyond the first for the same photo.
         seconds: From the first publish until every photo was answered.
+        repeated: Where the outputs of duplicated photos are (for the failure message).
     """
 
     fault: str
@@ -54,6 +55,7 @@ class FaultRun:
     lost: int
     duplicates: int
     seconds: float
+    repeated: tuple[str, ...] = ()
 
 
 def run_fault(
@@ -104,7 +106,8 @@ def run_fault(
             freeze()
             time.sleep(FREEZE_S)
             thaw()
-        counts = answers(bootstrap, topics[1:], set(ids), timeout_s=240)
+        seen: dict[str, list[str]] = {}
+        counts = answers(bootstrap, topics[1:], set(ids), timeout_s=240, where=seen)
         seconds = time.monotonic() - started
         if fault == "third-worker-joins":  # it joined mid-stream: it answered some photos too
             assert workers[2].metric("landmark_worker_images_total") > 0, workers[2].log()
@@ -115,6 +118,7 @@ def run_fault(
             lost=sum(1 for i in ids if counts[i] == 0),
             duplicates=sum(max(0, n - 1) for n in counts.values()),
             seconds=seconds,
+            repeated=tuple(f"{i}: {seen[i]}" for i, n in counts.items() if n > 1),
         )
     finally:
         for worker in workers:
@@ -145,7 +149,12 @@ def _wait_for_progress(worker: WorkerProcess, timeout_s: float = 120.0) -> None:
 
 
 def answers(
-    bootstrap: str, topics: Sequence[str], ids: set[str], timeout_s: float, linger_s: float = 5.0
+    bootstrap: str,
+    topics: Sequence[str],
+    ids: set[str],
+    timeout_s: float,
+    linger_s: float = 5.0,
+    where: dict[str, list[str]] | None = None,
 ) -> Counter[str]:
     """Outputs per image id that a ``read_committed`` reader sees on ``topics``.
 
@@ -179,7 +188,13 @@ def answers(
             for records in consumer.poll(timeout_ms=300).values():
                 for record in records:
                     value = json.loads(record.value)
-                    counts[value.get("image_id") or value.get("original_key")] += 1
+                    key = value.get("image_id") or value.get("original_key")
+                    counts[key] += 1
+                    if where is not None:
+                        where.setdefault(key, []).append(
+                            f"{record.topic}-{record.partition}@{record.offset} "
+                            f"{value.get('worker_id')} {value.get('tagged_at') or value.get('failed_at')}"
+                        )
             if linger_until is None and all(counts[i] for i in ids):
                 linger_until = time.monotonic() + linger_s
             if linger_until is not None and time.monotonic() > linger_until:

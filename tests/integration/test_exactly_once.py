@@ -4,13 +4,14 @@ broker, as a ``read_committed`` reader sees it (``tests/integration/delivery_fau
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from client.follow import main as follow_main
 from schemas.tag_event import Neighbour, TagEvent
@@ -108,13 +109,15 @@ def test_follow_shows_only_committed_events_unless_told_otherwise(
         delete_topics(kafka_bootstrap, topics)
 
 
-def _tag_event(image_id: str) -> TagEvent:
+def _tag_event(image_id: str, neighbours: int = 1) -> TagEvent:
     now = datetime(2026, 11, 27, tzinfo=UTC)
     return TagEvent(
         image_id=image_id,
         landmark=None,
         confidence=0.1,
-        neighbours=(Neighbour("r1", "taj", "Taj Mahal", 0.9),),
+        neighbours=tuple(
+            Neighbour(f"reference-{i:04d}", "taj", "Taj Mahal " * 6, 0.9) for i in range(neighbours)
+        ),
         model_version="m1",
         gallery_version="g1",
         worker_id="w1",
@@ -162,4 +165,45 @@ def test_a_partitions_producer_commits_outputs_with_the_offset_and_fences_its_pr
         assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 7}
     finally:
         first.close()
+        delete_topics(kafka_bootstrap, topics)
+
+
+def test_a_refused_output_aborts_the_transaction_and_the_producer_goes_on(
+    kafka_bootstrap: str,
+) -> None:
+    """The broker refuses a tag event larger than the topic's ``max.message.bytes``: the
+    transaction is aborted (every request answered first), the producer commits the next one."""
+    topics = create_topics(kafka_bootstrap, "txn-refused", partitions=1)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topics[1], {"max.message.bytes": "4000"})]
+        )
+    finally:
+        admin.close()
+    time.sleep(1.0)  # the broker applies topic configs asynchronously
+    producer = PartitionProducer(
+        kafka_bootstrap,
+        (topics[0], 0),
+        group_id=f"{topics[0]}-group",
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        client_id="txn-test",
+        timeout_s=10.0,
+        transaction_timeout_ms=10_000,
+    )
+    large = _tag_event("large-photo", neighbours=60)
+    try:
+        with pytest.raises(TransactionFailed) as refused:
+            producer.commit(1, [large], [])
+        assert not refused.value.producer_closed and not producer.closed
+        with pytest.raises(TransactionFailed):
+            producer.trial([_tag_event("small-photo"), large], [])
+        producer.trial([_tag_event("small-photo")], [])  # taken, then aborted
+        producer.commit(2, [_tag_event("small-photo")], [])
+
+        counts = answers(kafka_bootstrap, topics[1:2], {"small-photo"}, 30, linger_s=1)
+        assert dict(counts) == {"small-photo": 1}
+    finally:
+        producer.close()
         delete_topics(kafka_bootstrap, topics)

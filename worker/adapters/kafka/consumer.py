@@ -223,9 +223,16 @@ class ImageConsumer:
         Raises:
             kafka.errors.KafkaError: the broker did not answer in time.
         """
-        offset = self._consumer.committed(
-            TopicPartition(*partition), timeout_ms=int(timeout_s * 1000)
+        tp = TopicPartition(*partition)
+        # kafka-python 2.3 keeps an unanswered offset request (``_offset_fetch_futures``, by
+        # partition set) and hands its answer to the next caller; an answer to a request sent
+        # before this call (before the partition's transactional producer was initialised, say)
+        # may predate a transaction's commit. Ask afresh.
+        pending = getattr(
+            getattr(self._consumer, "_coordinator", None), "_offset_fetch_futures", {}
         )
+        pending.pop(frozenset([tp]), None)
+        offset = self._consumer.committed(tp, timeout_ms=int(timeout_s * 1000))
         return None if offset is None or offset < 0 else int(offset)
 
     def seek_to(self, partition: Partition, offset: int | None) -> None:

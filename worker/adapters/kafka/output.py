@@ -7,11 +7,28 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, NoBrokersAvailable
 
 from configuration.kafka import connection_options
 from schemas.dead_letter import DeadLetter
 from schemas.tag_event import TagEvent
+
+_OUTAGE_ERRORS = (KafkaTimeoutError, NoBrokersAvailable, KafkaConnectionError, TimeoutError)
+
+
+def looks_like_outage(error: BaseException) -> bool:
+    """Whether a failed publish looks like the broker being away rather than a bad output.
+
+    Looks at the error and what caused it (``PublishError`` wraps kafka-python's error).
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _OUTAGE_ERRORS):
+            return True
+        if isinstance(seen, KafkaError) and getattr(seen, "retriable", False):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def producer_options(timeout_s: float) -> dict[str, Any]:

@@ -22,6 +22,7 @@ aborts the transaction before it answers).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from configuration.kafka import connection_options
 from schemas.dead_letter import DeadLetter
 from schemas.tag_event import TagEvent
-from worker.adapters.kafka.output import producer_options, send_and_wait
+from worker.adapters.kafka.output import looks_like_outage, producer_options, send_and_wait
 from worker.ports import Partition, TransactionFailed
 
 log = structlog.get_logger("landmark.worker")
@@ -183,26 +184,17 @@ class PartitionProducer:
         try:
             self._producer.begin_transaction()
             self._send(tag_events, dead_letters)
+            self.abort()
         except Exception as error:
             raise self._failed(error, committing=False) from error
-        self.abort()
 
     def abort(self) -> None:
-        """Abort the open transaction; closes the producer when that fails.
+        """Abort the open transaction (after the broker acknowledged all of it).
 
         Raises:
-            TransactionFailed: the abort failed (the producer is closed).
+            kafka.errors.KafkaError: the abort was not answered in time, or refused.
         """
-        try:
-            self._wait(self._manager().begin_abort(), "abort")
-        except Exception as error:
-            self.close(0.0)
-            raise TransactionFailed(
-                self.partition,
-                f"abort failed: {error!r}",
-                fenced=is_fencing(error),
-                producer_closed=True,
-            ) from error
+        self._wait(self._manager().begin_abort(), "abort")
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Close the producer (an open transaction is left to the next producer of the id)."""
@@ -234,19 +226,44 @@ class PartitionProducer:
         message = f"transaction of {self.partition[0]}-{self.partition[1]} failed: {error!r}"
         if is_fencing(error) or isinstance(error, TransactionalIdAuthorizationFailedError):
             self.close(0.0)
-            return TransactionFailed(self.partition, message, fenced=is_fencing(error))
-        if committing:
-            # The commit was asked for: it may be done, or be done later. The next producer of
-            # this id learns which when it is initialised.
+            return TransactionFailed(
+                self.partition, message, fenced=is_fencing(error), producer_closed=True
+            )
+        if committing or looks_like_outage(error):
+            # The commit was asked for: it may be done, or be done later. Or the broker did not
+            # answer: it may hold more of the transaction than this client knows (kafka-python
+            # ends an abort in the client alone while no AddPartitionsToTxn was answered, and a
+            # late answer would carry the broker's transaction on under the same epoch). Either
+            # way the producer is not used again; the partition's next producer ends it.
             self.close(0.0)
-            return TransactionFailed(self.partition, message, in_doubt=True)
+            return TransactionFailed(
+                self.partition, message, in_doubt=committing, producer_closed=True
+            )
         try:
+            # A refusal (a record too large, say): let every request of the transaction be
+            # answered before aborting, for the same reason.
+            self._settle()
             self.abort()
-        except TransactionFailed as abort_failed:
+        except Exception as abort_failed:
+            self.close(0.0)
             return TransactionFailed(
                 self.partition,
-                f"{message}; {abort_failed}",
-                fenced=abort_failed.fenced,
+                f"{message}; abort failed: {abort_failed!r}",
+                fenced=is_fencing(abort_failed),
                 producer_closed=True,
             )
         return TransactionFailed(self.partition, message)
+
+    def _settle(self) -> None:
+        """Wait until the transaction's records and requests are all answered.
+
+        Raises:
+            KafkaTimeoutError: not within the timeout.
+        """
+        deadline = time.monotonic() + self._timeout_s
+        self._producer.flush(timeout=self._timeout_s)
+        manager = self._manager()
+        while manager.has_in_flight_transactional_request() or manager.has_partitions_to_add():
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError("the transaction's requests were not answered in time")
+            time.sleep(0.005)
