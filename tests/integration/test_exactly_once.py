@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.future import Future
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from client.follow import main as follow_main
 from schemas.tag_event import Neighbour, TagEvent
@@ -19,6 +21,7 @@ from tests.integration.delivery_faults import FaultRun, answers, freeze_process,
 from tests.integration.private_broker import PrivateBroker
 from tests.integration.private_broker import private_broker as start_private_broker
 from tests.integration.worker_stack import create_topics, delete_topics, shared_stack
+from worker.adapters.kafka import ImageConsumer
 from worker.adapters.kafka.transactions import PartitionProducer
 from worker.ports import TransactionFailed
 
@@ -206,4 +209,39 @@ def test_a_refused_output_aborts_the_transaction_and_the_producer_goes_on(
         assert dict(counts) == {"small-photo": 1}
     finally:
         producer.close()
+        delete_topics(kafka_bootstrap, topics)
+
+
+def test_the_committed_offset_is_asked_afresh_not_taken_from_an_earlier_request(
+    kafka_bootstrap: str,
+) -> None:
+    """kafka-python hands the answer of an earlier, unanswered offset request to the next
+    caller; ``ImageConsumer.committed`` must not take it (it may predate a commit)."""
+    topics = create_topics(kafka_bootstrap, "committed-afresh", partitions=1)
+    group = f"{topics[0]}-group"
+    consumer = ImageConsumer(
+        kafka_bootstrap, topics[0], group, "test", on_assignment=lambda _: None
+    )
+    try:
+        producer = PartitionProducer(
+            kafka_bootstrap,
+            (topics[0], 0),
+            group_id=group,
+            tags_topic=topics[1],
+            dead_letter_topic=topics[2],
+            client_id="txn-test",
+            timeout_s=10.0,
+            transaction_timeout_ms=10_000,
+        )
+        producer.commit(3, [_tag_event("photo-1")], [])
+        producer.close()
+        tp = TopicPartition(topics[0], 0)
+        stale = Future().success({tp: OffsetAndMetadata(1, "", -1)})
+        pending = consumer._consumer._coordinator._offset_fetch_futures
+        pending[frozenset([tp])] = stale
+        assert consumer._consumer.committed(tp) == 1  # what kafka-python alone would answer
+        pending[frozenset([tp])] = stale
+        assert consumer.committed((topics[0], 0), timeout_s=10) == 3
+    finally:
+        consumer.close()
         delete_topics(kafka_bootstrap, topics)
