@@ -141,6 +141,11 @@ class Source(Protocol):
         """Partitions held now."""
         ...
 
+    @property
+    def generation(self) -> int:
+        """How many times partitions were revoked so far (positions are reset each time)."""
+        ...
+
     def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
         """Read up to ``max_records``, waiting at most ``max_wait_ms`` for the batch to fill."""
         ...
@@ -196,11 +201,6 @@ class RebalancingSource(Source, Protocol):
     Exactly-once delivery needs it (:mod:`worker.delivery.exactly_once`). Implemented by
     :class:`worker.adapters.kafka.ImageConsumer`.
     """
-
-    @property
-    def generation(self) -> int:
-        """How many times partitions were revoked so far."""
-        ...
 
     def set_rebalance_hooks(
         self,

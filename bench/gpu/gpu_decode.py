@@ -122,6 +122,10 @@ class ReplaySource:
     def assigned(self) -> frozenset[tuple[str, int]]:
         return frozenset({("images", 0)})
 
+    @property
+    def generation(self) -> int:
+        return 0  # never rebalanced
+
     def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
         if self._left == 0:
             self.on_empty()

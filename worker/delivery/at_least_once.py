@@ -74,10 +74,13 @@ class AtLeastOnce:
         return cls(source, sink, publisher, health, metrics)
 
     def generation(self) -> int:
-        return 0
+        return self._source.generation
 
     def is_current(self, generation: int) -> bool:
-        return True  # a commit after a rebalance is refused by the group instead
+        # A batch polled before its partitions were revoked is dropped before it is published:
+        # the group has reset the positions, the partitions' holder reads it again (publishing
+        # it would only tag it twice; its commit would be refused).
+        return generation == self._source.generation
 
     def prepare(self) -> None:
         return None

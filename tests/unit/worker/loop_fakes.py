@@ -62,6 +62,7 @@ class MemorySource:
         self.on_poll: Callable[[], None] | None = None
         self.on_idle: Callable[[], None] | None = None
         self.reachable = True
+        self._generation = 0
         self.polls = 0
         self.rewinds = 0
         self.closed = False
@@ -103,9 +104,15 @@ class MemorySource:
             if partition in self._assigned:
                 self._positions[partition] = offset
 
+    @property
+    def generation(self) -> int:
+        return self._generation
+
     def rebalance(self, assigned: frozenset[Partition]) -> None:
-        """The group reassigned partitions: the ones gained resume from their committed offset."""
-        for partition in assigned - self._assigned:
+        """The group revoked every partition and assigned ``assigned`` (kafka-python's eager
+        protocol): each resumes from its committed offset."""
+        self._generation += 1
+        for partition in assigned:
             first = self._topic[partition][0].offset
             self._positions[partition] = self.committed.get(partition, first)
         self._assigned = assigned

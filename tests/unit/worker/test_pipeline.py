@@ -175,3 +175,27 @@ def test_a_rebalance_in_the_middle_of_the_pipeline_loses_nothing(tmp_path: Path)
     assert set(outputs(loop)) == {r for r in (f"p{p}-{i}" for p in (0, 1) for i in range(6))}
     assert source.committed == {("images", 0): 6, ("images", 1): 6}
     assert_nothing_lost(loop, records)
+
+
+def test_a_batch_polled_before_a_revocation_is_dropped_not_published_twice(
+    tmp_path: Path,
+) -> None:
+    """At-least-once: when the group revokes the partitions (and gives them back, from the
+    committed offsets), the batch still being decoded is dropped, not published; only the one
+    already being published is tagged again."""
+    records = [
+        dataclasses.replace(inline_record(f"p{partition}-{i}", RED, offset=i), partition=partition)
+        for partition in (0, 1)
+        for i in range(6)
+    ]
+    loop = make_loop(tmp_path, records, batch_max_records=2)
+    source: MemorySource = loop.source
+    both = frozenset({("images", 0), ("images", 1)})
+    source.on_poll = lambda: source.rebalance(both) if source.polls == 3 else None
+
+    loop.service.run()
+
+    once = {r: 1 for r in (f"p{p}-{i}" for p in (0, 1) for i in range(6))}
+    assert outputs(loop) == once | {"p0-0": 2, "p0-1": 2}  # the batch being published
+    assert source.committed == {("images", 0): 6, ("images", 1): 6}
+    assert loop.errors("batch_revoked") == 1
