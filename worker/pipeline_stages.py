@@ -49,7 +49,7 @@ class InFlight:
     batch_id: str
     spec: PreprocessingSpec
     prepared: Future[Prepared]
-    generation: int = 0
+    generation: int
     outcome: BatchOutcome | None = None
     published: Future[Delivered] | None = None
     publish_s: float = 0.0
@@ -82,7 +82,7 @@ class PreparingStage:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
 
     def start(
-        self, records: list[KafkaRecord], spec: PreprocessingSpec, generation: int = 0
+        self, records: list[KafkaRecord], spec: PreprocessingSpec, generation: int
     ) -> InFlight:
         """Begin preparing ``records`` for ``spec``; the loop goes on meanwhile."""
         return InFlight(

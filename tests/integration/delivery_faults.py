@@ -24,6 +24,7 @@ from tests.integration.worker_stack import (
     create_topics,
     delete_topics,
     publish,
+    read_outputs,
     worker_on_topics,
 )
 
@@ -172,49 +173,34 @@ def answers(
     """Outputs per image id that a ``read_committed`` reader sees on ``topics``.
 
     Reads from the beginning until every id is answered (or ``timeout_s``), then ``linger_s``
-    more, so that a late duplicate is counted too.
+    more, so that a late duplicate is counted too. ``where`` gets, per id, the worker and time
+    of each of its outputs.
     """
-    from kafka import KafkaConsumer
-    from kafka.structs import TopicPartition
+    outputs: list[dict[str, str]] = []
 
-    from configuration.kafka import CONSUMER_SIZE_LIMITS
+    def answered(values: dict[str, list[bytes]]) -> bool:
+        outputs[:] = [json.loads(v) for topic in topics for v in values[topic]]
+        seen = {o.get("image_id") or o.get("original_key") for o in outputs}
+        return ids <= seen
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
+    values = read_outputs(
+        bootstrap,
+        topics,
+        expected=10**9,
+        timeout_s=timeout_s,
+        until=answered,
+        linger_s=linger_s,
         isolation_level="read_committed",
-        **CONSUMER_SIZE_LIMITS,
     )
+    answered(values)
     counts: Counter[str] = Counter()
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout_s
-        linger_until = None
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=300).values():
-                for record in records:
-                    value = json.loads(record.value)
-                    key = value.get("image_id") or value.get("original_key")
-                    counts[key] += 1
-                    if where is not None:
-                        where.setdefault(key, []).append(
-                            f"{record.topic}-{record.partition}@{record.offset} "
-                            f"{value.get('worker_id')} {value.get('tagged_at') or value.get('failed_at')}"
-                        )
-            if linger_until is None and all(counts[i] for i in ids):
-                linger_until = time.monotonic() + linger_s
-            if linger_until is not None and time.monotonic() > linger_until:
-                break
-        return counts
-    finally:
-        consumer.close()
+    for output in outputs:
+        key = output.get("image_id") or output.get("original_key")
+        counts[key] += 1
+        if where is not None:
+            when = output.get("tagged_at") or output.get("failed_at")
+            where.setdefault(key, []).append(f"{output.get('worker_id')} {when}")
+    return counts
 
 
 def freeze_process(pid: int) -> tuple[Callable[[], None], Callable[[], None]]:

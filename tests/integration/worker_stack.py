@@ -282,10 +282,13 @@ def read_outputs(
     expected: int,
     timeout_s: float = 120.0,
     until: Callable[[dict[str, list[bytes]]], bool] | None = None,
+    linger_s: float = 1.0,
+    isolation_level: str = "read_uncommitted",
 ) -> dict[str, list[bytes]]:
     """Read ``topics`` from the beginning until ``expected`` records (or ``until`` holds).
 
-    Gives up after ``timeout_s``; then reads one more second, so that duplicates are seen too.
+    Gives up after ``timeout_s``; then reads ``linger_s`` more, so that duplicates are seen too.
+    ``isolation_level="read_committed"`` reads only outputs of committed transactions.
     """
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
@@ -293,7 +296,11 @@ def read_outputs(
     from configuration.kafka import CONSUMER_SIZE_LIMITS
 
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **CONSUMER_SIZE_LIMITS
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        **CONSUMER_SIZE_LIMITS,
     )
     try:
         partitions = []
@@ -319,7 +326,7 @@ def read_outputs(
                     values[record.topic].append(record.value)
                     count += 1
         # a short extra read so that duplicates beyond ``expected`` are seen too
-        end = time.monotonic() + 1.0
+        end = time.monotonic() + linger_s
         while time.monotonic() < end:
             for records in consumer.poll(timeout_ms=200).values():
                 for record in records:

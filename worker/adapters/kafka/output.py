@@ -46,14 +46,20 @@ def producer_options(timeout_s: float) -> dict[str, Any]:
 
 def send_and_wait(
     producer: KafkaProducer,
-    outputs: Sequence[tuple[str, TagEvent | DeadLetter]],
+    topics: tuple[str, str],
+    tag_events: Sequence[TagEvent],
+    dead_letters: Sequence[DeadLetter],
     timeout_s: float,
 ) -> None:
-    """Send ``(topic, output)`` pairs and wait until the broker acknowledged all of them.
+    """Send the tag events and dead letters to ``topics`` (tags, dead letters) and wait until
+    the broker acknowledged all of them.
 
     Raises:
         kafka.errors.KafkaError: some output was not acknowledged within ``timeout_s``.
     """
+    tags_topic, dead_letter_topic = topics
+    outputs: list[tuple[str, TagEvent | DeadLetter]] = [(tags_topic, e) for e in tag_events]
+    outputs += [(dead_letter_topic, d) for d in dead_letters]
     deadline = time.monotonic() + timeout_s
     futures = []
     for topic, output in outputs:
@@ -91,8 +97,7 @@ class OutputPublisher:
         client_id: str,
         timeout_s: float = 30.0,
     ) -> None:
-        self._tags_topic = tags_topic
-        self._dead_letter_topic = dead_letter_topic
+        self._topics = (tags_topic, dead_letter_topic)
         self._timeout_s = timeout_s
         self._producer = KafkaProducer(
             **connection_options(connection),
@@ -106,13 +111,11 @@ class OutputPublisher:
         Raises:
             PublishError: some output was not acknowledged within the timeout.
         """
-        outputs = [(self._tags_topic, e) for e in tag_events] + [
-            (self._dead_letter_topic, d) for d in dead_letters
-        ]
         try:
-            send_and_wait(self._producer, outputs, self._timeout_s)
+            send_and_wait(self._producer, self._topics, tag_events, dead_letters, self._timeout_s)
         except KafkaError as error:
-            raise PublishError(f"{len(outputs)} outputs not acknowledged: {error!r}") from error
+            count = len(tag_events) + len(dead_letters)
+            raise PublishError(f"{count} outputs not acknowledged: {error!r}") from error
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending and close."""

@@ -108,8 +108,7 @@ class PartitionProducer:
     ) -> None:
         self.partition = partition
         self._group_id = group_id
-        self._tags_topic = tags_topic
-        self._dead_letter_topic = dead_letter_topic
+        self._topics = (tags_topic, dead_letter_topic)
         self._timeout_s = timeout_s
         self._closed = False
         self._producer = KafkaProducer(
@@ -131,10 +130,6 @@ class PartitionProducer:
         except Exception:
             self.close(0.0)
             raise
-
-    @property
-    def transactional_id(self) -> str:
-        return transactional_id(self._group_id, self.partition)
 
     @property
     def closed(self) -> bool:
@@ -207,10 +202,7 @@ class PartitionProducer:
             log.debug("closing a transactional producer failed", error=repr(error))
 
     def _send(self, tag_events: Sequence[TagEvent], dead_letters: Sequence[DeadLetter]) -> None:
-        outputs = [(self._tags_topic, e) for e in tag_events] + [
-            (self._dead_letter_topic, d) for d in dead_letters
-        ]
-        send_and_wait(self._producer, outputs, self._timeout_s)
+        send_and_wait(self._producer, self._topics, tag_events, dead_letters, self._timeout_s)
 
     def _manager(self) -> Any:
         return self._producer._transaction_manager
