@@ -1,6 +1,9 @@
 """The worker's decision logic: a pure function of one batch of Kafka records.
 
-Records in; tag events, dead letters and stage timings out. The model, the reference gallery and
+Records in; tag events, dead letters and stage timings out: :func:`process_batch` is the decode
+stage (:mod:`worker.decode_stage`), the embed stage (:mod:`worker.embed_stage`) and the search
+stage (:mod:`worker.search_stage`, search and vote) in turn; the pipelined loop runs the three in
+threads of their own (:mod:`worker.service`). The model, the reference gallery and
 the photo store come in as the small protocols of :mod:`worker.ports`, so this module knows nothing
 of Kafka, Milvus, Keras or Prometheus. Every record yields exactly one output: a tag event, or a
 dead letter naming why it could not be tagged. Failures of the infrastructure (the index cannot be
@@ -12,84 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
-
-from schemas.dead_letter import DeadLetter
-from schemas.errors import InputError, ReasonCode
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec
-from schemas.tag_event import Neighbour, TagEvent, latency_ms_between
-from schemas.vote import VoteSettings, decide_landmark
+from schemas.vote import VoteSettings
 from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
-from worker.embed_stage import embed_batch
+from worker.embed_stage import embed_prepared
+from worker.outcome import Answers, BatchOutcome
 from worker.ports import Embedder, PhotoFetcher, ReferenceIndex
-
-
-@dataclass(frozen=True)
-class StageTimings:
-    """Wall-clock seconds one batch spent in each stage of the core."""
-
-    decode: float = 0.0
-    embed: float = 0.0
-    search: float = 0.0
-    vote: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        """Stage name → seconds, in pipeline order."""
-        return {
-            "decode": self.decode,
-            "embed": self.embed,
-            "search": self.search,
-            "vote": self.vote,
-        }
-
-
-#: Where a record was read: ``(topic, partition, offset)``.
-Position = tuple[str, int, int]
-
-
-def position_of(record: KafkaRecord) -> Position:
-    """The record's topic, partition and offset."""
-    return (record.topic, record.partition, record.offset)
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """What one batch produced: one tag event or one dead letter per input record.
-
-    Attributes:
-        tag_events: The tag events.
-        dead_letters: The dead letters (each names the position of its record).
-        stage_timings: Seconds spent in each stage.
-        tag_event_sources: The position of the record each tag event answers, in the same order.
-    """
-
-    tag_events: tuple[TagEvent, ...]
-    dead_letters: tuple[DeadLetter, ...]
-    stage_timings: StageTimings
-    tag_event_sources: tuple[Position, ...] = ()
-
-    def only(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
-        """The outputs that answer ``records`` (a part of the batch), same stage timings."""
-        kept = {position_of(record) for record in records}
-        tagged = [
-            (event, source)
-            for event, source in zip(self.tag_events, self.tag_event_sources, strict=True)
-            if source in kept
-        ]
-        return BatchOutcome(
-            tag_events=tuple(event for event, _ in tagged),
-            dead_letters=tuple(
-                letter
-                for letter in self.dead_letters
-                if (letter.source_topic, letter.source_partition, letter.source_offset) in kept
-            ),
-            stage_timings=self.stage_timings,
-            tag_event_sources=tuple(source for _, source in tagged),
-        )
+from worker.search_stage import search_and_vote
 
 
 def process_batch(
@@ -166,7 +101,8 @@ def finish_batch(
     dead_letter_max_inline_bytes: int = 1_000_000,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> BatchOutcome:
-    """Embed, search and vote a batch whose photos :func:`prepare_batch` made ready.
+    """Embed, search and vote a batch whose photos :func:`prepare_batch` made ready:
+    :func:`embed_prepared`, then :func:`search_and_vote`.
 
     Args:
         prepared: One decoded photo or one rejection per record of the batch, in order.
@@ -181,83 +117,15 @@ def finish_batch(
     Raises:
         Exception: whatever ``index.search`` raises (see :func:`process_batch`).
     """
-
-    def dead_letter(record: KafkaRecord, reason: ReasonCode, message: str) -> DeadLetter:
-        return DeadLetter.from_record(
-            record,
-            reason=reason,
-            message=message,
-            worker_id=worker_id,
-            now=clock(),
-            max_inline_bytes=dead_letter_max_inline_bytes,
-        )
-
-    decoded = [item for item in prepared if isinstance(item, Decoded)]
-    dead_letters = [
-        dead_letter(item.record, item.error.reason, item.error.message)
-        for item in prepared
-        if isinstance(item, Rejected)
-    ]
-    decode_done = timer()
-
-    on_stage("embed")
-    embeddings, failed = embed_batch(embedder, decoded)
-    for item, message in failed:
-        dead_letters.append(dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
-    failed_ids = {id(item) for item, _ in failed}
-    embedded = [item for item in decoded if id(item) not in failed_ids]
-    embed_done = timer()
-
-    on_stage("search")
-    neighbours = _search(index, embeddings, vote.k, len(embedded))
-    search_done = timer()
-
-    on_stage("vote")
-    tag_events: list[TagEvent] = []
-    sources: list[Position] = []
-    gallery_version, model_version = index.gallery_version, embedder.model_version
-    for item, found in zip(embedded, neighbours, strict=True):
-        landmark, confidence = decide_landmark(found, vote)
-        tagged_at = clock()
-        published_at = item.event.published_at
-        try:
-            tag_events.append(
-                TagEvent(
-                    image_id=item.event.image_id,
-                    landmark=landmark,
-                    confidence=confidence,
-                    neighbours=tuple(found[: vote.k]),
-                    model_version=model_version,
-                    gallery_version=gallery_version,
-                    worker_id=worker_id,
-                    published_at=published_at,
-                    tagged_at=tagged_at,
-                    latency_ms=latency_ms_between(published_at, tagged_at),
-                    trace_id=item.event.trace_id,
-                )
-            )
-            sources.append(position_of(item.record))
-        except InputError as error:
-            dead_letters.append(dead_letter(item.record, error.reason, error.message))
-    vote_done = timer()
-
-    return BatchOutcome(
-        tag_events=tuple(tag_events),
-        dead_letters=tuple(dead_letters),
-        stage_timings=StageTimings(
-            decode=decode_s,
-            embed=embed_done - decode_done,
-            search=search_done - embed_done,
-            vote=vote_done - search_done,
-        ),
-        tag_event_sources=tuple(sources),
+    answers = Answers(worker_id, clock, dead_letter_max_inline_bytes)
+    embedded = embed_prepared(
+        prepared,
+        embedder=embedder,
+        answers=answers,
+        decode_s=decode_s,
+        timer=timer,
+        on_stage=on_stage,
     )
-
-
-def _search(index: ReferenceIndex, embeddings: np.ndarray, k: int, n: int) -> list[list[Neighbour]]:
-    if n == 0:
-        return []
-    found = index.search(embeddings, k)
-    if len(found) != n:
-        raise RuntimeError(f"index returned {len(found)} result lists for {n} embeddings")
-    return found
+    return search_and_vote(
+        embedded, index=index, vote=vote, answers=answers, timer=timer, on_stage=on_stage
+    )

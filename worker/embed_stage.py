@@ -7,16 +7,73 @@ alone; the others of its batch are embedded. Photos decoded on an accelerator ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from worker.decode_stage import Decoded
+from schemas.dead_letter import DeadLetter
+from schemas.errors import ReasonCode
+from worker.decode_stage import Decoded, Rejected
+from worker.outcome import Answers
 from worker.ports import Embedder
 
 #: Largest norm deviation accepted from an embedder that promises unit rows.
 _UNIT_NORM_TOLERANCE = 1e-2
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A batch embedded, not yet searched.
+
+    Attributes:
+        photos: The photos that embedded, in order.
+        embeddings: Their ``(n, dim)`` unit embeddings, row by row.
+        dead_letters: The records that could not be decoded or embedded, answered.
+        model_version: The model that embedded them.
+        decode_s, embed_s: Seconds spent preparing and embedding the batch.
+    """
+
+    photos: tuple[Decoded, ...]
+    embeddings: np.ndarray
+    dead_letters: tuple[DeadLetter, ...]
+    model_version: str
+    decode_s: float
+    embed_s: float
+
+
+def embed_prepared(
+    prepared: Sequence[Decoded | Rejected],
+    *,
+    embedder: Embedder,
+    answers: Answers,
+    decode_s: float,
+    timer: Callable[[], float] = time.perf_counter,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> Embedded:
+    """Embed the decoded photos of a batch in one call; rejections and failures are answered."""
+    started = timer()
+    decoded = [item for item in prepared if isinstance(item, Decoded)]
+    dead_letters = [
+        answers.dead_letter(item.record, item.error.reason, item.error.message)
+        for item in prepared
+        if isinstance(item, Rejected)
+    ]
+    on_stage("embed")
+    embeddings, failed = embed_batch(embedder, decoded)
+    for item, message in failed:
+        dead_letters.append(answers.dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))
+    failed_ids = {id(item) for item, _ in failed}
+    return Embedded(
+        photos=tuple(item for item in decoded if id(item) not in failed_ids),
+        embeddings=embeddings,
+        dead_letters=tuple(dead_letters),
+        model_version=embedder.model_version,
+        decode_s=decode_s,
+        embed_s=timer() - started,
+    )
 
 
 def embed_batch(

@@ -25,9 +25,9 @@ from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from worker.adapters.kafka import first_offsets
 from worker.adapters.kafka.output import looks_like_outage
-from worker.core import BatchOutcome
 from worker.error_kinds import error_kind
 from worker.observability.metrics import WorkerMetrics
+from worker.outcome import BatchOutcome
 from worker.ports import Partition, Sink
 
 log = structlog.get_logger("landmark.worker")

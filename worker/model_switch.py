@@ -105,6 +105,11 @@ class ModelSwitch:
         """The vote settings for :attr:`model`."""
         return self._vote
 
+    @property
+    def due(self) -> bool:
+        """Whether the next :meth:`maybe_switch` looks for a new gallery or model."""
+        return time.monotonic() >= self._next_check
+
     def maybe_switch(self) -> None:
         """Between batches: pick up a new gallery behind the alias, or a new model export."""
         now = time.monotonic()

@@ -1,33 +1,37 @@
 """The two ends of the worker's pipeline that run beside the loop: preparing and publishing.
 
 :class:`PreparingStage` fetches and decodes the next batch in a thread of its own (spreading the
-photos over the decoding pool); :class:`PublishingStage` publishes the outputs of the previous
-batch in a thread of its own and, back in the loop's thread, commits it once the broker has
-acknowledged them. Each holds at most one batch, so the loop never has more than three in flight.
+photos over the decoding pool); :class:`PublishingStage` searches the gallery for the batch the
+loop has just embedded, votes, and publishes the outputs in a thread of its own and, back in the
+loop's thread, commits the batch once the broker has acknowledged them. Each holds at most one
+batch, so the loop never has more than three in flight.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import structlog
 
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec
-from worker.core import BatchOutcome
 from worker.decode_stage import Decoded, Pacing, Rejected, prepare_batch
 from worker.delivery import BatchRevoked, Delivered, Delivery
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
+from worker.outcome import BatchOutcome
 from worker.ports import BatchDecoder, PhotoFetcher
 
 log = structlog.get_logger("landmark.worker")
 
 Prepared = tuple[list[Decoded | Rejected], float]
+#: A batch's outputs from its embeddings: search and vote, telling each stage as it enters it.
+Answer = Callable[[Callable[[str], None]], BatchOutcome]
 
 
 @dataclass
@@ -40,7 +44,7 @@ class InFlight:
         spec: The preprocessing it is being decoded for.
         generation: The consumer's assignment generation when it was polled.
         prepared: Its photos and the seconds they took, from the preparing thread.
-        outcome: Its outputs, once embedded, searched and voted.
+        outcome: Its outputs, once searched and voted (in the publishing thread).
         published: What was published of them, from the publishing thread.
         publish_s: Seconds its publish took.
     """
@@ -110,11 +114,13 @@ class PreparingStage:
 
 
 class PublishingStage:
-    """Publishes one batch at a time beside the loop; commits it from the loop's thread.
+    """Searches, votes and publishes one batch at a time beside the loop; commits it from the
+    loop's thread.
 
     Args:
         delivery: Publishes a batch's outputs and commits its offsets.
-        health: Told of the stages.
+        health: Told of the stages (the loop, waiting for this thread, is in the stage the
+            thread is in: search, vote or publish).
         metrics: Counts batches dropped after a rebalance.
         worker_id: Bound in the publishing thread's logs.
     """
@@ -131,25 +137,43 @@ class PublishingStage:
         self._metrics = metrics
         self._worker_id = worker_id
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
+        self._step = "search"
+        self._followed = False  # the loop waits for this thread: it is in this thread's stage
+        self._step_lock = threading.Lock()
         self.batch: InFlight | None = None
 
-    def start(self, batch: InFlight) -> None:
-        """Begin publishing ``batch``'s outputs (the previous batch must be committed)."""
-        outcome = batch.outcome
-        assert outcome is not None and self.batch is None
+    def start(self, batch: InFlight, answer: Answer) -> None:
+        """Begin searching, voting and publishing the embedded ``batch`` (the previous batch
+        must be committed); ``answer`` computes its outputs in this stage's thread."""
+        assert self.batch is None
+
+        def enter(step: str) -> None:
+            with self._step_lock:
+                self._step = step
+                if self._followed:
+                    self._health.enter_stage(step)
 
         def publish() -> Delivered:
-            started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(
                 worker_id=self._worker_id, batch_id=batch.batch_id
             ):
+                outcome = batch.outcome = answer(enter)
+                enter("publish")
+                started = time.perf_counter()
                 try:
                     return self._delivery.publish(batch.records, outcome, batch.generation)
                 finally:
                     batch.publish_s = time.perf_counter() - started
 
+        self._step = "search"
         batch.published = self._thread.submit(publish)
         self.batch = batch
+
+    def settle(self) -> None:
+        """Wait until the batch in this stage is published (or failed), without committing it:
+        the gallery it is searched in may then be switched or closed."""
+        if self.batch is not None and self.batch.published is not None:
+            self._follow(self.batch.published)
 
     def commit(self) -> bool:
         """Wait until the batch being published is delivered, then commit it.
@@ -165,7 +189,7 @@ class PublishingStage:
         batch = self.batch
         if batch is None or batch.published is None:
             return False
-        self._health.enter_stage("publish")
+        self._follow(batch.published)
         try:
             delivered = batch.published.result()
         except BatchRevoked as revoked:
@@ -179,6 +203,17 @@ class PublishingStage:
         with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
             self._health.enter_stage("commit")
             return self._delivery.commit(batch.records, delivered, batch.publish_s)
+
+    def _follow(self, published: Future[Delivered]) -> None:
+        """Wait for ``published``, in the stage the publishing thread is in."""
+        with self._step_lock:
+            self._followed = True
+            self._health.enter_stage(self._step)
+        try:
+            wait([published])
+        finally:
+            with self._step_lock:
+                self._followed = False
 
     def abandon(self) -> InFlight | None:
         """Give the batch up after a failure (its publish let end first); returns it to rewind."""

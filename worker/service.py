@@ -1,7 +1,7 @@
 """The worker loop: a pipeline of three batches; poll, decode, embed, search, vote, publish, commit.
 
-While batch n is embedded, searched and voted in the loop's thread, batch n+1 is fetched and
-decoded and batch n-1 published, beside it (:mod:`worker.pipeline_stages`). Consumer calls
+While batch n is embedded in the loop's thread, batch n+1 is fetched and decoded and batch n-1
+searched, voted and published, beside it (:mod:`worker.pipeline_stages`). Consumer calls
 (polls, commits, seeks, lag) stay in the loop's thread; commits follow the poll order, each after
 the broker acknowledged every output of its batch (at-least-once), or in the same transaction
 (exactly-once; :mod:`worker.delivery`). When Kafka or Milvus fails, every batch in flight is
@@ -25,17 +25,19 @@ import structlog
 from kafka.errors import KafkaError
 
 from schemas.kafka_record import KafkaRecord
-from worker.core import finish_batch
 from worker.decode_stage import BatchStopped
 from worker.delivery import Delivery
 from worker.delivery.at_least_once import AtLeastOnce
+from worker.embed_stage import embed_prepared
 from worker.error_kinds import error_kind
 from worker.model_switch import ModelSwitch, VoteOverrides
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
 from worker.observability.progress import BrokerWatch, ObservedIndex
-from worker.pipeline_stages import InFlight, PreparingStage, PublishingStage
+from worker.outcome import Answers
+from worker.pipeline_stages import Answer, InFlight, PreparingStage, PublishingStage
 from worker.ports import BatchDecoder, Gallery, PhotoFetcher, ServedModel, Sink, Source
+from worker.search_stage import search_and_vote
 from worker.settings import LoopSettings
 
 log = structlog.get_logger("landmark.worker")
@@ -166,6 +168,8 @@ class WorkerService:
             while not self._stop.is_set():
                 self._health.beat()
                 self._health.enter_stage("switch")
+                if self._served.due:  # no search may run in a gallery being switched
+                    self._publishing.settle()
                 self._served.maybe_switch()
                 self._maybe_update_lag()
                 self._broker.check()
@@ -193,13 +197,12 @@ class WorkerService:
             log.info("batch dropped after a rebalance", batch_id=batch.batch_id)
             batch = None
         try:
-            if batch is not None:
-                self._finish(batch)
+            answer = self._embed(batch) if batch is not None else None
             if self._publishing.commit():
                 self._backoff_s = 0.0
                 self._health.unblock()
-            if batch is not None:
-                self._publishing.start(batch)
+            if batch is not None and answer is not None:
+                self._publishing.start(batch, answer)
         except BatchStopped:
             log.info(
                 "stopping: the batch being fetched is given up, not committed",
@@ -208,26 +211,25 @@ class WorkerService:
         except Exception as error:
             self._retry_in_flight(error, batch)
 
-    def _finish(self, batch: InFlight) -> None:
-        """Embed, search and vote ``batch`` (waiting for its decoding first)."""
+    def _embed(self, batch: InFlight) -> Answer:
+        """Embed ``batch`` (waiting for its decoding first); returns how to search and vote it,
+        which the publishing thread does while the loop goes on with the next batch."""
         self._health.enter_stage("decode")
         prepared, decode_s = batch.prepared.result()
         served = self._served
         spec = served.model.manifest.preprocessing
         if spec != batch.spec:  # a new model with another input size since it was decoded
             prepared, decode_s = self._preparing.prepare(batch.records, spec)
-        with structlog.contextvars.bound_contextvars(batch_id=batch.batch_id):
-            batch.outcome = finish_batch(
-                prepared,
-                embedder=served.model,
-                index=ObservedIndex(served.gallery, self._health),
-                vote=served.vote,
-                worker_id=self._settings.worker_id,
-                clock=self._clock,
-                decode_s=decode_s,
-                dead_letter_max_inline_bytes=self._settings.dead_letter_max_inline_bytes,
-                on_stage=self._health.enter_stage,
-            )
+        settings = self._settings
+        answers = Answers(settings.worker_id, self._clock, settings.dead_letter_max_inline_bytes)
+        self._health.enter_stage("embed")
+        embedded = embed_prepared(
+            prepared, embedder=served.model, answers=answers, decode_s=decode_s
+        )
+        index, vote = ObservedIndex(served.gallery, self._health), served.vote
+        return lambda on_stage: search_and_vote(
+            embedded, index=index, vote=vote, answers=answers, on_stage=on_stage
+        )
 
     def _drain(self) -> None:
         """Stopping: finish, publish and commit what is decoded; give up what is not."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schemas.kafka_record import KafkaRecord
-from worker.core import BatchOutcome
+from worker.outcome import BatchOutcome
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ import structlog
 from kafka.errors import CommitFailedError
 
 from schemas.kafka_record import KafkaRecord
-from worker.core import BatchOutcome
 from worker.delivery import Delivered
 from worker.isolation import IsolatingPublisher
 from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
+from worker.outcome import BatchOutcome
 from worker.ports import Sink, Source
 
 log = structlog.get_logger("landmark.worker")

@@ -30,12 +30,12 @@ from datetime import datetime
 import structlog
 
 from schemas.kafka_record import KafkaRecord
-from worker.core import BatchOutcome
 from worker.delivery import BatchRevoked, Delivered
 from worker.delivery.parts import Isolators, commit_part, joined
 from worker.observability.batch_report import report_committed_batch
 from worker.observability.health import HealthState
 from worker.observability.metrics import WorkerMetrics
+from worker.outcome import BatchOutcome
 from worker.ports import Partition, PartitionTransactions, RebalancingSource, TransactionFailed
 
 log = structlog.get_logger("landmark.worker")

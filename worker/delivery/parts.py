@@ -9,8 +9,8 @@ from schemas.dead_letter import DeadLetter
 from schemas.kafka_record import KafkaRecord
 from schemas.tag_event import TagEvent
 from worker.adapters.kafka import next_offsets
-from worker.core import BatchOutcome
 from worker.isolation import IsolatingPublisher
+from worker.outcome import BatchOutcome
 from worker.ports import Partition, PartitionTransactions, TransactionFailed
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import structlog
 
-from worker.core import BatchOutcome
 from worker.observability.metrics import WorkerMetrics
+from worker.outcome import BatchOutcome
 
 log = structlog.get_logger("landmark.worker")
 

@@ -31,8 +31,9 @@ from schemas.errors import ReasonCode
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import PreprocessingSpec
 from schemas.vote import VoteSettings
-from worker.core import BatchOutcome, process_batch
+from worker.core import process_batch
 from worker.decode_stage import Pacing
+from worker.outcome import BatchOutcome
 
 TAGGED_AT = PUBLISHED_AT + timedelta(milliseconds=250)
 SPEC = PreprocessingSpec(input_size=16)

@@ -1,7 +1,7 @@
 """The pipelined loop: stages of consecutive batches overlap, and at-least-once still holds.
 
-Batch n+1 is fetched and decoded while batch n is embedded and searched; batch n's outputs are
-published while batch n+1 is worked on; commits follow the poll order, each after its batch's
+Batch n+1 is fetched and decoded while batch n is embedded; batch n is searched, voted and
+published while batch n+1 is embedded; the gallery is not refreshed under a search in flight; commits follow the poll order, each after its batch's
 acknowledgement; a failure rewinds every batch in flight; a rebalance in the middle loses nothing.
 The loop is the real :class:`worker.service.WorkerService` on the in-memory fakes.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,32 +73,76 @@ def test_the_next_batch_is_fetched_while_this_one_is_searched(tmp_path: Path) ->
     assert sorted(outputs(loop)) == ["photo-0", "photo-1"]
 
 
-def test_a_batch_is_published_while_the_next_one_is_searched(tmp_path: Path) -> None:
-    loop = make_loop(tmp_path, photos(2), batch_max_records=1)
-    second_searched = threading.Event()
-    search = loop.gallery.search
-    searches = []
+def test_a_batch_is_searched_and_published_while_the_next_one_is_embedded(
+    tmp_path: Path,
+) -> None:
+    loop = make_loop(tmp_path, photos(3), batch_max_records=1, reload_check_interval_s=3600)
+    embedded: list[int] = []
+    second_embedding = threading.Event()
+    embed = loop.service._served.model.embed
 
-    def counting_search(embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
-        searches.append(len(embeddings))
-        if len(searches) == 2:
-            second_searched.set()
+    def counting_embed(images: np.ndarray) -> np.ndarray:
+        embedded.append(len(images))
+        if len(embedded) == 2:
+            second_embedding.set()
+        return embed(images)
+
+    loop.service._served.model.embed = counting_embed  # type: ignore[method-assign]
+    search = loop.gallery.search
+    seen_during_search: list[bool] = []
+
+    def waiting_search(embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        if not seen_during_search:  # photo-0's search waits for photo-1's embedding
+            seen_during_search.append(second_embedding.wait(WAIT_S))
         return search(embeddings, k)
 
-    loop.gallery.search = counting_search  # type: ignore[method-assign]
-    seen_during_publish: list[bool] = []
-    loop.sink.on_publish = lambda: seen_during_publish.append(second_searched.wait(WAIT_S))
+    loop.gallery.search = waiting_search  # type: ignore[method-assign]
+    seen_during_publish: list[int] = []
+    loop.sink.on_publish = lambda: seen_during_publish.append(len(embedded))
 
     loop.service.run()
 
-    # photo-0's publish saw photo-1 searched meanwhile; photo-1's publish found it done.
-    assert seen_during_publish == [True, True]
+    # photo-0 was searched while photo-1 was embedded, and published after it.
+    assert seen_during_search == [True]
+    assert seen_during_publish[0] >= 2
     assert loop.journal[:4] == [
         "published photo-0",
         "committed images-0@1",
         "published photo-1",
         "committed images-0@2",
     ]
+    assert outputs(loop) == {f"photo-{i}": 1 for i in range(3)}
+
+
+def test_no_search_runs_while_the_loop_looks_for_a_new_gallery(tmp_path: Path) -> None:
+    """A gallery refreshed or switched under a search in flight would answer with the wrong
+    collection (or fail): the loop lets the batch being searched finish first."""
+    loop = make_loop(tmp_path, photos(6), batch_max_records=1, reload_check_interval_s=0.0)
+    searching = threading.Event()
+    search = loop.gallery.search
+
+    def slow_search(embeddings: np.ndarray, k: int) -> list[list[Neighbour]]:
+        searching.set()
+        try:
+            time.sleep(0.05)
+            return search(embeddings, k)
+        finally:
+            searching.clear()
+
+    loop.gallery.search = slow_search  # type: ignore[method-assign]
+    refreshes: list[bool] = []
+    refresh = loop.gallery.refresh
+
+    def watched_refresh() -> bool:
+        refreshes.append(searching.is_set())
+        return refresh()
+
+    loop.gallery.refresh = watched_refresh  # type: ignore[method-assign]
+
+    loop.service.run()
+
+    assert len(refreshes) >= 6 and not any(refreshes)
+    assert outputs(loop) == {f"photo-{i}": 1 for i in range(6)}
 
 
 def test_commits_follow_the_poll_order_and_at_most_three_batches_are_in_flight(

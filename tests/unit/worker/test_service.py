@@ -86,9 +86,11 @@ def make_loop(
     readiness: ReadinessLimits | None = None,
     load_model: Callable[[Path], ServedModel] = unexpected_model,
     open_gallery: Callable[[], Gallery] = unexpected_gallery,
+    reload_check_interval_s: float = 0.0,
 ) -> Loop:
     """A loop that stops once its source has nothing left to read and nothing is in flight;
-    backoff pauses of ms."""
+    backoff pauses of ms; it looks for a new gallery or model every ``reload_check_interval_s``
+    (every turn by default: it then waits for the batch being searched, see test_pipeline)."""
     journal: list[str] = []
     source = MemorySource(records, journal)
     sink = MemorySink(journal, failures=sink_failures)
@@ -103,7 +105,7 @@ def make_loop(
         decode_threads=1,
         backoff_initial_s=0.001,
         backoff_max_s=0.004,
-        reload_check_interval_s=0.0,
+        reload_check_interval_s=reload_check_interval_s,
         isolate_after_failures=isolate_after_failures,
         max_poll_interval_s=max_poll_interval_s,
     )
