@@ -26,7 +26,11 @@ import pytest
 
 from schemas.errors import InputError, ReasonCode
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
-from worker.adapters.photo_fetcher.regular_files import NotARegularFileError, read_regular_file
+from worker.adapters.photo_fetcher.regular_files import (
+    FileTooLargeError,
+    NotARegularFileError,
+    read_regular_file,
+)
 
 PHOTO = b"\xff\xd8\xff" + b"x" * 100
 #: How long a fetch may run in these tests before it counts as hung.
@@ -130,6 +134,31 @@ def test_symlink_swapped_in_after_resolving_is_refused(root: Path, swapped: str)
     (root / "linked").symlink_to(root)
     with pytest.raises(NotARegularFileError):
         read_regular_file(root, PurePath(swapped), 1000)
+
+
+@pytest.mark.parametrize(("grown_to", "limit_ok"), [(900, True), (1500, False)])
+def test_a_file_that_grows_after_it_was_sized_is_read_whole_or_refused(
+    root: Path, monkeypatch: pytest.MonkeyPatch, grown_to: int, limit_ok: bool
+) -> None:
+    """The file is read for the size fstat gave (plus a byte); one that grew since (appended to
+    while being written) is read on to its end, or refused once past the limit."""
+    (root / "growing.jpg").write_bytes(PHOTO[:3] + b"y" * (grown_to - 3))
+    real_fstat = os.fstat
+
+    def fstat_before_it_grew(descriptor: int) -> os.stat_result:
+        status = real_fstat(descriptor)
+        fields = list(status)
+        fields[6] = 100  # st_size as it was a moment ago
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", fstat_before_it_grew)
+    if limit_ok:
+        data = read_regular_file(root, PurePath("growing.jpg"), 1000)
+        assert len(data) == grown_to and data.endswith(b"y")
+    else:
+        with pytest.raises(FileTooLargeError) as refused:
+            read_regular_file(root, PurePath("growing.jpg"), 1000)
+        assert refused.value.size is None
 
 
 # -- http:// hosts that trickle, lie or do not speak HTTP ---------------------------------
