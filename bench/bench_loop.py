@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from loop_rig import CountingSink, ReplaySource
 
 from configuration.kafka import DEFAULT_BOOTSTRAP
 from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
@@ -126,66 +128,6 @@ class InstantGallery:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-class MemorySource:
-    """``batches`` batches of the given records, then nothing."""
-
-    def __init__(self, records: list[KafkaRecord], batch: int, batches: int) -> None:
-        self._records, self._batch, self._left, self._offset = records, batch, batches, 0
-        self.on_empty: Callable[[], None] = lambda: None
-
-    assigned = frozenset({("images", 0)})
-    generation = 0
-
-    def poll_batch(self, max_records: int, max_wait_ms: int) -> list[KafkaRecord]:
-        if self._left == 0:
-            self.on_empty()
-            return []
-        self._left -= 1
-        out = [
-            KafkaRecord(
-                key=template.key,
-                value=template.value,
-                headers=template.headers,
-                topic="images",
-                partition=0,
-                offset=self._offset + i,
-            )
-            for i, template in enumerate(
-                self._records[(self._offset + i) % len(self._records)] for i in range(self._batch)
-            )
-        ]
-        self._offset += self._batch
-        return out
-
-    def commit(self, records: Sequence[KafkaRecord]) -> None:
-        """Offsets are not kept."""
-
-    def rewind(self, records: Sequence[KafkaRecord]) -> None:
-        raise AssertionError("no failure expected")
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        return {("images", 0): self._left * self._batch}
-
-    def broker_reachable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        """Nothing to leave."""
-
-
-class NullSink:
-    """Keeps nothing."""
-
-    def __init__(self) -> None:
-        self.tagged = 0
-
-    def publish(self, tag_events: Sequence[Any], dead_letters: Sequence[Any]) -> None:
-        self.tagged += len(tag_events) + len(dead_letters)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Nothing to flush."""
 
 
 def events(
@@ -272,11 +214,11 @@ def run(
     fetcher = ReferenceFetcher(FetcherSettings(file_root=photo_dir))
     if source_kind == "memory":
         records = [KafkaRecord(key=k, value=v, headers=tuple(h)) for k, v, h in made]
-        source: Any = MemorySource(records, args.batch, args.batches)
+        source: Any = ReplaySource(records, args.batch, args.batches)
     else:
         source = CountingSource(kafka_source(made, total, args), total)
     if sink_kind == "memory":
-        sink: Any = NullSink()
+        sink: Any = CountingSink()
     else:
         from worker.adapters.kafka.output import OutputPublisher
 
@@ -331,7 +273,9 @@ def run(
 
 
 def kafka_source(
-    made: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]], total: int, args: argparse.Namespace
+    made: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    total: int,
+    args: argparse.Namespace,
 ) -> Any:
     """A fresh topic holding ``total`` of the events, and the worker's consumer on it."""
     from kafka import KafkaProducer
