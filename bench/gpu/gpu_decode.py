@@ -7,14 +7,20 @@ Run on the GPU machine (JAX with CUDA, nvImageCodec and CuPy; no TensorFlow, Kaf
 
 What each figure is:
 
-* ``nvImageCodec decode``: ``Decoder.decode`` of a batch of JPEGs into device images, alone.
+* ``nvImageCodec decode``: ``Decoder.decode`` of a batch of JPEGs into device images, alone;
+  then with one kind of backend only (``HW_GPU_ONLY``: the hardware JPEG decoders;
+  ``GPU_ONLY``: CUDA; ``HYBRID_CPU_GPU``: Huffman on the CPU), and two batches at once (two
+  threads), to see whether the preparing stage should keep two batches decoding.
 * ``GPU decoder``: the worker's ``GpuPhotoDecoder.decode``: nvImageCodec, then crop, box
   reduction, Lanczos resize, orientation and blank check on the device (JAX).
 * ``CPU decoder``: the worker's CPU path (``decode_photo`` with the blank check) on a thread a core.
 * ``bare embed``: the worker's ``KerasEmbedder`` on a batch already on the device.
-* ``worker loop``: the real ``WorkerService`` (pipelined: decode of batch n+1, embed and search of
-  n, publish of n-1 overlap) on inline image events held in memory, an exact kNN over random unit
-  references on the device instead of Milvus, and a sink that keeps nothing instead of Kafka.
+* ``worker loop``: the real ``WorkerService`` (pipelined: decode of batch n+1, embedding of n,
+  search, vote and publish of n-1 overlap) on image events held in memory, an exact kNN over random
+  unit references on the device instead of Milvus, and a sink that keeps nothing instead of Kafka;
+  the photos inline in the events, or in files the events reference (``file://``, read by the
+  worker's fetcher in the decoding threads: what a photo store costs instead of a fat topic;
+  ``bench/bench_loop.py`` measures the consumer's side on a machine with Kafka).
 * agreement: GPU-decoded against CPU-decoded pictures of the same photos (mean absolute
   difference in grey levels, and the cosine of their embeddings).
 
@@ -27,7 +33,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
-from schemas.image_event import InlinePhoto, encode_image_event
+from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
 from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import decode_photo
 from schemas.tag_event import Neighbour
@@ -113,14 +121,18 @@ class DeviceGallery:
         """Nothing to release."""
 
 
-def inline_records(photos: list[bytes]) -> list[KafkaRecord]:
+def image_records(photos: list[bytes], photo_dir: Path | None = None) -> list[KafkaRecord]:
+    """Image events of ``photos``: inline, or (with ``photo_dir``) written there as files and
+    referenced by ``file://`` URIs (what a photo store's references cost the loop)."""
     out = []
     for i, data in enumerate(photos):
-        encoded = encode_image_event(
-            InlinePhoto(
-                image_id=f"photo-{i}", data=data, content_type="image/jpeg", published_at=NOW
-            )
-        )
+        event: ImageEvent
+        if photo_dir is None:
+            event = InlinePhoto(f"photo-{i}", data, "image/jpeg", published_at=NOW)
+        else:
+            (photo_dir / f"photo-{i}.jpg").write_bytes(data)
+            event = PhotoReference(f"photo-{i}", (photo_dir / f"photo-{i}.jpg").as_uri(), NOW)
+        encoded = encode_image_event(event)
         out.append(KafkaRecord(key=encoded.key, value=encoded.value, headers=encoded.headers))
     return out
 
@@ -133,8 +145,11 @@ def run_loop(
     batches: int,
     threads: int,
     batch_decoder: Any,
+    by_reference: bool = False,
 ) -> tuple[float, CountingSink]:
-    """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up)."""
+    """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up);
+    ``by_reference``: the events reference the photos as files instead of carrying them."""
+    from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
     from worker.observability.health import HealthState
     from worker.observability.metrics import WorkerMetrics
     from worker.service import WorkerService
@@ -143,7 +158,9 @@ def run_loop(
     def refuse(*_: Any) -> Any:
         raise AssertionError("no model or gallery switch in the GPU check")
 
-    records = inline_records(photos)
+    photo_dir = Path(tempfile.mkdtemp(prefix="gpu-check-")) if by_reference else None
+    records = image_records(photos, photo_dir)
+    fetcher = ReferenceFetcher(FetcherSettings(file_root=photo_dir))
     results = []
     for count in (2, batches):  # a short warm-up run (compiles), then the measured one
         source, sink = ReplaySource(records, batch, count), CountingSink()
@@ -161,7 +178,7 @@ def run_loop(
             gallery=gallery,  # type: ignore[arg-type]
             source=source,  # type: ignore[arg-type]
             sink=sink,
-            fetcher=None,  # type: ignore[arg-type]
+            fetcher=fetcher,
             metrics=WorkerMetrics(),
             health=HealthState(),
             load_model=refuse,
@@ -174,6 +191,8 @@ def run_loop(
         runner.start()
         runner.join()
         results.append((count * batch / (time.perf_counter() - started), sink))
+    if photo_dir is not None:
+        shutil.rmtree(photo_dir)
     return results[-1]
 
 
@@ -197,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging("console", "warning")
 
+    backends: dict[str, Callable[[list[bytes]], list[Any]]] = {}
     if args.cpu_check:
         sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "unit" / "worker"))
         from test_gpu_decode import numpy_to_bucket, pillow_decode_many
@@ -210,17 +230,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nvidia import nvimgcodec
 
         decoder = GpuPhotoDecoder.on_nvidia_gpu()
-        raw = nvimgcodec.Decoder()
         params = nvimgcodec.DecodeParams(
             apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB
         )
 
-        def decode_many(photos: list[bytes]) -> list[Any]:
-            images = raw.decode([nvimgcodec.CodeStream(p) for p in photos], params=params)
-            import cupy as cp
+        def decoding_with(raw: Any) -> Callable[[list[bytes]], list[Any]]:
+            def decode(photos: list[bytes]) -> list[Any]:
+                images = raw.decode([nvimgcodec.CodeStream(p) for p in photos], params=params)
+                import cupy as cp
 
-            cp.cuda.Device().synchronize()
-            return list(images)
+                cp.cuda.Device().synchronize()
+                return list(images)
+
+            return decode
+
+        decode_many = decoding_with(nvimgcodec.Decoder())
+        kinds = nvimgcodec.BackendKind
+        for kind in ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU"):
+            try:  # the decoder with one kind of backend only, to see which one pays
+                only = nvimgcodec.Decoder(backends=[nvimgcodec.Backend(getattr(kinds, kind))])
+                backends[kind] = decoding_with(only)
+            except Exception as error:  # not in this build or on this GPU
+                print(f"backend {kind} left out: {error!r}", flush=True)
 
         camera_size = (4000, 3000)
 
@@ -258,6 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         row(
             label, "nvImageCodec decode alone", timed(lambda b=batch: decode_many(b), len(batch), 3)
         )
+        for kind, decode_only in backends.items():
+            try:
+                decode_only(batch[:8])
+                rate = timed(lambda b=batch, d=decode_only: d(b), len(batch), 3)  # type: ignore[misc]
+                row(label, f"nvImageCodec decode alone, {kind} backend only", rate)
+            except Exception as error:
+                lines.append(f"| {label} | nvImageCodec decode, {kind} backend only | {error!r} |")
+        with ThreadPoolExecutor(2) as two:  # two batches decoding at once: does the GPU keep up?
+
+            def both(b: list[bytes] = batch, two: ThreadPoolExecutor = two) -> None:
+                list(two.map(decode_many, [b, b]))
+
+            row(label, "nvImageCodec decode, 2 batches at once", timed(both, 2 * len(batch), 3))
 
         def gpu_decode(b: list[bytes] = batch) -> None:
             pictures = decoder.decode(b, spec)
@@ -300,11 +344,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"min {cosine.min():.4f} |"
         )
         print(lines[-2], lines[-1], sep="\n", flush=True)
-        for name, batch_decoder in (("GPU", decoder), ("CPU", None)):
+        for name, batch_decoder, by_reference in (
+            ("GPU", decoder, False),
+            ("GPU", decoder, True),
+            ("CPU", None, False),
+        ):
             rate, sink = run_loop(
-                model, gallery, eligible, args.batch, args.batches, args.threads, batch_decoder
+                model,
+                gallery,
+                eligible,
+                args.batch,
+                args.batches,
+                args.threads,
+                batch_decoder,
+                by_reference,
             )
-            row(label, f"worker loop (pipelined), {name} decoder, {sink.tagged} tagged", rate)
+            carried = "photo files referenced" if by_reference else "photos inline"
+            what = f"worker loop (pipelined), {name} decoder, {carried}, {sink.tagged} tagged"
+            row(label, what, rate)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

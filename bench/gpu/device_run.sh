@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run on the GPU machine, from the repository root, with .whl/ and .gpu/ carried
+# (bench/gpu/carry.sh made them): installs the wheels beside the machine's JAX, then runs the GPU
+# decoding check and writes its table to $OUT/gpu_decode.md. Extra arguments go to gpu_decode.py.
+set -euo pipefail
+python=${PYTHON:-python3}
+version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+"$python" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl ".whl/py$version"/*.whl
+export PYTHONPATH="/tmp/site:$PWD" KERAS_BACKEND=jax XLA_PYTHON_CLIENT_MEM_FRACTION=0.5
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$python" -c 'import jax; print("jax", jax.__version__, jax.devices())'
+"$python" bench/gpu/gpu_decode.py --export .gpu/model --photos .gpu/photos \
+    --out "${OUT:-/tmp}/gpu_decode.md" "$@"
