@@ -87,8 +87,8 @@ test-unit: venv deploy-tools ## Run the tests that need no services
 demo: venv weights ## Run the main job end to end on the shared photos (python -m devstack.demo)
 	$(STACK) -- $(PY) -m devstack.demo
 
-bench: venv weights ## Run every bench/*.py and print its figures
-	@shopt -s nullglob; benches=(bench/*.py); \
+bench: venv weights ## Run every bench/bench_*.py (bench_worker, with the CPU-overhead lines, last)
+	@shopt -s nullglob; benches=(bench/bench_*.py); \
 	if [ $${#benches[@]} -eq 0 ]; then echo "no benchmarks in bench/"; exit 0; fi; \
 	$(STACK) -- bash -c 'status=0; for b in "$$@"; do echo "== $$b"; $(PY) "$$b" || status=1; done; exit $$status' bench "$${benches[@]}"
 
