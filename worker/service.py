@@ -174,6 +174,8 @@ class WorkerService:
                 self._maybe_update_lag()
                 self._broker.check()
                 self._delivery.prepare()
+                if self._stop.is_set():  # asked meanwhile (a settle or a switch may take a while)
+                    break
                 self._health.enter_stage("poll")
                 records = self._source.poll_batch(
                     self._settings.batch_max_records, self._settings.batch_max_wait_ms
