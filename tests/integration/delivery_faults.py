@@ -15,6 +15,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ RUN_ARGS = ("--batch-max-records", "4", "--publish-timeout-s", "3", "--backoff-m
 FREEZE_S = 12.0
 #: A transaction left open by the freeze outlives this (exactly-once mode).
 FREEZE_TRANSACTION_TIMEOUT_MS = 5000
+#: third-worker-joins: the photos are published in this many parts over this many seconds,
+#: longer than a worker takes to start and join.
+PACED_CHUNKS, PACED_S = 20, 16.0
 
 
 @dataclass(frozen=True)
@@ -88,15 +92,21 @@ def run_fault(
         workers += [start(name) for name in "ab"[:count]]
         for worker in workers:
             worker.wait_ready()
-        if fault == "third-worker-joins":
-            # Its consumer joins the group right after the gallery is opened: the photos are
-            # published then, so that it joins while the first two work through them.
-            workers.append(start("c"))
-            _wait_for_line(workers[2], "gallery opened")
         started = time.monotonic()
-        ids = [p["image_id"] for p in publish(bootstrap, topics[0], photos, workdir / "ids.jsonl")]
         victim = workers[0]
-        _wait_for_progress(victim)
+        if fault == "third-worker-joins":
+            # The photos trickle in while the third worker starts (seconds: it loads the model),
+            # so that it joins while the first two work through them, whatever their speed.
+            with ThreadPoolExecutor(1) as publisher:
+                paced = publisher.submit(_publish_paced, bootstrap, topics[0], photos, workdir)
+                _wait_for_progress(victim)
+                workers.append(start("c"))
+                _wait_for_line(workers[2], "partitions assigned")
+                ids = paced.result()
+        else:
+            published = publish(bootstrap, topics[0], photos, workdir / "ids.jsonl")
+            ids = [p["image_id"] for p in published]
+            _wait_for_progress(victim)
         if fault == "kill-and-restart":
             victim.kill()
             workers.append(start("a-again"))
@@ -138,6 +148,19 @@ def _revoked_mid_stream(worker: WorkerProcess) -> bool:
     commits = [i for i, event in enumerate(events) if event == "batch committed"]
     revoked = [i for i, event in enumerate(events) if event == "partitions revoked"]
     return bool(commits) and any(commits[0] < i < commits[-1] for i in revoked)
+
+
+def _publish_paced(bootstrap: str, topic: str, photos: Sequence[Path], workdir: Path) -> list[str]:
+    """Publish ``photos`` in PACED_CHUNKS parts over PACED_S seconds; their image ids."""
+    ids: list[str] = []
+    size = -(-len(photos) // PACED_CHUNKS)
+    for part, first in enumerate(range(0, len(photos), size)):
+        id_map = workdir / f"ids-{part}.jsonl"
+        ids += [
+            p["image_id"] for p in publish(bootstrap, topic, photos[first : first + size], id_map)
+        ]
+        time.sleep(PACED_S / PACED_CHUNKS)
+    return ids
 
 
 def _wait_for_line(worker: WorkerProcess, text: str, timeout_s: float = 120.0) -> None:
