@@ -37,7 +37,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from loop_rig import CountingSink, ReplaySource
+from loop_rig import NOW, CountingSink, ReplaySource, bench_service, image_records
 
 from configuration.kafka import DEFAULT_BOOTSTRAP
-from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
 from schemas.tag_event import Neighbour
 from schemas.vote import VoteSettings
 
-NOW = datetime(2026, 11, 28, tzinfo=UTC)
 INPUT_SIZE = 224
 DIM = 1280
 K = 10
@@ -130,25 +127,14 @@ class InstantGallery:
         """Nothing to release."""
 
 
-def events(
-    count: int, payload_kb: int, photo_dir: Path | None
-) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-    """``count`` distinct events (key, value, headers) of photos of ``payload_kb`` KB each:
-    inline, or (with ``photo_dir``) written there as files and referenced by ``file://`` URIs."""
+def payloads(count: int, payload_kb: int) -> list[bytes]:
+    """``count`` distinct photos of ``payload_kb`` KB (a JPEG signature, then random bytes: the
+    instant decoder takes anything)."""
     rng = np.random.default_rng(3)
-    out = []
-    for i in range(count):
-        data = b"\xff\xd8" + rng.integers(0, 256, payload_kb * 1024 - 2, dtype=np.uint8).tobytes()
-        event: ImageEvent
-        if photo_dir is None:
-            event = InlinePhoto(f"photo-{i}", data, "image/jpeg", published_at=NOW)
-        else:
-            path = photo_dir / f"photo-{i}.jpg"
-            path.write_bytes(data)
-            event = PhotoReference(f"photo-{i}", path.as_uri(), published_at=NOW)
-        encoded = encode_image_event(event)
-        out.append((encoded.key, encoded.value, list(encoded.headers)))
-    return out
+    return [
+        b"\xff\xd8" + rng.integers(0, 256, payload_kb * 1024 - 2, dtype=np.uint8).tobytes()
+        for _ in range(count)
+    ]
 
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
@@ -202,21 +188,13 @@ def run(
     source_kind: str, sink_kind: str, args: argparse.Namespace
 ) -> tuple[float, dict[str, float]]:
     """Photos a second of one loop run, and the CPU ms a photo of each thread group."""
-    from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
-    from worker.observability.health import HealthState
-    from worker.observability.metrics import WorkerMetrics
-    from worker.service import WorkerService
-    from worker.settings import LoopSettings
-
     total = args.batch * args.batches
     photo_dir = None if args.photos == "inline" else Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    made = events(min(total, 64), args.payload_kb, photo_dir)
-    fetcher = ReferenceFetcher(FetcherSettings(file_root=photo_dir))
+    records = image_records(payloads(min(total, 64), args.payload_kb), photo_dir)
     if source_kind == "memory":
-        records = [KafkaRecord(key=k, value=v, headers=tuple(h)) for k, v, h in made]
         source: Any = ReplaySource(records, args.batch, args.batches)
     else:
-        source = CountingSource(kafka_source(made, total, args), total)
+        source = CountingSource(kafka_source(records, total, args), total)
     if sink_kind == "memory":
         sink: Any = CountingSink()
     else:
@@ -225,29 +203,16 @@ def run(
         suffix = uuid.uuid4().hex[:8]
         TOPICS.extend((f"bench-tags-{suffix}", f"bench-dlq-{suffix}"))
         sink = OutputPublisher(args.bootstrap, TOPICS[-2], TOPICS[-1], "bench-loop")
-
-    def refuse(*_: Any) -> Any:
-        raise AssertionError("no model or gallery switch in the bench")
-
-    service = WorkerService(
-        LoopSettings(
-            worker_id="bench-loop",
-            model_dir=Path("/nonexistent"),
-            batch_max_records=args.batch,
-            batch_max_wait_ms=50,
-            decode_threads=args.decode_threads,
-            reload_check_interval_s=3600.0,
-            lag_interval_s=3600.0,
-        ),
+    service = bench_service(
+        worker_id="bench-loop",
         model=InstantModel(args.batch),
         gallery=InstantGallery(),
         source=source,
         sink=sink,
-        fetcher=fetcher,
-        metrics=WorkerMetrics(),
-        health=HealthState(),
-        load_model=refuse,
-        open_gallery=refuse,
+        photo_dir=photo_dir,
+        batch=args.batch,
+        batch_max_wait_ms=50,
+        decode_threads=args.decode_threads,
         batch_decoder=InstantDecoder(),
     )
     after: dict[int, tuple[str, float]] = {}
@@ -272,11 +237,7 @@ def run(
     return total / seconds, per_photo
 
 
-def kafka_source(
-    made: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
-    total: int,
-    args: argparse.Namespace,
-) -> Any:
+def kafka_source(records: list[KafkaRecord], total: int, args: argparse.Namespace) -> Any:
     """A fresh topic holding ``total`` of the events, and the worker's consumer on it."""
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -292,8 +253,8 @@ def kafka_source(
         bootstrap_servers=args.bootstrap, max_request_size=40 * 2**20, linger_ms=5, batch_size=2**20
     )
     for i in range(total):
-        key, value, headers = made[i % len(made)]
-        producer.send(topic, key=key, value=value, headers=headers)
+        record = records[i % len(records)]
+        producer.send(topic, key=record.key, value=record.value, headers=list(record.headers))
     producer.flush()
     producer.close()
     return ImageConsumer(

@@ -1,15 +1,86 @@
-"""In-memory stand-ins for Kafka that the loop benchmarks share (``bench_loop``, ``gpu/``).
+"""What the loop benchmarks share (``bench_loop``, ``gpu/gpu_decode``): image events, in-memory
+stand-ins for Kafka, and the worker loop built on them.
 
+:func:`image_records` makes image events of photos, inline or referencing files;
 :class:`ReplaySource` replays records as an images topic of one partition that is never
-rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps nothing.
+rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps nothing;
+:func:`bench_service` is the real :class:`worker.service.WorkerService` on whatever of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
 from schemas.kafka_record import KafkaRecord
+from worker.service import WorkerService
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+def image_records(photos: Sequence[bytes], photo_dir: Path | None = None) -> list[KafkaRecord]:
+    """Image events of ``photos``: inline, or (with ``photo_dir``) written there as files and
+    referenced by ``file://`` URIs (what a photo store's references cost the loop)."""
+    out = []
+    for i, data in enumerate(photos):
+        event: ImageEvent
+        if photo_dir is None:
+            event = InlinePhoto(f"photo-{i}", data, "image/jpeg", published_at=NOW)
+        else:
+            (photo_dir / f"photo-{i}.jpg").write_bytes(data)
+            event = PhotoReference(f"photo-{i}", (photo_dir / f"photo-{i}.jpg").as_uri(), NOW)
+        encoded = encode_image_event(event)
+        out.append(KafkaRecord(key=encoded.key, value=encoded.value, headers=encoded.headers))
+    return out
+
+
+def bench_service(
+    *,
+    worker_id: str,
+    model: Any,
+    gallery: Any,
+    source: Any,
+    sink: Any,
+    photo_dir: Path | None,
+    batch: int,
+    batch_max_wait_ms: int,
+    decode_threads: int,
+    batch_decoder: Any,
+) -> WorkerService:
+    """The worker loop on the given parts; references are read under ``photo_dir``; no model or
+    gallery switch (the bench's export is not on disk), no lag updates during the run."""
+    from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import WorkerMetrics
+    from worker.settings import LoopSettings
+
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("no model or gallery switch in a loop benchmark")
+
+    return WorkerService(
+        LoopSettings(
+            worker_id=worker_id,
+            model_dir=Path("/nonexistent"),
+            batch_max_records=batch,
+            batch_max_wait_ms=batch_max_wait_ms,
+            decode_threads=decode_threads,
+            reload_check_interval_s=3600.0,
+            lag_interval_s=3600.0,
+        ),
+        model=model,
+        gallery=gallery,
+        source=source,
+        sink=sink,
+        fetcher=ReferenceFetcher(FetcherSettings(file_root=photo_dir)),
+        metrics=WorkerMetrics(),
+        health=HealthState(),
+        load_model=refuse,
+        open_gallery=refuse,
+        batch_decoder=batch_decoder,
+    )
 
 
 class ReplaySource:

@@ -54,7 +54,6 @@ def embed_prepared(
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> Embedded:
     """Embed the decoded photos of a batch in one call; rejections and failures are answered."""
-    started = timer()
     decoded = [item for item in prepared if isinstance(item, Decoded)]
     dead_letters = [
         answers.dead_letter(item.record, item.error.reason, item.error.message)
@@ -62,6 +61,7 @@ def embed_prepared(
         if isinstance(item, Rejected)
     ]
     on_stage("embed")
+    started = timer()  # the embed stage's seconds: not the rejections' dead letters
     embeddings, failed = embed_batch(embedder, decoded)
     for item, message in failed:
         dead_letters.append(answers.dead_letter(item.record, ReasonCode.EMBEDDING_FAILED, message))

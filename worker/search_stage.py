@@ -1,6 +1,6 @@
 """The search stage of a batch: one gallery search for the batch, then each photo's vote.
 
-The loop runs it in its answering thread, beside the embedding of the next batch
+The loop runs it in its publishing thread, beside the embedding of the next batch
 (:mod:`worker.pipeline_stages`); an unreachable gallery is not the input's fault: the error
 propagates and the batch is retried, never dead-lettered.
 """
@@ -32,7 +32,7 @@ def search_and_vote(
     """Search the gallery once for an embedded batch and vote each photo's landmark.
 
     Raises:
-        Exception: whatever ``index.search`` raises (see :func:`process_batch`).
+        Exception: whatever ``index.search`` raises (see :func:`worker.core.process_batch`).
     """
     started = timer()
     on_stage("search")

@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
-from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
-from schemas.kafka_record import KafkaRecord
 from schemas.preprocessing import decode_photo
 from schemas.tag_event import Neighbour
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench's own modules
-from loop_rig import CountingSink, ReplaySource
-
-NOW = datetime(2026, 11, 27, tzinfo=UTC)
+from loop_rig import CountingSink, ReplaySource, bench_service, image_records
 
 
 def camera_jpeg(seed: int, width: int, height: int) -> bytes:
@@ -121,22 +116,6 @@ class DeviceGallery:
         """Nothing to release."""
 
 
-def image_records(photos: list[bytes], photo_dir: Path | None = None) -> list[KafkaRecord]:
-    """Image events of ``photos``: inline, or (with ``photo_dir``) written there as files and
-    referenced by ``file://`` URIs (what a photo store's references cost the loop)."""
-    out = []
-    for i, data in enumerate(photos):
-        event: ImageEvent
-        if photo_dir is None:
-            event = InlinePhoto(f"photo-{i}", data, "image/jpeg", published_at=NOW)
-        else:
-            (photo_dir / f"photo-{i}.jpg").write_bytes(data)
-            event = PhotoReference(f"photo-{i}", (photo_dir / f"photo-{i}.jpg").as_uri(), NOW)
-        encoded = encode_image_event(event)
-        out.append(KafkaRecord(key=encoded.key, value=encoded.value, headers=encoded.headers))
-    return out
-
-
 def run_loop(
     model: Any,
     gallery: DeviceGallery,
@@ -149,40 +128,21 @@ def run_loop(
 ) -> tuple[float, CountingSink]:
     """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up);
     ``by_reference``: the events reference the photos as files instead of carrying them."""
-    from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
-    from worker.observability.health import HealthState
-    from worker.observability.metrics import WorkerMetrics
-    from worker.service import WorkerService
-    from worker.settings import LoopSettings
-
-    def refuse(*_: Any) -> Any:
-        raise AssertionError("no model or gallery switch in the GPU check")
-
     photo_dir = Path(tempfile.mkdtemp(prefix="gpu-check-")) if by_reference else None
     records = image_records(photos, photo_dir)
-    fetcher = ReferenceFetcher(FetcherSettings(file_root=photo_dir))
     results = []
     for count in (2, batches):  # a short warm-up run (compiles), then the measured one
         source, sink = ReplaySource(records, batch, count), CountingSink()
-        service = WorkerService(
-            LoopSettings(
-                worker_id="gpu-check",
-                model_dir=Path("/nonexistent"),
-                batch_max_records=batch,
-                batch_max_wait_ms=0,
-                decode_threads=threads,
-                reload_check_interval_s=3600.0,
-                lag_interval_s=3600.0,
-            ),
+        service = bench_service(
+            worker_id="gpu-check",
             model=model,
-            gallery=gallery,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
+            gallery=gallery,
+            source=source,
             sink=sink,
-            fetcher=fetcher,
-            metrics=WorkerMetrics(),
-            health=HealthState(),
-            load_model=refuse,
-            open_gallery=refuse,
+            photo_dir=photo_dir,
+            batch=batch,
+            batch_max_wait_ms=0,
+            decode_threads=threads,
             batch_decoder=batch_decoder,
         )
         source.on_empty = lambda s=service: s.stop() if s.idle else None

@@ -130,23 +130,29 @@ def _tag_event(image_id: str, neighbours: int = 1) -> TagEvent:
     )
 
 
+def _partition_producer(bootstrap: str, topics: tuple[str, str, str]) -> PartitionProducer:
+    """The transactional producer of the images topic's partition 0 for the group
+    ``<images topic>-group``, writing to the tags and dead-letter topics."""
+    return PartitionProducer(
+        bootstrap,
+        (topics[0], 0),
+        group_id=f"{topics[0]}-group",
+        tags_topic=topics[1],
+        dead_letter_topic=topics[2],
+        client_id="txn-test",
+        timeout_s=10.0,
+        transaction_timeout_ms=10_000,
+    )
+
+
 def test_a_partitions_producer_commits_outputs_with_the_offset_and_fences_its_predecessor(
     kafka_bootstrap: str,
 ) -> None:
     topics = create_topics(kafka_bootstrap, "txn-producer", partitions=1)
-    group, partition = f"{topics[0]}-group", (topics[0], 0)
+    group = f"{topics[0]}-group"  # the one _partition_producer commits offsets for
 
     def producer() -> PartitionProducer:
-        return PartitionProducer(
-            kafka_bootstrap,
-            partition,
-            group_id=group,
-            tags_topic=topics[1],
-            dead_letter_topic=topics[2],
-            client_id="txn-test",
-            timeout_s=10.0,
-            transaction_timeout_ms=10_000,
-        )
+        return _partition_producer(kafka_bootstrap, topics)
 
     first = producer()
     try:
@@ -185,16 +191,7 @@ def test_a_refused_output_aborts_the_transaction_and_the_producer_goes_on(
     finally:
         admin.close()
     time.sleep(1.0)  # the broker applies topic configs asynchronously
-    producer = PartitionProducer(
-        kafka_bootstrap,
-        (topics[0], 0),
-        group_id=f"{topics[0]}-group",
-        tags_topic=topics[1],
-        dead_letter_topic=topics[2],
-        client_id="txn-test",
-        timeout_s=10.0,
-        transaction_timeout_ms=10_000,
-    )
+    producer = _partition_producer(kafka_bootstrap, topics)
     large = _tag_event("large-photo", neighbours=60)
     try:
         with pytest.raises(TransactionFailed) as refused:
@@ -223,16 +220,7 @@ def test_the_committed_offset_is_asked_afresh_not_taken_from_an_earlier_request(
         kafka_bootstrap, topics[0], group, "test", on_assignment=lambda _: None
     )
     try:
-        producer = PartitionProducer(
-            kafka_bootstrap,
-            (topics[0], 0),
-            group_id=group,
-            tags_topic=topics[1],
-            dead_letter_topic=topics[2],
-            client_id="txn-test",
-            timeout_s=10.0,
-            transaction_timeout_ms=10_000,
-        )
+        producer = _partition_producer(kafka_bootstrap, topics)
         producer.commit(3, [_tag_event("photo-1")], [])
         producer.close()
         tp = TopicPartition(topics[0], 0)

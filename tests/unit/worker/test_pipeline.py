@@ -44,6 +44,15 @@ def assert_nothing_lost(loop: Loop, records: list[KafkaRecord]) -> None:
             assert decode_image_event(record).image_id in done, (record.partition, record.offset)
 
 
+def two_partitions(count: int) -> list[KafkaRecord]:
+    """``count`` red photos in each of partitions 0 and 1 (``p<partition>-<i>``)."""
+    return [
+        dataclasses.replace(inline_record(f"p{partition}-{i}", RED, offset=i), partition=partition)
+        for partition in (0, 1)
+        for i in range(count)
+    ]
+
+
 def test_the_next_batch_is_fetched_while_this_one_is_searched(tmp_path: Path) -> None:
     next_fetched = threading.Event()
 
@@ -198,11 +207,7 @@ def test_a_rebalance_in_the_middle_of_the_pipeline_loses_nothing(tmp_path: Path)
     """Partition 1 is taken away while its batches are in flight, then given back: commits of
     the moved partition are refused, it resumes from its committed offset, every photo gets an
     output, and every offset below a commit has one."""
-    records = [
-        dataclasses.replace(inline_record(f"p{partition}-{i}", RED, offset=i), partition=partition)
-        for partition in (0, 1)
-        for i in range(6)
-    ]
+    records = two_partitions(6)
     loop = make_loop(tmp_path, records, batch_max_records=2)
     source: MemorySource = loop.source
     polls = {"n": 0}
@@ -228,11 +233,7 @@ def test_a_batch_polled_before_a_revocation_is_dropped_not_published_twice(
     """At-least-once: when the group revokes the partitions (and gives them back, from the
     committed offsets), the batch still being decoded is dropped, not published; only the one
     already being published is tagged again."""
-    records = [
-        dataclasses.replace(inline_record(f"p{partition}-{i}", RED, offset=i), partition=partition)
-        for partition in (0, 1)
-        for i in range(6)
-    ]
+    records = two_partitions(6)
     loop = make_loop(tmp_path, records, batch_max_records=2)
     source: MemorySource = loop.source
     both = frozenset({("images", 0), ("images", 1)})
