@@ -21,7 +21,8 @@ from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from worker.adapters.kafka.consumer import SOCKET_READ_BYTES, ImageConsumer
+from worker.adapters.kafka.consumer import ImageConsumer
+from worker.adapters.kafka.group_member import SOCKET_READ_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"

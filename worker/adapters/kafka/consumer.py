@@ -9,59 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from configuration.kafka import CONSUMER_SIZE_LIMITS, connection_options
 from schemas.kafka_record import KafkaRecord
 from worker.adapters.inflate_limits import DEFAULT_MAX_INFLATED_BYTES, limit_inflation
+from worker.adapters.kafka.group_member import GroupListener, TunedKafkaConsumer
 from worker.adapters.kafka.offsets import first_offsets, next_offsets, to_kafka_record
 from worker.adapters.unreadable import UNREADABLE_ERRORS, unreadable_stand_in
 from worker.ports import Partition
 
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(
-        self,
-        on_revoked: Callable[[], None],
-        on_assigned: Callable[[frozenset[Partition]], None],
-    ) -> None:
-        self._on_revoked = on_revoked
-        self._on_assigned = on_assigned
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._on_revoked()
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self._on_assigned(frozenset((tp.topic, tp.partition) for tp in assigned))
-
-
 RebalanceHook = Callable[[frozenset[Partition]], None]
-
-#: Bytes kafka-python asks its socket for in one ``recv``. Its default, 4 KiB, costs a camera-size
-#: photo sent inline (1.4 MB) ~340 system calls and the loop's thread 2.6-3.1 ms of CPU; with
-#: 128 KiB, 1.2-1.5 ms (512 such records from a 4-partition topic, five rounds; 64 KiB, 256 KiB
-#: and 1 MiB cost 1.7-2.3 ms: larger reads leave glibc returning memory to the system and asking
-#: for it again). The pipelined loop then reads 1.4 MB photos ~45% faster (``bench/bench_loop.py``:
-#: Kafka to memory 369-425 -> 526-566 photos/s) and 64 KB ones 5-10% faster.
-SOCKET_READ_BYTES = 128 * 1024
-
-
-class _KafkaConsumer(KafkaConsumer):  # type: ignore[misc]
-    """kafka-python's consumer whose connections read :data:`SOCKET_READ_BYTES` at a time.
-
-    ``sock_chunk_bytes`` is an option of kafka-python's client and connections that its consumer
-    does not list (it refuses options it does not list, and hands all it lists to the client).
-    """
-
-    DEFAULT_CONFIG: ClassVar[dict[str, Any]] = {
-        **KafkaConsumer.DEFAULT_CONFIG,
-        "sock_chunk_bytes": SOCKET_READ_BYTES,
-    }
 
 
 class ImageConsumer:
@@ -101,7 +62,7 @@ class ImageConsumer:
         limit_inflation(max_inflated_bytes)
         self._commit_timeout_ms = commit_timeout_ms
         self._session_timeout_s = session_timeout_ms / 1000
-        self._consumer = _KafkaConsumer(
+        self._consumer = TunedKafkaConsumer(
             **connection_options(connection),
             group_id=group_id,
             client_id=client_id,
@@ -123,7 +84,7 @@ class ImageConsumer:
         self._on_assignment = on_assignment
         self._hooks: tuple[Callable[[], None], RebalanceHook] | None = None
         self._wait_for_topic(topic, timeout_s=30.0)
-        self._consumer.subscribe([topic], listener=_Listener(self._revoked, self._assigned_now))
+        self._consumer.subscribe([topic], listener=GroupListener(self._revoked, self._assigned_now))
 
     def set_rebalance_hooks(
         self, on_revoked: Callable[[], None], on_assigned: RebalanceHook
@@ -279,7 +240,7 @@ class ImageConsumer:
         self._consumer.unsubscribe()
         self._revoked()
         self._consumer.subscribe(
-            [self._topic], listener=_Listener(self._revoked, self._assigned_now)
+            [self._topic], listener=GroupListener(self._revoked, self._assigned_now)
         )
 
     def lag(self) -> dict[Partition, int]:
