@@ -291,18 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bootstrap", default=os.environ.get("LANDMARK_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
     )
     parser.add_argument(
+        "--allocator",
+        choices=("tuned", "system"),
+        default="tuned",
+        help="glibc's allocator as the worker tunes it (default), or left at its defaults",
+    )
+    parser.add_argument(
         "--runs",
         default="memory>memory,kafka>memory,memory>kafka,kafka>kafka",
         help="source>sink pairs, comma-separated (memory or kafka each)",
     )
     args = parser.parse_args(argv)
+    from worker.adapters.allocator import tune_allocator
     from worker.observability.logs import configure_logging
+
+    allocator = tune_allocator() if args.allocator == "tuned" else "system"
 
     configure_logging("json", "info", stream=open(os.devnull, "w"))  # noqa: SIM115 (as the worker logs; for the process)
     print(
         f"loop ceiling: batch {args.batch}, {args.batches} batches, {args.photos} photos of "
-        f"{args.payload_kb} KB, {args.decode_threads} decode threads, {os.cpu_count()} CPUs; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"{args.payload_kb} KB, {args.decode_threads} decode threads, {os.cpu_count()} CPUs, "
+        f"allocator {allocator}; load average {os.getloadavg()[0]:.2f}"
     )
     groups = ("loop", "prepare", "decode", "publish", "kafka", "other")
     print()

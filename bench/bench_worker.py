@@ -45,7 +45,7 @@ import numpy as np
 # The bench's sibling modules, and devstack/ (a checkout package, not installed).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_accounting import CpuSample, per_photo_ms, pid_from_file, sample
+from cpu_accounting import CpuSample, peak_resident_mb, per_photo_ms, pid_from_file, sample
 from pydantic import model_validator
 
 from configuration import load_settings, setting
@@ -385,6 +385,7 @@ class Bench:
                 raise RuntimeError(f"only {done}/{self.s.photos} photos after {self.s.timeout_s}s")
             time.sleep(0.1)
         texts = [scrape(p) for p in ports]
+        peaks = [peak_resident_mb(p.pid) for p in procs]
         stop_all(procs)
         batches = []
         for i in range(self.s.workers):
@@ -414,6 +415,7 @@ class Bench:
             "stage_s": sums,
             "outcomes": outcomes,
             "cpu_ms": per_photo_ms(first, last) if first is not None else {},
+            "worker_peak_mb": max((m for m in peaks if m is not None), default=None),
         }
 
     def milvus_pid(self) -> int | None:
@@ -589,6 +591,8 @@ def cpu_table(r: dict[str, Any], bare: float, e2e_rate: float) -> list[str]:
         f"measured E is {e2e_rate / bound:.1%} of that bound. The bare model keeps "
         f"{r['bare_cpu_ms'] * bare / 1000.0:.2f} cores busy.",
     ]
+    if r["e2e"].get("worker_peak_mb") is not None:
+        lines += ["", f"Worker peak resident memory (VmHWM): {r['e2e']['worker_peak_mb']:.0f} MB."]
     return lines
 
 

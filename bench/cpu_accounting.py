@@ -48,6 +48,18 @@ def threads_cpu_s(pid: int) -> float:
     return total / 1e9
 
 
+def peak_resident_mb(pid: int) -> float | None:
+    """Peak resident memory of process ``pid`` in MB (``VmHWM``), None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores have spent on anything but idling since boot."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()

@@ -20,6 +20,7 @@ from configuration.kafka import (
     describe_connection_failure,
 )
 from configuration.redaction import redact_text
+from worker.adapters.allocator import tune_allocator
 from worker.adapters.gpu_decode import batch_decoder_for
 from worker.adapters.kafka import ImageConsumer
 from worker.adapters.keras_embedder import KerasEmbedder, ModelExportError
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(WorkerSettings, argv, prog="landmark-worker", description=DESCRIPTION)
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("landmark.worker").bind(worker_id=settings.worker_id)
+    if settings.allocator == "tuned":
+        log.info("allocator settings", outcome=tune_allocator())
 
     metrics = WorkerMetrics()
     health = HealthState(

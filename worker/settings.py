@@ -88,6 +88,13 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         "and resized in batches on an NVIDIA GPU with nvImageCodec, the rest on the CPU; needs "
         "the gpu-decode extra and KERAS_BACKEND=jax)",
     )
+    allocator: Literal["tuned", "system"] = setting(
+        "tuned",
+        help="C allocator: tuned (glibc keeps blocks under 32 MiB in the heap and returns memory "
+        "past 128 MiB: camera-size photos reuse memory instead of mapping it afresh; a few "
+        "hundred MB more resident) or system (glibc's defaults); MALLOC_MMAP_THRESHOLD_ and "
+        "MALLOC_TRIM_THRESHOLD_ in the environment take precedence",
+    )
     vote_k: int | None = setting(
         None, ge=1, help="neighbours in the vote (default: the model manifest's)"
     )

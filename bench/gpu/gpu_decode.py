@@ -167,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     parser.add_argument("--cpu-check", action="store_true", help="no GPU: a smoke test")
     args = parser.parse_args(argv)
+    from worker.adapters.allocator import tune_allocator
+
+    print(f"allocator: {tune_allocator()} (as landmark-worker sets it)")
 
     import jax
 

@@ -193,6 +193,14 @@ def test_every_photo_gets_exactly_one_tag_or_dead_letter(
     assert reasons[None] == "schema_violation"
     assert {t["model_version"] for t in tags} == {pair.stack.model_version}
     assert {t["gallery_version"] for t in tags} == {pair.stack.gallery_version}
+    # The camera-size photos were fetched by workers whose allocator keeps them in the heap.
+    for worker in pair.workers:
+        settings = [
+            json.loads(line)
+            for line in worker.log_path.read_text().splitlines()
+            if '"allocator settings"' in line
+        ]
+        assert [line["outcome"] for line in settings] == ["tuned"]
 
 
 def test_two_workers_share_the_partitions(pair: Pair, landmarks_dir: Path, tmp_path: Path) -> None:

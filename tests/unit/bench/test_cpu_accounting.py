@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 from cpu_accounting import (
     CpuSample,
     machine_busy_s,
+    peak_resident_mb,
     per_photo_ms,
     pid_from_file,
     process_cpu_s,
@@ -54,6 +55,16 @@ def test_a_gone_process_counts_zero_and_a_stale_pid_file_reads_none(tmp_path: Pa
     assert process_cpu_s(999_999_999) == 0.0
     assert pid_from_file(pid_file) is None
     assert pid_from_file(tmp_path / "missing.pid") is None
+
+
+def test_peak_resident_memory_grows_with_what_the_process_touched() -> None:
+    before = peak_resident_mb(os.getpid())
+    held = bytearray(os.urandom(64 * 1024 * 1024))
+    after = peak_resident_mb(os.getpid())
+    assert before is not None and after is not None
+    assert after >= 64 and after >= before
+    assert peak_resident_mb(2**22 + 7) is None  # above pid_max's default: no such process
+    del held
 
 
 def test_per_photo_milliseconds_divide_the_cpu_seconds_by_the_photos_done() -> None:

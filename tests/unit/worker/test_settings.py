@@ -218,3 +218,14 @@ def test_a_transaction_timeout_shorter_than_a_publish_is_refused_in_exactly_once
     with pytest.raises(SystemExit):
         parse([*REQUIRED, *flags, "--delivery", "exactly-once"])
     assert "--transaction-timeout-ms" in capsys.readouterr().err
+
+
+def test_the_allocator_is_tuned_unless_asked_for_glibc_s_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert parse(REQUIRED).allocator == "tuned"
+    assert parse([*REQUIRED, "--allocator", "system"]).allocator == "system"
+    monkeypatch.setenv("LANDMARK_ALLOCATOR", "system")
+    assert parse(REQUIRED).allocator == "system"
+    with pytest.raises(SystemExit):
+        parse([*REQUIRED, "--allocator", "jemalloc"])
