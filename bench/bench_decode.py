@@ -7,6 +7,9 @@ manifest uses) at input sizes 160, 224 and 288, doing what the product path does
 
 - ``pillow``: :func:`schemas.preprocessing.decode_photo` itself, the reference for the pixel
   differences; ``pillow, refuse_blank``: the same as the worker calls it (blank check included).
+- ``pillow, nearest (no filter: the floor)``: the product path with nearest-neighbour sampling,
+  i.e. everything but the resize filter's work (JPEG decoding, checks, crop): the least any
+  resampling filter can cost.
 - ``pillow, reducing_gap=2`` / ``reducing_gap=1`` (an ``Image.reduce`` box filter first, down to
   2x / 1x the input, then LANCZOS) and ``pillow, draft to 1x`` (DCT scaling down to 1x the input
   instead of 2x): cheaper resampling or decoding, different pixels.
@@ -137,6 +140,7 @@ def pipeline(
     step: JpegStep,
     reducing_gap: float | None = preprocessing.REDUCING_GAP,
     draft_factor: int = preprocessing.DRAFT_SIDE_FACTOR,
+    resample: Image.Resampling = preprocessing.RESAMPLE,
 ) -> Decoder:
     """The product path for a JPEG with centre crop, its decoding step and resampling swapped."""
 
@@ -154,7 +158,7 @@ def pipeline(
         left, top = (width - side) / 2.0, (height - side) / 2.0
         square = rgb.resize(
             (spec.input_size, spec.input_size),
-            preprocessing.RESAMPLE,
+            resample,
             box=(left, top, left + side, top + side),
             reducing_gap=reducing_gap,
         )
@@ -172,6 +176,10 @@ def decoders() -> dict[str, Decoder]:
         "pillow, reducing_gap=2": pipeline(pillow_step, reducing_gap=2.0),
         "pillow, reducing_gap=1": pipeline(pillow_step, reducing_gap=1.0),
         "pillow, draft to 1x": pipeline(pillow_step, draft_factor=1),
+        # Every step of the product path but the filter's work: what decoding costs at the least.
+        "pillow, nearest (no filter: the floor)": pipeline(
+            pillow_step, resample=Image.Resampling.NEAREST
+        ),
     }
     if importlib.util.find_spec("simplejpeg"):
         found["simplejpeg"] = pipeline(simplejpeg_step())
