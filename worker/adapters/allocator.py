@@ -5,10 +5,11 @@ fresh buffer, often several (the read, kafka-python's copies). glibc serves a bl
 its mmap threshold (128 KiB at first, raised only to the largest mapped block freed so far) with a
 new mapping, and gives memory back to the system whenever twice that threshold lies free at the
 top of an arena; every thread that allocates gets an arena of its own. Each photo's buffers were
-then mapped, faulted in and zeroed page by page, and unmapped again: with 8 threads fetching 1.4
-MB photos by reference, 0.60-0.65 ms of CPU a photo, against 0.18-0.20 ms with the threshold at
-32 MiB and trimming past 128 MiB (``docs/results/bench_loop.md``: the loop 2.2-2.8 times as fast,
-for ~280 MB more resident memory).
+then mapped, faulted in and zeroed page by page, and unmapped again. With the threshold at 32 MiB
+and trimming past 128 MiB, fetching a 1.4 MB photo by reference with 2 threads cost 0.31-0.41 ms
+of CPU instead of 0.42-0.66, and the loop by reference ran 47% faster from memory and 12% faster
+through Kafka (8 threads: 29% and 14%), for 210-290 MB more resident memory
+(``docs/results/bench_loop.md``).
 
 :func:`tune_allocator` sets those two thresholds with ``mallopt`` unless ``MALLOC_*`` variables
 of the environment already set them (the operator's choice stands), and only on glibc (musl's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -57,14 +58,18 @@ def test_a_gone_process_counts_zero_and_a_stale_pid_file_reads_none(tmp_path: Pa
     assert pid_from_file(tmp_path / "missing.pid") is None
 
 
-def test_peak_resident_memory_grows_with_what_the_process_touched() -> None:
-    before = peak_resident_mb(os.getpid())
-    held = bytearray(os.urandom(64 * 1024 * 1024))
-    after = peak_resident_mb(os.getpid())
-    assert before is not None and after is not None
-    assert after >= 64 and after >= before
-    assert peak_resident_mb(2**22 + 7) is None  # above pid_max's default: no such process
-    del held
+def test_peak_resident_memory_is_what_the_process_touched_in_mb() -> None:
+    touch = "import sys; held = b'x' * (200 * 1024 * 1024); print('ready', flush=True); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", touch], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        peak = peak_resident_mb(child.pid)
+    finally:
+        child.communicate("")
+    assert peak is not None and 200 <= peak < 400
+    assert peak_resident_mb(child.pid) is None  # gone
 
 
 def test_per_photo_milliseconds_divide_the_cpu_seconds_by_the_photos_done() -> None:
