@@ -8,11 +8,11 @@
 # Both folders are git-ignored; pass them to the device call with carry=[".whl", ".gpu"] and run
 # bench/gpu/device_run.sh there. Keep the total under the 64 MiB a call may carry.
 #
-#   bench/gpu/carry.sh .run/bench/train/model [PHOTOS=120]
+#   bench/gpu/carry.sh .run/bench/train/model [PHOTOS=96]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model=${1:?usage: bench/gpu/carry.sh MODEL_EXPORT_DIR [PHOTOS]}
-count=${2:-120}
+count=${2:-96}
 data=${LANDMARK_DATA_DIR:-../shared/data/landmarks}
 pip=(.venv/bin/pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64
      --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64)
@@ -34,3 +34,7 @@ for ((i = 0; i < ${#photos[@]} && i / step < count; i += step)); do
     cp "${photos[$i]}" ".gpu/photos/$(printf '%04d' $((i / step))).jpg"
 done
 du -sh .whl .gpu
+# What a call sends: the tracked files and these two folders (the limit is 64 MiB).
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+carried=$(du -sbc .whl .gpu | tail -1 | cut -f1)
+echo "the call would send $(( (tree + carried) / 1048576 )) MiB of 64 MiB"
