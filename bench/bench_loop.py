@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -190,7 +192,9 @@ def run(
     """Photos a second of one loop run, and the CPU ms a photo of each thread group."""
     total = args.batch * args.batches
     photo_dir = None if args.photos == "inline" else Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    records = image_records(payloads(min(total, 64), args.payload_kb), photo_dir)
+    server = PhotoServer(photo_dir) if args.photos == "http" and photo_dir else None
+    origin = None if server is None else server.origin
+    records = image_records(payloads(min(total, 64), args.payload_kb), photo_dir, origin)
     if source_kind == "memory":
         source: Any = ReplaySource(records, args.batch, args.batches)
     else:
@@ -214,6 +218,7 @@ def run(
         batch_max_wait_ms=50,
         decode_threads=args.decode_threads,
         batch_decoder=InstantDecoder(),
+        http_origin=origin,
     )
     after: dict[int, tuple[str, float]] = {}
 
@@ -228,6 +233,8 @@ def run(
     runner.start()
     runner.join()
     seconds = time.perf_counter() - (getattr(source, "first_records_at", None) or started)
+    if server is not None:
+        server.stop()
     if photo_dir is not None:
         shutil.rmtree(photo_dir)
     per_photo: dict[str, float] = {}
@@ -235,6 +242,37 @@ def run(
         spent = cpu - before.get(native_id, (group, 0.0))[1]
         per_photo[group] = per_photo.get(group, 0.0) + spent / total * 1000
     return total / seconds, per_photo
+
+
+class PhotoServer:
+    """Python's own HTTP server on the photo folder, in a process of its own (its CPU is not the
+    worker's): the references' origin at ``origin``."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.origin = f"http://127.0.0.1:{port}"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
 
 
 def kafka_source(records: list[KafkaRecord], total: int, args: argparse.Namespace) -> Any:
@@ -283,9 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument(
         "--photos",
-        choices=("inline", "file"),
+        choices=("inline", "file", "http"),
         default="inline",
-        help="photos inline in the events, or in files the events reference (file://)",
+        help="photos inline in the events, or in files the events reference (file://, or "
+        "http:// from Python's HTTP server on this machine)",
     )
     parser.add_argument(
         "--bootstrap", default=os.environ.get("LANDMARK_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)

@@ -21,17 +21,22 @@ from worker.service import WorkerService
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 
 
-def image_records(photos: Sequence[bytes], photo_dir: Path | None = None) -> list[KafkaRecord]:
+def image_records(
+    photos: Sequence[bytes], photo_dir: Path | None = None, http_origin: str | None = None
+) -> list[KafkaRecord]:
     """Image events of ``photos``: inline, or (with ``photo_dir``) written there as files and
-    referenced by ``file://`` URIs (what a photo store's references cost the loop)."""
+    referenced by ``file://`` URIs, or by ``http_origin``'s URLs when a server serves the folder
+    there (what a photo store's references cost the loop)."""
     out = []
     for i, data in enumerate(photos):
         event: ImageEvent
         if photo_dir is None:
             event = InlinePhoto(f"photo-{i}", data, "image/jpeg", published_at=NOW)
         else:
-            (photo_dir / f"photo-{i}.jpg").write_bytes(data)
-            event = PhotoReference(f"photo-{i}", (photo_dir / f"photo-{i}.jpg").as_uri(), NOW)
+            path = photo_dir / f"photo-{i}.jpg"
+            path.write_bytes(data)
+            uri = path.as_uri() if http_origin is None else f"{http_origin}/{path.name}"
+            event = PhotoReference(f"photo-{i}", uri, NOW)
         encoded = encode_image_event(event)
         out.append(KafkaRecord(key=encoded.key, value=encoded.value, headers=encoded.headers))
     return out
@@ -49,9 +54,11 @@ def bench_service(
     batch_max_wait_ms: int,
     decode_threads: int,
     batch_decoder: Any,
+    http_origin: str | None = None,
 ) -> WorkerService:
-    """The worker loop on the given parts; references are read under ``photo_dir``; no model or
-    gallery switch (the bench's export is not on disk), no lag updates during the run."""
+    """The worker loop on the given parts; references are read under ``photo_dir`` or from
+    ``http_origin`` (on this machine); no model or gallery switch (the bench's export is not on
+    disk), no lag updates during the run."""
     from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
     from worker.observability.health import HealthState
     from worker.observability.metrics import WorkerMetrics
@@ -74,7 +81,13 @@ def bench_service(
         gallery=gallery,
         source=source,
         sink=sink,
-        fetcher=ReferenceFetcher(FetcherSettings(file_root=photo_dir)),
+        fetcher=ReferenceFetcher(
+            FetcherSettings(
+                file_root=photo_dir,
+                allowed_origins=frozenset({http_origin} if http_origin else ()),
+                private_networks=frozenset({"127.0.0.0/8"} if http_origin else ()),
+            )
+        ),
         metrics=WorkerMetrics(),
         health=HealthState(),
         load_model=refuse,
