@@ -49,6 +49,7 @@ import numpy as np
 from loop_rig import NOW, CountingSink, ReplaySource, bench_service, image_records
 
 from configuration.kafka import DEFAULT_BOOTSTRAP
+from devstack.processes import http_ok, stop_all
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
@@ -260,19 +261,14 @@ class PhotoServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
+        while not http_ok(f"{self.origin}/", timeout_s=1.0):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the photo server at {self.origin} did not answer in 10 s")
+            time.sleep(0.05)
 
     def stop(self) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=10)
+        stop_all([self._process], timeout_s=10.0)
 
 
 def kafka_source(records: list[KafkaRecord], total: int, args: argparse.Namespace) -> Any:

@@ -10,6 +10,7 @@ rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps n
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,19 +118,15 @@ class ReplaySource:
             self.on_empty()
             return []
         self._left -= 1
-        out = []
-        for i in range(self._batch):
-            template = self._records[(self._offset + i) % len(self._records)]
-            out.append(
-                KafkaRecord(
-                    key=template.key,
-                    value=template.value,
-                    headers=template.headers,
-                    topic="images",
-                    partition=0,
-                    offset=self._offset + i,
-                )
+        out = [
+            replace(
+                self._records[(self._offset + i) % len(self._records)],
+                topic="images",
+                partition=0,
+                offset=self._offset + i,
             )
+            for i in range(self._batch)
+        ]
         self._offset += self._batch
         return out
 

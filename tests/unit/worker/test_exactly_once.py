@@ -8,7 +8,7 @@ answer is lost, a rebalance with batches in flight, a fenced producer, a refused
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,16 +47,7 @@ def records(partitions: int, per_partition: int) -> list[KafkaRecord]:
     for p in range(partitions):
         for offset in range(per_partition):
             base = inline_record(f"p{p}-{offset}", colours[offset % 3], offset=offset)
-            out.append(
-                KafkaRecord(
-                    key=base.key,
-                    value=base.value,
-                    headers=base.headers,
-                    topic="images",
-                    partition=p,
-                    offset=offset,
-                )
-            )
+            out.append(replace(base, partition=p))
     return out
 
 

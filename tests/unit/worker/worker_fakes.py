@@ -7,6 +7,7 @@ search over a handful of reference colours. Both are exact, so expected tags can
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -169,11 +170,4 @@ def event_record(event: InlinePhoto | PhotoReference, offset: int = 0) -> KafkaR
 
 
 def _located(record: KafkaRecord, offset: int) -> KafkaRecord:
-    return KafkaRecord(
-        key=record.key,
-        value=record.value,
-        headers=record.headers,
-        topic="images",
-        partition=0,
-        offset=offset,
-    )
+    return replace(record, topic="images", partition=0, offset=offset)
