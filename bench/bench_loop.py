@@ -193,7 +193,8 @@ def run(
     """Photos a second of one loop run, and the CPU ms a photo of each thread group."""
     total = args.batch * args.batches
     photo_dir = None if args.photos == "inline" else Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    server = PhotoServer(photo_dir) if args.photos == "http" and photo_dir else None
+    served = args.photos in ("http", "https") and photo_dir is not None
+    server = PhotoServer(photo_dir, tls=args.photos == "https") if served and photo_dir else None
     origin = None if server is None else server.origin
     records = image_records(payloads(min(total, 64), args.payload_kb), photo_dir, origin)
     if source_kind == "memory":
@@ -220,6 +221,7 @@ def run(
         decode_threads=args.decode_threads,
         batch_decoder=InstantDecoder(),
         http_origin=origin,
+        keep_alive=args.keep_alive,
     )
     after: dict[int, tuple[str, float]] = {}
 
@@ -238,6 +240,7 @@ def run(
         server.stop()
     if photo_dir is not None:
         shutil.rmtree(photo_dir)
+        shutil.rmtree(photo_dir.with_name(photo_dir.name + "-tls"), ignore_errors=True)
     per_photo: dict[str, float] = {}
     for native_id, (group, cpu) in after.items():
         spent = cpu - before.get(native_id, (group, 0.0))[1]
@@ -246,19 +249,21 @@ def run(
 
 
 class PhotoServer:
-    """Python's own HTTP server on the photo folder, in a process of its own (its CPU is not the
+    """``photo_server.py`` on the photo folder (HTTP/1.1, keep-alive; HTTPS with a throw-away
+    certificate that this process then trusts), in a process of its own (its CPU is not the
     worker's): the references' origin at ``origin``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: bool = False) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        self.origin = f"http://127.0.0.1:{port}"
+        command = [sys.executable, str(Path(__file__).with_name("photo_server.py")), str(port)]
+        command.append(str(folder))
+        if tls:
+            command += ["--tls", *self._certificate(folder.with_name(folder.name + "-tls"))]
+        self.origin = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
         while not http_ok(f"{self.origin}/", timeout_s=1.0):
@@ -266,6 +271,25 @@ class PhotoServer:
                 self.stop()
                 raise RuntimeError(f"the photo server at {self.origin} did not answer in 10 s")
             time.sleep(0.05)
+
+    @staticmethod
+    def _certificate(folder: Path) -> tuple[str, str]:
+        """A certificate for 127.0.0.1 (P-256) and its key; trusted by this process from now on
+        (OpenSSL's default trust store is ``SSL_CERT_FILE``)."""
+        folder.mkdir(exist_ok=True)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
+                *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"),
+                *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+                *("-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        os.environ["SSL_CERT_FILE"] = str(cert)
+        return str(cert), str(key)
 
     def stop(self) -> None:
         stop_all([self._process], timeout_s=10.0)
@@ -317,10 +341,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument(
         "--photos",
-        choices=("inline", "file", "http"),
+        choices=("inline", "file", "http", "https"),
         default="inline",
         help="photos inline in the events, or in files the events reference (file://, or "
-        "http:// from Python's HTTP server on this machine)",
+        "http(s):// from bench/photo_server.py on this machine)",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=int,
+        default=8,
+        help="http(s) connections the worker keeps open for later fetches (0: one a photo)",
     )
     parser.add_argument(
         "--bootstrap", default=os.environ.get("LANDMARK_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
@@ -346,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"loop ceiling: batch {args.batch}, {args.batches} batches, {args.photos} photos of "
         f"{args.payload_kb} KB, {args.decode_threads} decode threads, {os.cpu_count()} CPUs, "
-        f"allocator {allocator}; load average {os.getloadavg()[0]:.2f}"
+        f"allocator {allocator}, keep-alive {args.keep_alive}; load average {os.getloadavg()[0]:.2f}"
     )
     groups = ("loop", "prepare", "decode", "publish", "kafka", "other")
     print()

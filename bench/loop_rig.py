@@ -56,10 +56,11 @@ def bench_service(
     decode_threads: int,
     batch_decoder: Any,
     http_origin: str | None = None,
+    keep_alive: int = 8,
 ) -> WorkerService:
     """The worker loop on the given parts; references are read under ``photo_dir`` or from
-    ``http_origin`` (on this machine); no model or gallery switch (the bench's export is not on
-    disk), no lag updates during the run."""
+    ``http_origin`` (on this machine; ``keep_alive`` connections kept open); no model or gallery
+    switch (the bench's export is not on disk), no lag updates during the run."""
     from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
     from worker.observability.health import HealthState
     from worker.observability.metrics import WorkerMetrics
@@ -87,6 +88,7 @@ def bench_service(
                 file_root=photo_dir,
                 allowed_origins=frozenset({http_origin} if http_origin else ()),
                 private_networks=frozenset({"127.0.0.0/8"} if http_origin else ()),
+                keep_alive=keep_alive,
             )
         ),
         metrics=WorkerMetrics(),

@@ -258,6 +258,7 @@ def _build_service(
             private_networks=settings.reference_private_networks,
             max_bytes=settings.reference_max_bytes,
             timeout_s=settings.reference_timeout_s,
+            keep_alive=settings.decode_threads,  # the threads that fetch at once
         )
     )
     loop_settings = LoopSettings(

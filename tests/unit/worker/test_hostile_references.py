@@ -200,6 +200,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
             time.sleep(TRICKLE_S)
 
     def _raw(self, data: bytes) -> None:
+        self.close_connection = True  # as every reply here says ("Connection: close")
         with contextlib.suppress(OSError):  # the client gave up: fine
             self.wfile.write(data)
             self.wfile.flush()

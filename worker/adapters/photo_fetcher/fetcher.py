@@ -4,6 +4,8 @@ A reference is untrusted input: a ``file://`` URI may only name a regular file u
 root (no escaping it with ``..`` or symlinks, no FIFO or device to block on), an ``http(s)://`` URI
 must match an allowed origin (scheme, host and port) and connect to a public address unless
 the operator opened a network (:mod:`~worker.adapters.photo_fetcher.origins`), reads are bounded in size and each HTTP fetch in total time.
+HTTP connections are kept open and reused by later fetches of the same endpoint
+(:mod:`~worker.adapters.photo_fetcher.connections`).
 Every failure is an :class:`~schemas.errors.InputError` whose message describes what went wrong
 without quoting the remote's bytes or the credentials a URI may carry, so the core turns it into a dead letter instead of an
 exception that stops the worker.
@@ -14,28 +16,29 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
-import re
 import ssl
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from configuration.redaction import redact_text, redact_uri
 from schemas.errors import InputError, ReasonCode
-from worker.adapters.photo_fetcher.deadline import FetchDeadline, deadline_opener
-from worker.adapters.photo_fetcher.origins import OriginPolicy, RefusedAddress
+from worker.adapters.photo_fetcher.connections import ConnectionPool, Endpoint
+from worker.adapters.photo_fetcher.deadline import FetchDeadline
+from worker.adapters.photo_fetcher.http_get import (
+    describe_failure,
+    get_photo,
+    too_large,
+    unreachable,
+)
+from worker.adapters.photo_fetcher.origins import DEFAULT_PORTS, OriginPolicy, RefusedAddress
 from worker.adapters.photo_fetcher.regular_files import (
     FileTooLargeError,
     NotARegularFileError,
     read_regular_file,
 )
-
-_READ_CHUNK = 64 * 1024
-_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class FetcherSettings:
         max_bytes: largest photo accepted, in bytes.
         timeout_s: the whole budget of one ``http(s)://`` fetch (connecting, the response's
             headers and its body together), in seconds.
+        keep_alive: idle connections kept open per endpoint (scheme, host, port) for later
+            fetches, about the number of threads that fetch at once; 0: each fetch opens its own
+            connection and closes it.
     """
 
     file_root: Path | None = None
@@ -58,6 +64,11 @@ class FetcherSettings:
     private_networks: frozenset[str] = field(default_factory=frozenset)
     max_bytes: int = 32 * 1024 * 1024
     timeout_s: float = 5.0
+    keep_alive: int = 8
+
+    def __post_init__(self) -> None:
+        if self.keep_alive < 0:
+            raise ValueError(f"keep_alive must be >= 0, not {self.keep_alive}")
 
 
 class ReferenceFetcher:
@@ -69,7 +80,7 @@ class ReferenceFetcher:
         self._settings = settings
         self._policy = OriginPolicy.parse(settings.allowed_origins, settings.private_networks)
         self._root = settings.file_root.resolve() if settings.file_root is not None else None
-        self._opener = deadline_opener(ssl.create_default_context())
+        self._connections = ConnectionPool(ssl.create_default_context(), settings.keep_alive)
         self._lock = threading.Lock()
         self._in_flight: set[FetchDeadline] = set()
 
@@ -83,6 +94,10 @@ class ReferenceFetcher:
             in_flight = list(self._in_flight)
         for deadline in in_flight:
             deadline.cut()
+
+    def close(self) -> None:
+        """Close the connections kept open for later fetches."""
+        self._connections.close()
 
     def fetch(self, uri: str) -> bytes:
         """Return the bytes behind ``uri``.
@@ -130,7 +145,7 @@ class ReferenceFetcher:
                 self._root, path.relative_to(self._root), self._settings.max_bytes
             )
         except FileTooLargeError as error:
-            raise _too_large(uri, error.size, self._settings.max_bytes) from None
+            raise too_large(uri, error.size, self._settings.max_bytes) from None
         except NotARegularFileError as error:
             raise InputError(
                 ReasonCode.BAD_REFERENCE, f"file reference is not a regular file ({error}): {uri!r}"
@@ -152,27 +167,37 @@ class ReferenceFetcher:
             raise InputError(
                 ReasonCode.BAD_REFERENCE, f"origin {where!r} is not allowed: {shown!r}"
             )
+        endpoint = Endpoint(scheme, host, port if port is not None else DEFAULT_PORTS[scheme])
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
         budget = self._settings.timeout_s
         connect = functools.partial(self._policy.connect, origin)
         try:
-            with FetchDeadline(budget, connect) as deadline, self._tracked(deadline):
-                # http.client asks for "Accept-Encoding: identity" itself; nothing here inflates.
-                request = deadline.request(uri, {"User-Agent": "landmark-worker"})
-                with self._opener.open(request, timeout=budget) as response:
-                    data = self._read_body(response, shown, deadline)
+            with FetchDeadline(budget) as deadline, self._tracked(deadline):
+                data, connection = get_photo(
+                    self._connections,
+                    endpoint,
+                    target,
+                    connect,
+                    deadline,
+                    shown,
+                    self._settings.max_bytes,
+                )
         except InputError:
             raise
         except RefusedAddress as error:
             raise InputError(ReasonCode.BAD_REFERENCE, f"{error}: {shown!r}") from None
         except (http.client.InvalidURL, ValueError):  # what urlsplit let through: control bytes
             raise InputError(ReasonCode.BAD_REFERENCE, f"malformed URI {shown!r}") from None
-        except urllib.error.HTTPError as error:
-            error.close()  # it holds the response and its socket
-            raise _unreachable(shown, f"HTTP status {error.code}") from None
-        except (http.client.HTTPException, urllib.error.URLError, OSError) as error:
+        except (http.client.HTTPException, OSError) as error:
             if deadline.expired:
-                raise _unreachable(shown, f"took longer than {budget:g} s") from None
-            raise _unreachable(shown, _describe(error)) from None
+                raise unreachable(shown, f"took longer than {budget:g} s") from None
+            raise unreachable(shown, describe_failure(error)) from None
+        if deadline.expired:  # its socket may have been shut down as the body ended
+            connection.close()
+        else:
+            self._connections.give_back(endpoint, connection)
         return data
 
     @contextlib.contextmanager
@@ -184,67 +209,3 @@ class ReferenceFetcher:
         finally:
             with self._lock:
                 self._in_flight.discard(deadline)
-
-    def _read_body(
-        self, response: http.client.HTTPResponse, uri: str, deadline: FetchDeadline
-    ) -> bytes:
-        """Read the body within the size limit and the deadline, refusing a short body."""
-        limit = self._settings.max_bytes
-        declared = _declared_length(response, uri)
-        if declared is not None and declared > limit:
-            raise _too_large(uri, declared, limit)
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            if deadline.expired:
-                raise _unreachable(uri, f"took longer than {deadline.seconds:g} s")
-            chunk = response.read(_READ_CHUNK)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(uri, None, limit)
-            chunks.append(chunk)
-        if deadline.expired:  # the deadline cut the connection: what came is not the photo
-            raise _unreachable(uri, f"took longer than {deadline.seconds:g} s")
-        if declared is not None and total != declared:
-            raise _unreachable(uri, f"body ended after {total} of its {declared} bytes")
-        return b"".join(chunks)
-
-
-def _declared_length(response: http.client.HTTPResponse, uri: str) -> int | None:
-    """The Content-Length, or ``None``; a malformed one is a protocol error."""
-    values = response.headers.get_all("Content-Length") or []
-    if not values:
-        return None
-    if len(set(values)) != 1 or not _DIGITS.fullmatch(values[0].strip()):
-        raise _unreachable(uri, "HTTP protocol error (malformed Content-Length)")
-    return int(values[0])
-
-
-def _describe(error: BaseException) -> str:
-    """Say what failed without the remote's words: exception types and local OS messages only."""
-    if isinstance(error, http.client.HTTPException):
-        # BadStatusLine, LineTooLong, IncompleteRead, ... carry the bytes the remote sent.
-        return f"HTTP protocol error ({type(error).__name__})"
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    if isinstance(reason, str):  # urllib's own words
-        return reason
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error ({reason.reason or type(reason).__name__})"
-    if isinstance(reason, TimeoutError):
-        return "timed out"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return type(reason).__name__
-
-
-def _unreachable(uri: str, what: str) -> InputError:
-    return InputError(ReasonCode.REFERENCE_UNREACHABLE, f"cannot fetch {uri!r}: {what}")
-
-
-def _too_large(uri: str, size: int | None, limit: int) -> InputError:
-    size_text = f"{size} bytes" if size is not None else "more bytes"
-    return InputError(
-        ReasonCode.IMAGE_TOO_LARGE, f"referenced photo has {size_text}, limit {limit}: {uri!r}"
-    )
