@@ -16,12 +16,10 @@ import numpy as np
 
 from schemas.dead_letter import DeadLetter
 from schemas.errors import ReasonCode
+from schemas.gallery import UNIT_NORM_TOLERANCE
 from worker.decode_stage import Decoded, Rejected
 from worker.outcome import Answers
 from worker.ports import Embedder
-
-#: Largest norm deviation accepted from an embedder that promises unit rows.
-_UNIT_NORM_TOLERANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -137,5 +135,5 @@ def _checked_embeddings(result: np.ndarray, n: int, dim: int) -> np.ndarray:
 def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     finite = np.isfinite(embeddings).all(axis=1)
     norms = np.linalg.norm(np.where(finite[:, None], embeddings, 0.0), axis=1)
-    unit: np.ndarray = finite & (np.abs(norms - 1.0) <= _UNIT_NORM_TOLERANCE)
+    unit: np.ndarray = finite & (np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE)
     return unit

@@ -383,6 +383,33 @@ def test_search_returns_each_gallery_photo_and_its_landmark_first(
     assert all([h.distance for h in hits] == sorted(h.distance for h in hits) for hits in results)
 
 
+def test_ip_cosine_and_l2_galleries_find_the_same_neighbours(
+    exported: tuple[object, ModelManifest],
+    gallery_photos: list[Photo],
+    query_photos: list[Photo],
+    milvus: Target,
+) -> None:
+    """The loader's IP gallery (its default) ranks and measures as a COSINE or L2 one does."""
+    model, manifest = exported
+    client = MilvusClient(uri=milvus.uri)
+    queries = embed(exported, query_photos)
+    found = {}
+    for metric in ("COSINE", "L2", "IP"):
+        settings = milvus.settings(gallery_version=f"v-{metric.lower()}", metric=metric)
+        load_gallery(client, model, manifest, gallery_photos, settings)  # type: ignore[arg-type]
+        index = milvus.index()
+        assert index.describe().layout.metric == metric
+        found[metric] = index.search(queries, k=5)
+        index.close()
+
+    for metric in ("COSINE", "L2"):
+        for ours, theirs in zip(found["IP"], found[metric], strict=True):
+            assert [h.reference_id for h in ours] == [h.reference_id for h in theirs]
+            np.testing.assert_allclose(
+                [h.distance for h in ours], [h.distance for h in theirs], atol=1e-5
+            )
+
+
 @pytest.mark.parametrize("index_type", ["HNSW", "IVF_FLAT"])
 def test_approximate_index_finds_each_gallery_photo_first(
     exported: tuple[object, ModelManifest],

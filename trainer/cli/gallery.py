@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 from configuration import load_settings, setting
 from configuration.log_settings import LogLevel
 from configuration.milvus import MilvusConnection
-from schemas.gallery import DEFAULT_ALIAS, IndexType
+from schemas.gallery import DEFAULT_ALIAS, DEFAULT_METRIC, IndexType, Metric
 from trainer.cli.settings import DEFAULT_DATA_DIR
 
 if TYPE_CHECKING:
@@ -86,6 +86,12 @@ class GalleryLoaderSettings(MilvusConnection, LogLevel):
         "the same version)",
     )
     index_type: IndexType = setting("FLAT", env="LANDMARK_GALLERY_INDEX", help="vector index")
+    metric: Metric = setting(
+        DEFAULT_METRIC,
+        env="LANDMARK_GALLERY_METRIC",
+        help="vector metric: IP (unit embeddings: ranks as COSINE, half the search CPU of the "
+        "Milvus server), COSINE or L2",
+    )
     keep_previous: bool = setting(
         True,
         off_flag="--drop-previous",
@@ -173,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             alias=settings.gallery_alias,
             gallery_version=settings.gallery_version,
             index_type=settings.index_type,
+            metric=settings.metric,
             keep_previous=settings.keep_previous,
             embed_batch_size=settings.embed_batch_size,
             insert_batch_size=settings.insert_batch_size,

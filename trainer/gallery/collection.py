@@ -115,12 +115,15 @@ class GalleryCollection:
         existing = self.client.list_indexes(self.name, field_name=FIELD_EMBEDDING)
         if existing:
             info = self.client.describe_index(self.name, existing[0], timeout=self.timeout_s)
-            if str(info.get("index_type", "")).upper() != layout.index_type:
+            kept = (str(info.get("index_type", "")).upper(), str(info.get("metric_type", "")))
+            if kept != (layout.index_type, layout.metric):
                 logger.warning(
-                    "collection %s keeps its %s index; %s applies to new gallery versions",
+                    "collection %s keeps its %s index on %s; %s on %s applies to new gallery "
+                    "versions",
                     self.name,
-                    info.get("index_type"),
+                    *kept,
                     layout.index_type,
+                    layout.metric,
                 )
         else:
             self.create_index(layout)

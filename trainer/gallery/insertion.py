@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from schemas.gallery import UNIT_NORM_TOLERANCE
 from schemas.manifest import ModelManifest
 from trainer.data.loading import iter_photo_batches
 from trainer.gallery.collection import GalleryCollection, GalleryLoadError, reference_row
@@ -28,14 +29,27 @@ logger = logging.getLogger(__name__)
 
 
 def embed_images(model: keras.Model, images: np.ndarray, embedding_dim: int) -> np.ndarray:
-    """Embed a batch of uint8 photos; checks shape and finiteness of what the model returns."""
+    """Embed a batch of uint8 photos as the gallery stores them: unit rows.
+
+    Checks the shape, that every value is finite and that each row is a unit vector within
+    :data:`~schemas.gallery.UNIT_NORM_TOLERANCE` (as the worker checks its queries), then
+    divides each row by its norm, so that an inner-product gallery ranks as the cosine does.
+    """
     embeddings = np.asarray(model.predict_on_batch(images.astype(np.float32)), dtype=np.float32)
     if embeddings.shape != (len(images), embedding_dim) or not np.all(np.isfinite(embeddings)):
         raise GalleryLoadError(
             f"the model returned {embeddings.shape} (finite: {np.all(np.isfinite(embeddings))}), "
             f"expected ({len(images)}, {embedding_dim}) finite embeddings"
         )
-    return embeddings
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    worst = float(np.max(np.abs(norms - 1.0))) if len(norms) else 0.0
+    if worst > UNIT_NORM_TOLERANCE:
+        raise GalleryLoadError(
+            f"the model returned embeddings that are not unit vectors (a norm off by {worst:.3g}, "
+            f"more than {UNIT_NORM_TOLERANCE}): export a model that L2-normalises its output"
+        )
+    unit: np.ndarray = embeddings / norms
+    return unit
 
 
 def embed_and_insert(

@@ -37,8 +37,10 @@ from pymilvus import MilvusClient
 
 from schemas.gallery import (
     DEFAULT_ALIAS,
+    DEFAULT_METRIC,
     GalleryLayout,
     IndexType,
+    Metric,
     collection_name,
     collection_properties,
 )
@@ -80,6 +82,8 @@ class GalleryLoadSettings:
         alias: the alias workers search.
         gallery_version: version of the reference set; None derives it from the references.
         index_type: ``FLAT`` (exact), ``HNSW`` or ``IVF_FLAT``.
+        metric: ``IP`` (default: unit embeddings, the cheapest search), ``COSINE`` or ``L2``;
+            all three rank unit embeddings alike.
         keep_previous: keep the collection the alias pointed to before (else drop it).
         embed_batch_size: photos embedded per model call.
         insert_batch_size: rows per Milvus insert call.
@@ -94,6 +98,7 @@ class GalleryLoadSettings:
     alias: str = DEFAULT_ALIAS
     gallery_version: str | None = None
     index_type: IndexType = "FLAT"
+    metric: Metric = DEFAULT_METRIC
     keep_previous: bool = True
     embed_batch_size: int = 32
     insert_batch_size: int = 2000
@@ -165,7 +170,7 @@ def load_gallery(
         raise GalleryLoadError(f"none of the {len(photos)} photos can be read")
     gallery_version = settings.gallery_version or gallery_version_of(plan.references)
     name = collection_name(manifest.model_version, gallery_version)
-    layout = GalleryLayout.with_preset(manifest.embedding_dim, settings.index_type)
+    layout = GalleryLayout.with_preset(manifest.embedding_dim, settings.index_type, settings.metric)
     collection = GalleryCollection(client, name, settings.timeout_s, settings.index_timeout_s)
     created = collection.open_or_create(
         layout,

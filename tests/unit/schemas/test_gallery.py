@@ -55,7 +55,7 @@ def test_hnsw_preset_uses_m16_and_ef_construction_200() -> None:
     layout = GalleryLayout.with_preset(128, "HNSW")
     assert layout.index_spec() == {
         "index_type": "HNSW",
-        "metric_type": "COSINE",
+        "metric_type": "IP",
         "params": {"M": 16, "efConstruction": 200},
     }
 
@@ -75,7 +75,9 @@ def test_ivf_search_probes_32_lists() -> None:
 
 
 def test_flat_search_needs_no_parameters() -> None:
-    assert search_params(GalleryLayout(128), 5) == {"metric_type": "COSINE", "params": {}}
+    assert search_params(GalleryLayout(128), 5) == {"metric_type": "IP", "params": {}}
+    cosine = GalleryLayout(128, metric="COSINE")
+    assert search_params(cosine, 5) == {"metric_type": "COSINE", "params": {}}
 
 
 def test_presets_cover_every_index_type() -> None:

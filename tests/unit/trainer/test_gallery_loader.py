@@ -167,6 +167,44 @@ def test_model_output_of_the_wrong_dimension_is_refused() -> None:
         embed_images(model, np.zeros((2, 4, 4, 3), np.uint8), embedding_dim=8)
 
 
+def test_model_output_that_is_not_unit_is_refused() -> None:
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(8, use_bias=False)]
+    )
+    model.layers[-1].set_weights([np.full((48, 8), 0.5, np.float32)])
+
+    with pytest.raises(GalleryLoadError, match="not unit vectors"):
+        embed_images(model, np.ones((2, 4, 4, 3), np.uint8), embedding_dim=8)
+
+
+def test_unit_model_output_is_stored_normalised_to_the_last_bit() -> None:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(8),
+            keras.layers.UnitNormalization(),
+            keras.layers.Rescaling(1.004),  # within the tolerance, as float32 rounding can be
+        ]
+    )
+
+    rows = embed_images(model, np.arange(96, dtype=np.uint8).reshape(2, 4, 4, 3), 8)
+
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
+
+
+def test_the_gallery_metric_is_ip_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse().metric == "IP"
+    assert parse("--metric", "COSINE").metric == "COSINE"
+    monkeypatch.setenv("LANDMARK_GALLERY_METRIC", "L2")
+    assert parse().metric == "L2"
+    assert GalleryLoadSettings().metric == "IP"
+
+
 def test_environment_variables_set_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANDMARK_GALLERY_INDEX", "HNSW")
     monkeypatch.setenv("LANDMARK_GALLERY_KEEP_PREVIOUS", "false")

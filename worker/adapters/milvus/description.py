@@ -99,8 +99,8 @@ def _vector_dim(collection_info: Mapping[str, Any], where: str) -> int:
 
 
 def _layout_of(dim: int, index_info: Mapping[str, Any] | None) -> GalleryLayout:
-    if not index_info:
-        return GalleryLayout(dim)
+    if not index_info:  # as the loader built galleries before IP became its default
+        return GalleryLayout(dim, metric="COSINE")
     index_type = str(index_info.get("index_type", "FLAT")).upper()
     if index_type not in INDEX_PRESETS:
         # AUTOINDEX, BRUTE_FORCE, ...: searched exactly as FLAT (no search parameters).
