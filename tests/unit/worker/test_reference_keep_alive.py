@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import resource
 import shutil
 import socket
 import ssl
@@ -285,6 +287,24 @@ def test_the_pool_drops_a_connection_idle_for_too_long() -> None:
     now[0] += 31.0
     assert pool.take(endpoint) is None
     assert fresh.sock is None
+    theirs.close()
+
+
+def test_a_connection_with_a_descriptor_above_1024_is_still_reused() -> None:
+    """select() cannot watch descriptors of 1024 and above; a busy worker may have them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1500:
+        pytest.skip(f"the descriptor limit here is {soft}")
+    pool = ConnectionPool(ssl.create_default_context(), per_endpoint=2)
+    endpoint = _endpoint("127.0.0.1:8080")
+    low, theirs = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(low.fileno(), 1500))
+    low.close()
+    connection = http.client.HTTPConnection(endpoint.host, endpoint.port)
+    connection.sock = high
+    pool.give_back(endpoint, connection)
+    assert pool.take(endpoint) is connection
+    high.close()
     theirs.close()
 
 

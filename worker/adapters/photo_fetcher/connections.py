@@ -152,13 +152,15 @@ def _looks_open(connection: http.client.HTTPConnection) -> bool:
     """Whether an idle connection is still usable: nothing is waiting to be read on it.
 
     An idle keep-alive socket that is readable has been closed by the other side (an end of
-    file), or carries bytes that belong to no request; either way it cannot be reused.
+    file), or carries bytes that belong to no request; either way it cannot be reused. ``poll``,
+    not ``select``: a busy worker's sockets can have descriptors above ``select``'s 1024.
     """
     sock = connection.sock
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
     except (OSError, ValueError):  # closed meanwhile
         return False
-    return not readable
