@@ -258,7 +258,7 @@ def _build_service(
             private_networks=settings.reference_private_networks,
             max_bytes=settings.reference_max_bytes,
             timeout_s=settings.reference_timeout_s,
-            keep_alive=settings.decode_threads,  # the threads that fetch at once
+            keep_alive=settings.decode_threads if settings.reference_keep_alive else 0,
         )
     )
     loop_settings = LoopSettings(

@@ -133,6 +133,11 @@ class WorkerSettings(KafkaConnection, MilvusConnection, LogSettings):
         help="time budget of the whole fetch of one http(s) reference (connecting, TLS, "
         "headers and body together), in seconds",
     )
+    reference_keep_alive: bool = setting(
+        True,
+        help="keep http(s) connections to photo stores open for later fetches, up to "
+        "--decode-threads a store (--no-reference-keep-alive: a connection a photo)",
+    )
     max_inflated_batch_bytes: int = setting(
         DEFAULT_MAX_INFLATED_BYTES,
         ge=1024 * 1024,

@@ -151,6 +151,15 @@ def test_timeouts_that_fit_in_the_poll_interval_are_accepted() -> None:
     assert (settings.reference_timeout_s, settings.publish_timeout_s) == (15.0, 10.0)
 
 
+def test_connections_to_photo_stores_are_kept_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert parse(REQUIRED).reference_keep_alive is True
+    assert parse([*REQUIRED, "--no-reference-keep-alive"]).reference_keep_alive is False
+    monkeypatch.setenv("LANDMARK_REFERENCE_KEEP_ALIVE", "false")
+    assert parse(REQUIRED).reference_keep_alive is False
+
+
 def test_bad_env_value_is_rejected_with_its_name_but_not_its_value(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
