@@ -105,6 +105,24 @@ class InstantDecoder:
         return [self._picture] * len(photos)
 
 
+class CheckingDecoder(InstantDecoder):
+    """The instant decoder behind the GPU decoder's own choice of what it takes (the JPEG header
+    and structure checks it runs on every photo in the decoding threads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from worker.adapters.gpu_decode.decoder import GpuPhotoDecoder
+
+        self._gpu = GpuPhotoDecoder(self._never, self._never)
+
+    @staticmethod
+    def _never(*_: Any) -> Any:
+        raise AssertionError("the bench decodes nothing on a device")
+
+    def takes(self, data: bytes, spec: PreprocessingSpec) -> bool:
+        return self._gpu.takes(data, spec)
+
+
 class InstantGallery:
     """The same ``k`` neighbours (ten landmarks) for every query."""
 
@@ -130,9 +148,21 @@ class InstantGallery:
         """Nothing to release."""
 
 
-def payloads(count: int, payload_kb: int) -> list[bytes]:
+def payloads(
+    count: int,
+    payload_kb: int,
+    folder: Path | None = None,
+    keep: Callable[[bytes], bool] = lambda _: True,
+) -> list[bytes]:
     """``count`` distinct photos of ``payload_kb`` KB (a JPEG signature, then random bytes: the
-    instant decoder takes anything)."""
+    instant decoder takes anything), or the JPEGs of ``folder`` that ``keep`` accepts (repeated
+    up to ``count``)."""
+    if folder is not None:
+        real = [path.read_bytes() for path in sorted(folder.glob("*.jpg"))]
+        real = [photo for photo in real if keep(photo)]
+        if not real:
+            raise SystemExit(f"no .jpg photo in {folder} to use")
+        return [real[i % len(real)] for i in range(count)]
     rng = np.random.default_rng(3)
     return [
         b"\xff\xd8" + rng.integers(0, 256, payload_kb * 1024 - 2, dtype=np.uint8).tobytes()
@@ -196,7 +226,11 @@ def run(
     served = args.photos in ("http", "https") and photo_dir is not None
     server = PhotoServer(photo_dir, tls=args.photos == "https") if served and photo_dir else None
     origin = None if server is None else server.origin
-    records = image_records(payloads(min(total, 64), args.payload_kb), photo_dir, origin)
+    decoder = CheckingDecoder() if args.takes == "checked" else InstantDecoder()
+    spec = manifest().preprocessing
+    # Only photos the decoder takes: one it refused would cost a whole CPU decode.
+    photos = payloads(min(total, 64), args.payload_kb, args.jpegs, lambda p: decoder.takes(p, spec))
+    records = image_records(photos, photo_dir, origin)
     if source_kind == "memory":
         source: Any = ReplaySource(records, args.batch, args.batches)
     else:
@@ -219,7 +253,7 @@ def run(
         batch=args.batch,
         batch_max_wait_ms=50,
         decode_threads=args.decode_threads,
-        batch_decoder=InstantDecoder(),
+        batch_decoder=decoder,
         http_origin=origin,
         keep_alive=args.keep_alive,
     )
@@ -347,6 +381,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "http(s):// from bench/photo_server.py on this machine)",
     )
     parser.add_argument(
+        "--jpegs",
+        type=Path,
+        help="a folder of real JPEGs to use instead of random payloads (e.g. "
+        "../shared/data/photos-fullsize; --payload-kb is then ignored)",
+    )
+    parser.add_argument(
+        "--takes",
+        choices=("all", "checked"),
+        default="all",
+        help="the instant decoder takes every photo (all), or those the GPU decoder's header "
+        "and structure checks accept (checked: their CPU in the decoding threads)",
+    )
+    parser.add_argument(
         "--keep-alive",
         type=int,
         default=8,
@@ -375,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("json", "info", stream=open(os.devnull, "w"))  # noqa: SIM115 (as the worker logs; for the process)
     print(
         f"loop ceiling: batch {args.batch}, {args.batches} batches, {args.photos} photos of "
-        f"{args.payload_kb} KB, {args.decode_threads} decode threads, {os.cpu_count()} CPUs, "
+        f"{'real JPEGs' if args.jpegs else f'{args.payload_kb} KB'}, takes {args.takes}, "
+        f"{args.decode_threads} decode threads, {os.cpu_count()} CPUs, "
         f"allocator {allocator}, keep-alive {args.keep_alive}; load average {os.getloadavg()[0]:.2f}"
     )
     groups = ("loop", "prepare", "decode", "publish", "kafka", "other")

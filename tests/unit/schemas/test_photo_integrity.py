@@ -6,8 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from schemas import photo_integrity
 from schemas.errors import InputError, ReasonCode
 from schemas.photo_integrity import (
     BLANK_MAX_STD,
@@ -75,6 +78,36 @@ def test_progressive_scan_cut_in_its_first_pass_is_undecodable(mode: str) -> Non
     start = _scan_start(data)
     cut = data[: start + 200] + EOI
     assert _reason(cut) is ReasonCode.UNDECODABLE_IMAGE
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}], ids=["baseline", "progressive"])
+def test_camera_size_scans_are_read_to_their_end_and_a_cut_one_is_refused(
+    options: dict[str, object],
+) -> None:
+    """Scans over 256 KiB are searched with numpy: the same verdicts as on small photos."""
+    data = _jpeg(_noise(900, 700, seed=3), **options)
+    assert len(data) - _scan_start(data) > photo_integrity._VECTOR_CHUNK
+    check_jpeg_structure(data)
+    with pytest.raises(InputError, match="inside a scan"):
+        check_jpeg_structure(data[: len(data) * 9 // 10])
+
+
+_MARKER_BYTES = st.sampled_from([0xFF, 0x00, 0xD0, 0xD7, 0xD8, 0xD9, 0xDA, 0x01, 0xCF, 0x5A])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.lists(_MARKER_BYTES, max_size=80).map(bytes),
+    position=st.integers(0, 82),
+    chunk=st.integers(1, 17),
+)
+def test_a_scans_end_is_found_alike_in_chunks_and_by_the_regular_expression(
+    data: bytes, position: int, chunk: int
+) -> None:
+    found = photo_integrity._MARKER.search(data, position)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(photo_integrity, "_VECTOR_CHUNK", chunk)
+        assert photo_integrity._scan_end(data, position) == (found and found.start())
 
 
 def test_jpeg_without_its_end_of_image_marker_is_refused_before_decoding() -> None:
