@@ -171,6 +171,13 @@ def test_a_store_that_closes_without_a_reply(
     assert store.connections == connections
 
 
+def test_a_malformed_path_is_refused_before_connecting(store: _CountingServer) -> None:
+    with pytest.raises(InputError) as refused:
+        _fetcher(store.host).fetch(f"http://{store.host}/a\x01b.jpg")
+    assert refused.value.reason is ReasonCode.BAD_REFERENCE
+    assert store.connections == 0
+
+
 def test_another_port_of_the_same_host_gets_its_own_connection() -> None:
     first, second = _CountingServer(), _CountingServer()
     with _running(first), _running(second):

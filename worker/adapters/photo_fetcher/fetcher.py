@@ -95,10 +95,6 @@ class ReferenceFetcher:
         for deadline in in_flight:
             deadline.cut()
 
-    def close(self) -> None:
-        """Close the connections kept open for later fetches."""
-        self._connections.close()
-
     def fetch(self, uri: str) -> bytes:
         """Return the bytes behind ``uri``.
 

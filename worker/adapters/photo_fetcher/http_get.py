@@ -85,9 +85,12 @@ def get_photo(
 def _request(
     connection: http.client.HTTPConnection, target: str, deadline: FetchDeadline
 ) -> http.client.HTTPResponse:
-    deadline.connect_watched(connection)
+    # A malformed target (control bytes, spaces) is refused here, before anything connects.
     # http.client asks for "Accept-Encoding: identity" itself; nothing here inflates.
-    connection.request("GET", target, headers={"User-Agent": "landmark-worker"})
+    connection.putrequest("GET", target)
+    connection.putheader("User-Agent", "landmark-worker")
+    deadline.connect_watched(connection)
+    connection.endheaders()
     return connection.getresponse()
 
 
