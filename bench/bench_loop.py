@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from loop_rig import NOW, CountingSink, ReplaySource, bench_service, image_records
+from loop_rig import NOW, CountingSink, ReplaySource, bench_service, camera_jpeg, image_records
 
 from configuration.kafka import DEFAULT_BOOTSTRAP
 from devstack.processes import http_ok, stop_all
@@ -153,15 +153,19 @@ def payloads(
     payload_kb: int,
     folder: Path | None = None,
     keep: Callable[[bytes], bool] = lambda _: True,
+    camera: int = 0,
 ) -> list[bytes]:
     """``count`` distinct photos of ``payload_kb`` KB (a JPEG signature, then random bytes: the
-    instant decoder takes anything), or the JPEGs of ``folder`` that ``keep`` accepts (repeated
-    up to ``count``)."""
-    if folder is not None:
-        real = [path.read_bytes() for path in sorted(folder.glob("*.jpg"))]
+    instant decoder takes anything), or the JPEGs of ``folder``, or ``camera`` synthetic 12 MP
+    JPEGs, those that ``keep`` accepts (repeated up to ``count``)."""
+    if folder is not None or camera:
+        if folder is not None:
+            real = [path.read_bytes() for path in sorted(folder.glob("*.jpg"))]
+        else:
+            real = [camera_jpeg(seed, 4000, 3000) for seed in range(camera)]
         real = [photo for photo in real if keep(photo)]
         if not real:
-            raise SystemExit(f"no .jpg photo in {folder} to use")
+            raise SystemExit(f"no JPEG to use in {folder or 'the synthetic photos'}")
         return [real[i % len(real)] for i in range(count)]
     rng = np.random.default_rng(3)
     return [
@@ -229,7 +233,9 @@ def run(
     decoder = CheckingDecoder() if args.takes == "checked" else InstantDecoder()
     spec = manifest().preprocessing
     # Only photos the decoder takes: one it refused would cost a whole CPU decode.
-    photos = payloads(min(total, 64), args.payload_kb, args.jpegs, lambda p: decoder.takes(p, spec))
+    photos = payloads(
+        min(total, 64), args.payload_kb, args.jpegs, lambda p: decoder.takes(p, spec), args.camera
+    )
     records = image_records(photos, photo_dir, origin)
     if source_kind == "memory":
         source: Any = ReplaySource(records, args.batch, args.batches)
@@ -387,6 +393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "../shared/data/photos-fullsize; --payload-kb is then ignored)",
     )
     parser.add_argument(
+        "--camera",
+        type=int,
+        default=0,
+        help="this many synthetic 12 MP JPEGs (about 1.4 MB) instead of random payloads",
+    )
+    parser.add_argument(
         "--takes",
         choices=("all", "checked"),
         default="all",
@@ -422,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("json", "info", stream=open(os.devnull, "w"))  # noqa: SIM115 (as the worker logs; for the process)
     print(
         f"loop ceiling: batch {args.batch}, {args.batches} batches, {args.photos} photos of "
-        f"{'real JPEGs' if args.jpegs else f'{args.payload_kb} KB'}, takes {args.takes}, "
+        f"{'real JPEGs' if args.jpegs or args.camera else f'{args.payload_kb} KB'}, "
+        f"takes {args.takes}, "
         f"{args.decode_threads} decode threads, {os.cpu_count()} CPUs, "
         f"allocator {allocator}, keep-alive {args.keep_alive}; load average {os.getloadavg()[0]:.2f}"
     )

@@ -2,6 +2,7 @@
 stand-ins for Kafka, and the worker loop built on them.
 
 :func:`image_records` makes image events of photos, inline or referencing files;
+:func:`camera_jpeg` makes a synthetic camera-size JPEG;
 :class:`ReplaySource` replays records as an images topic of one partition that is never
 rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps nothing;
 :func:`bench_service` is the real :class:`worker.service.WorkerService` on whatever of them.
@@ -9,17 +10,33 @@ rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps n
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from schemas.image_event import ImageEvent, InlinePhoto, PhotoReference, encode_image_event
 from schemas.kafka_record import KafkaRecord
 from worker.service import WorkerService
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+def camera_jpeg(seed: int, width: int, height: int) -> bytes:
+    """A camera-size JPEG: a gradient, shapes and 8x8-block noise (about 1.4 MB at 12 MP)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([x / width * 255, y / height * 255, (x + y) % 256], axis=-1)
+    noise = rng.normal(0, 25, (height // 8, width // 8, 3)).repeat(8, 0).repeat(8, 1)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def image_records(

@@ -31,7 +31,6 @@ nvImageCodec, JAX on the CPU, small sizes) to check the script before spending G
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import sys
@@ -52,20 +51,7 @@ from schemas.preprocessing import decode_photo
 from schemas.tag_event import Neighbour
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench's own modules
-from loop_rig import CountingSink, ReplaySource, bench_service, image_records
-
-
-def camera_jpeg(seed: int, width: int, height: int) -> bytes:
-    """A camera-size JPEG: a gradient, shapes and 8x8-block noise (about 1.4 MB at 12 MP)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([x / width * 255, y / height * 255, (x + y) % 256], axis=-1)
-    noise = rng.normal(0, 25, (height // 8, width // 8, 3)).repeat(8, 0).repeat(8, 1)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
-    return out.getvalue()
+from loop_rig import CountingSink, ReplaySource, bench_service, camera_jpeg, image_records
 
 
 def timed(action: Callable[[], Any], count: int, rounds: int) -> float:
