@@ -259,7 +259,8 @@ def _build_service(
             max_bytes=settings.reference_max_bytes,
             timeout_s=settings.reference_timeout_s,
             keep_alive=settings.decode_threads if settings.reference_keep_alive else 0,
-        )
+        ),
+        on_connection=metrics.count_reference_connection,
     )
     loop_settings = LoopSettings(
         worker_id=settings.worker_id,

@@ -87,6 +87,13 @@ class WorkerMetrics:
             "Model and gallery the worker is using.",
             registry=r,
         )
+        self.reference_connections = Counter(
+            "landmark_worker_reference_connections",
+            "Connections the http(s) fetches of photo references used, by how: new (opened for "
+            "the fetch) or kept (open since an earlier fetch of the same store).",
+            ["how"],
+            registry=r,
+        )
         self.ready = Gauge(
             "landmark_worker_ready",
             "1 when the worker is ready to process photos.",
@@ -98,6 +105,8 @@ class WorkerMetrics:
             self.images.labels(outcome=outcome, reason="")
         for result in ("committed", "aborted", "in_doubt", "fenced"):
             self.transactions.labels(result=result)
+        for how in ("new", "kept"):
+            self.reference_connections.labels(how=how)
 
     def observe_outcomes(
         self, tagged: int, no_landmark: int, dead_letter_reasons: Iterable[str]
@@ -109,6 +118,10 @@ class WorkerMetrics:
             self.images.labels(outcome="no_landmark", reason="").inc(no_landmark)
         for reason in dead_letter_reasons:
             self.images.labels(outcome="dead_lettered", reason=reason).inc()
+
+    def count_reference_connection(self, how: str) -> None:
+        """Count one connection an http(s) fetch used: ``new`` or ``kept``."""
+        self.reference_connections.labels(how=how).inc()
 
     def observe_stages(self, seconds_by_stage: Mapping[str, float]) -> None:
         """Record one batch's time in each stage."""

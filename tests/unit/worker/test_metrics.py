@@ -58,3 +58,24 @@ def test_two_instances_do_not_share_a_registry() -> None:
     first, second = WorkerMetrics(), WorkerMetrics()
     first.batches.inc()
     assert value(second, "landmark_worker_batches_total") == 0
+
+
+def test_reference_connections_are_counted_by_how_from_zero() -> None:
+    metrics = WorkerMetrics()
+    before = {
+        how: metrics.registry.get_sample_value(
+            "landmark_worker_reference_connections_total", {"how": how}
+        )
+        for how in ("new", "kept")
+    }
+    metrics.count_reference_connection("new")
+    metrics.count_reference_connection("kept")
+    metrics.count_reference_connection("kept")
+
+    assert before == {"new": 0.0, "kept": 0.0}
+    assert (
+        metrics.registry.get_sample_value(
+            "landmark_worker_reference_connections_total", {"how": "kept"}
+        )
+        == 2.0
+    )

@@ -92,13 +92,19 @@ def store() -> Iterator[_CountingServer]:
         yield server
 
 
-def _fetcher(host: str, keep_alive: int = 4, timeout_s: float = 2.0) -> ReferenceFetcher:
+def _fetcher(
+    host: str,
+    keep_alive: int = 4,
+    timeout_s: float = 2.0,
+    used: list[str] | None = None,
+) -> ReferenceFetcher:
     return ReferenceFetcher(
         FetcherSettings(
             allowed_origins=frozenset({f"http://{host}", f"https://{host}"}),
             keep_alive=keep_alive,
             timeout_s=timeout_s,
-        )
+        ),
+        on_connection=(used if used is not None else []).append,
     )
 
 
@@ -108,10 +114,12 @@ def _endpoint(host: str, scheme: str = "http") -> Endpoint:
 
 
 def test_fetches_of_one_store_share_a_connection(store: _CountingServer) -> None:
-    fetcher = _fetcher(store.host)
+    used: list[str] = []
+    fetcher = _fetcher(store.host, used=used)
     for _ in range(5):
         assert fetcher.fetch(f"http://{store.host}/a.jpg") == PHOTO
     assert store.connections == 1
+    assert used == ["new", "kept", "kept", "kept", "kept"]
 
 
 def test_without_keep_alive_each_fetch_has_its_own_connection(store: _CountingServer) -> None:
@@ -136,10 +144,20 @@ def test_without_keep_alive_each_fetch_has_its_own_connection(store: _CountingSe
 def test_a_second_fetch_after_the_store_closed_the_first_connection(
     store: _CountingServer, first: str, second: str
 ) -> None:
-    fetcher = _fetcher(store.host)
+    used: list[str] = []
+    fetcher = _fetcher(store.host, used=used)
     assert fetcher.fetch(f"http://{store.host}{first}") == PHOTO
     assert fetcher.fetch(f"http://{store.host}{second}") == PHOTO
     assert store.connections == 2
+    # A connection closed with the reply is not kept; one the store dropped after replying is
+    # dropped when found closed, or retried when it closes as the request leaves; the retried
+    # fetch takes the kept connection first, then a new one.
+    expected = {
+        "/close.jpg": [["new", "new"]],
+        "/then-drop.jpg": [["new", "new"], ["new", "kept", "new"]],
+        "/once.jpg": [["new", "kept", "new"]],
+    }
+    assert used in expected[first]
 
 
 def test_a_refused_status_does_not_keep_its_connection(store: _CountingServer) -> None:

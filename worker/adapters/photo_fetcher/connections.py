@@ -78,6 +78,8 @@ class ConnectionPool:
             fetch at once); 0 keeps none: every fetch opens and closes its own.
         idle_s: A connection idle for longer is closed rather than reused.
         clock: Monotonic seconds (tests pass their own).
+        on_use: Told ``"new"`` for each connection opened and ``"kept"`` for each one handed
+            out again (the worker counts them in a metric).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class ConnectionPool:
         per_endpoint: int,
         idle_s: float = IDLE_S,
         clock: Callable[[], float] = time.monotonic,
+        on_use: Callable[[str], None] = lambda how: None,
     ) -> None:
         if per_endpoint < 0:
             raise ValueError(f"per_endpoint must be >= 0, not {per_endpoint}")
@@ -93,6 +96,7 @@ class ConnectionPool:
         self._per_endpoint = per_endpoint
         self._idle_s = idle_s
         self._clock = clock
+        self._on_use = on_use
         self._lock = threading.Lock()
         self._idle: dict[Endpoint, list[tuple[float, http.client.HTTPConnection]]] = {}
 
@@ -100,6 +104,7 @@ class ConnectionPool:
         self, endpoint: Endpoint, connector: Connector, timeout: float
     ) -> http.client.HTTPConnection:
         """A new connection to ``endpoint`` (not connected yet: the first request connects it)."""
+        self._on_use("new")
         if endpoint.scheme == "https":
             return _PolicyHTTPSConnection(
                 endpoint.host, endpoint.port, timeout, connector, self._tls
@@ -120,6 +125,7 @@ class ConnectionPool:
                     return None
                 since, connection = idle.pop()
             if now - since <= self._idle_s and _looks_open(connection):
+                self._on_use("kept")
                 return connection
             connection.close()
 

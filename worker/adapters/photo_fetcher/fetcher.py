@@ -19,7 +19,7 @@ import http.client
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,13 +74,19 @@ class FetcherSettings:
 class ReferenceFetcher:
     """A :class:`worker.ports.PhotoFetcher` for ``file://`` and ``http(s)://`` references."""
 
-    def __init__(self, settings: FetcherSettings) -> None:
-        """Raises:
-        ValueError: an allowed origin or private network that does not parse."""
+    def __init__(
+        self, settings: FetcherSettings, on_connection: Callable[[str], None] = lambda how: None
+    ) -> None:
+        """``on_connection`` is told ``"new"`` or ``"kept"`` for each connection a fetch uses.
+
+        Raises:
+            ValueError: an allowed origin or private network that does not parse."""
         self._settings = settings
         self._policy = OriginPolicy.parse(settings.allowed_origins, settings.private_networks)
         self._root = settings.file_root.resolve() if settings.file_root is not None else None
-        self._connections = ConnectionPool(ssl.create_default_context(), settings.keep_alive)
+        self._connections = ConnectionPool(
+            ssl.create_default_context(), settings.keep_alive, on_use=on_connection
+        )
         self._lock = threading.Lock()
         self._in_flight: set[FetchDeadline] = set()
 
