@@ -22,8 +22,16 @@ Printed: photos/s for each source x sink, and the CPU each thread of the worker 
 parsing, the decode stage), ``decode`` (the pool), ``publish`` (search, vote, tag events, the
 producer), ``kafka`` (kafka-python's own I/O threads). Timings only; nothing is asserted.
 
+Photos by reference instead (``--photos file``, ``http``, ``https``: the worker's fetcher in the
+decoding threads; ``http(s)`` from ``bench/photo_server.py`` on this machine, with
+``--keep-alive`` connections kept), real JPEGs instead of random payloads (``--jpegs DIR``, or
+``--camera N`` synthetic 12 MP ones), and the GPU decoder's own checks of each photo
+(``--takes checked``).
+
     .venv/bin/python bench/bench_loop.py                          # memory and Kafka, 64 KB photos
     .venv/bin/python bench/bench_loop.py --payload-kb 1400 --batches 20
+    .venv/bin/python bench/bench_loop.py --payload-kb 1400 --photos https --keep-alive 0
+    .venv/bin/python bench/bench_loop.py --camera 16 --photos file --takes checked
 """
 
 from __future__ import annotations
