@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,9 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from loop_rig import NOW, CountingSink, ReplaySource, bench_service, camera_jpeg, image_records
+from photo_server import PhotoServer
 
 from configuration.kafka import DEFAULT_BOOTSTRAP
-from devstack.processes import http_ok, stop_all
 from schemas.kafka_record import KafkaRecord
 from schemas.manifest import ModelManifest
 from schemas.preprocessing import PreprocessingSpec
@@ -294,53 +292,6 @@ def run(
         spent = cpu - before.get(native_id, (group, 0.0))[1]
         per_photo[group] = per_photo.get(group, 0.0) + spent / total * 1000
     return total / seconds, per_photo
-
-
-class PhotoServer:
-    """``photo_server.py`` on the photo folder (HTTP/1.1, keep-alive; HTTPS with a throw-away
-    certificate that this process then trusts), in a process of its own (its CPU is not the
-    worker's): the references' origin at ``origin``."""
-
-    def __init__(self, folder: Path, tls: bool = False) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [sys.executable, str(Path(__file__).with_name("photo_server.py")), str(port)]
-        command.append(str(folder))
-        if tls:
-            command += ["--tls", *self._certificate(folder.with_name(folder.name + "-tls"))]
-        self.origin = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while not http_ok(f"{self.origin}/", timeout_s=1.0):
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the photo server at {self.origin} did not answer in 10 s")
-            time.sleep(0.05)
-
-    @staticmethod
-    def _certificate(folder: Path) -> tuple[str, str]:
-        """A certificate for 127.0.0.1 (P-256) and its key; trusted by this process from now on
-        (OpenSSL's default trust store is ``SSL_CERT_FILE``)."""
-        folder.mkdir(exist_ok=True)
-        cert, key = folder / "cert.pem", folder / "key.pem"
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
-                *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"),
-                *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-                *("-keyout", str(key), "-out", str(cert)),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        os.environ["SSL_CERT_FILE"] = str(cert)
-        return str(cert), str(key)
-
-    def stop(self) -> None:
-        stop_all([self._process], timeout_s=10.0)
 
 
 def kafka_source(records: list[KafkaRecord], total: int, args: argparse.Namespace) -> Any:
