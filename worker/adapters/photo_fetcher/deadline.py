@@ -1,9 +1,10 @@
 """An overall deadline for one HTTP fetch.
 
 A socket timeout bounds each read, not the fetch: a host that sends one byte a second never
-trips it, and held a batch for 400 s. :class:`FetchDeadline` arms a timer for the whole fetch;
-when it fires it shuts the fetch's socket down, which wakes whatever read is blocked on it
-(in the TLS handshake, the headers or the body) with an end of file. The reader then sees
+trips it, and held a batch for 400 s. :class:`FetchDeadline` arms an alarm for the whole fetch
+(:mod:`~worker.adapters.photo_fetcher.alarms`: one thread for all fetches); when it rings it
+shuts the fetch's socket down, which wakes whatever read is blocked on it (in the TLS
+handshake, the headers or the body) with an end of file. The reader then sees
 :attr:`FetchDeadline.expired` and refuses the fetch. Name resolution is the one step it cannot
 cut short (the resolver's own timeouts bound it). A connection whose fetch ran out of time is
 never kept for another fetch: its socket may have been shut down.
@@ -18,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+
+from worker.adapters.photo_fetcher.alarms import ALARMS, Alarm
 
 _SocketSource = Callable[[], socket.socket | None]
 
@@ -35,11 +38,10 @@ class FetchDeadline:
         self._lock = threading.Lock()
         self._sources: list[_SocketSource] = []
         self._fired = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self._alarm: Alarm | None = None
 
     def __enter__(self) -> FetchDeadline:
-        self._timer.start()
+        self._alarm = ALARMS.arm(self._ends, self._fire)
         return self
 
     def __exit__(
@@ -48,7 +50,8 @@ class FetchDeadline:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._timer.cancel()
+        if self._alarm is not None:
+            self._alarm.disarm()
 
     @property
     def expired(self) -> bool:
