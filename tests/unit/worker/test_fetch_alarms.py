@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -53,6 +55,22 @@ def test_a_disarmed_alarm_never_rings_and_leaves_the_heap() -> None:
 
     assert rung == ["armed"]
     assert alarms.pending() == 0
+
+
+def test_a_disarmed_alarm_lets_go_of_what_its_action_holds_at_once() -> None:
+    class Fetch:
+        def fire(self) -> None:
+            """What the alarm would do."""
+
+    fetch = Fetch()
+    alarm = Alarms().arm(time.monotonic() + 60.0, fetch.fire)
+    held = weakref.ref(fetch)
+    del fetch
+
+    alarm.disarm()
+    gc.collect()
+
+    assert held() is None
 
 
 def test_an_alarm_that_fails_does_not_stop_the_later_ones() -> None:

@@ -32,8 +32,14 @@ class Alarm:
         self.armed = True
 
     def disarm(self) -> None:
-        """Do not ring (if it has not yet)."""
+        """Do not ring (if it has not yet); the action, and what it holds (the fetch's sockets),
+        is let go at once rather than when the alarm comes up."""
         self.armed = False
+        self.action = _nothing
+
+
+def _nothing() -> None:
+    """What a disarmed alarm would do."""
 
 
 class Alarms:
