@@ -17,7 +17,6 @@ import argparse
 import functools
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from devstack.processes import http_ok, stop_all
+from tests.tls import serve_tls, throwaway_certificate
 
 
 class _KeepAliveHandler(SimpleHTTPRequestHandler):
@@ -63,20 +63,10 @@ class PhotoServer:
 
     @staticmethod
     def _certificate(folder: Path) -> tuple[str, str]:
-        """A certificate for 127.0.0.1 (P-256) and its key; trusted by this process from now on
-        (OpenSSL's default trust store is ``SSL_CERT_FILE``)."""
+        """A throw-away certificate for 127.0.0.1 and its key, trusted by this process from now
+        on (OpenSSL's default trust store is ``SSL_CERT_FILE``)."""
         folder.mkdir(exist_ok=True)
-        cert, key = folder / "cert.pem", folder / "key.pem"
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
-                *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"),
-                *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-                *("-keyout", str(key), "-out", str(cert)),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        cert, key = throwaway_certificate(folder)
         os.environ["SSL_CERT_FILE"] = str(cert)
         return str(cert), str(key)
 
@@ -94,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     if args.tls:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*args.tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        serve_tls(server, *map(Path, args.tls))
     server.serve_forever()
     return 0
 

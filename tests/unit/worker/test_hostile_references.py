@@ -13,8 +13,6 @@ import os
 import shutil
 import socket
 import socketserver
-import ssl
-import subprocess
 import threading
 import time
 import zlib
@@ -25,6 +23,7 @@ from pathlib import Path, PurePath
 import pytest
 
 from schemas.errors import InputError, ReasonCode
+from tests.tls import serve_tls, throwaway_certificate
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
 from worker.adapters.photo_fetcher.regular_files import (
     FileTooLargeError,
@@ -229,22 +228,10 @@ def tls_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
     """The hostile host behind TLS, with a throw-away certificate; yields it and its CA file."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
-            *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    cert, key = throwaway_certificate(tmp_path_factory.mktemp("tls"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
     server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    serve_tls(server, cert, key)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}", cert

@@ -13,7 +13,6 @@ import resource
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import InputError, ReasonCode
+from tests.tls import serve_tls, throwaway_certificate
 from worker.adapters.photo_fetcher import FetcherSettings, ReferenceFetcher
 from worker.adapters.photo_fetcher.connections import ConnectionPool, Endpoint
 
@@ -232,21 +232,10 @@ def test_fetches_over_tls_share_a_connection(
 ) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"),
-            *("ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = throwaway_certificate(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's default trust store
     server = _CountingServer()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    serve_tls(server, cert, key)
     with _running(server):
         fetcher = _fetcher(server.host)
         for _ in range(4):

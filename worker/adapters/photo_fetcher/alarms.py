@@ -24,10 +24,9 @@ logger = logging.getLogger(__name__)
 class Alarm:
     """One armed alarm: it rings (calls its action once, in the alarms' thread) unless disarmed."""
 
-    __slots__ = ("action", "armed", "due")
+    __slots__ = ("action", "armed")
 
-    def __init__(self, due: float, action: Callable[[], None]) -> None:
-        self.due = due
+    def __init__(self, action: Callable[[], None]) -> None:
         self.action = action
         self.armed = True
 
@@ -54,7 +53,7 @@ class Alarms:
 
     def arm(self, due: float, action: Callable[[], None]) -> Alarm:
         """Ring ``action`` at monotonic time ``due``; returns the alarm (to disarm it)."""
-        alarm = Alarm(due, action)
+        alarm = Alarm(action)
         with self._changed:
             heapq.heappush(self._heap, (due, next(self._order), alarm))
             if self._thread is None:
