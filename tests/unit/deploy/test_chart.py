@@ -169,6 +169,57 @@ def test_gpu_values_ask_for_a_gpu_and_the_gpu_image(
     assert worker["image"].endswith("-cpu")
 
 
+def worker_config(documents: list[dict[str, Any]]) -> dict[str, str]:
+    (config,) = [
+        d for d in by_kind(documents, "ConfigMap") if d["metadata"]["name"].endswith("-worker")
+    ]
+    data: dict[str, str] = config["data"]
+    return data
+
+
+def test_the_gpu_decoder_is_a_value_of_gpu_workers(
+    helm: Path, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    assert worker_config(rendered["default"])["LANDMARK_DECODER"] == "cpu"
+    assert worker_config(rendered["gpu-keda"])["LANDMARK_DECODER"] == "gpu"
+    refused = helm_template(helm, sets=("worker.gpu.decoder=gpu",))
+    assert refused.returncode != 0
+    assert "worker.gpu.decoder=gpu needs worker.gpu.enabled=true" in refused.stderr
+    unknown = helm_template(helm, sets=("worker.gpu.enabled=true", "worker.gpu.decoder=tpu"))
+    assert unknown.returncode != 0 and 'must be cpu or gpu, not "tpu"' in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("assignment", "variable"),
+    [
+        ("worker.extraEnv.LANDMARK_DECODER=gpu", "worker.extraEnv.LANDMARK_DECODER"),
+        ("worker.extraEnv.LANDMARK_WORKER_ID=w", "worker.extraEnv.LANDMARK_WORKER_ID"),
+        ("worker.extraEnv.HOME=/root", "worker.extraEnv.HOME"),
+        ("trainer.extraEnv.LANDMARK_OUTPUT=/x", "trainer.extraEnv.LANDMARK_OUTPUT"),
+        ("galleryLoad.extraEnv.LANDMARK_MILVUS_URI=x", "galleryLoad.extraEnv.LANDMARK_MILVUS_URI"),
+    ],
+)
+def test_extra_env_cannot_set_a_variable_the_chart_sets(
+    helm: Path, assignment: str, variable: str
+) -> None:
+    # As a repeated ConfigMap key the API server would refuse the object without naming the
+    # value; in the pod's env, the chart's own entry would silently win.
+    result = helm_template(helm, sets=(assignment,))
+    assert result.returncode != 0
+    assert f"{variable}: the chart sets" in result.stderr
+
+
+def test_extra_env_of_a_secret_variable_is_refused(helm: Path) -> None:
+    sets = (
+        "kafka.securityProtocol=SASL_SSL",
+        "kafka.credentialsSecret.name=kafka-user",
+        "worker.extraEnv.LANDMARK_KAFKA_PASSWORD_FILE=/tmp/password",
+    )
+    result = helm_template(helm, sets=sets)
+    assert result.returncode != 0
+    assert "worker.extraEnv.LANDMARK_KAFKA_PASSWORD_FILE: the chart sets" in result.stderr
+
+
 def test_secrets_are_referenced_never_templated_in(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:

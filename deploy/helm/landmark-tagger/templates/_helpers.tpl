@@ -177,6 +177,12 @@ LANDMARK_KAFKA_CHECK_HOSTNAME: {{ .Values.kafka.checkHostname | quote }}
 {{- if le (int .Values.worker.terminationGracePeriodSeconds) (int $batch) -}}
 {{- fail (printf "worker.terminationGracePeriodSeconds (%v) must exceed the longest batch plus its commit: referenceTimeoutS + 3 x publishTimeoutS + graceMarginSeconds = %v" .Values.worker.terminationGracePeriodSeconds $batch) -}}
 {{- end -}}
+{{- if not (has .Values.worker.gpu.decoder (list "cpu" "gpu")) -}}
+{{- fail (printf "worker.gpu.decoder must be cpu or gpu, not %q" (toString .Values.worker.gpu.decoder)) -}}
+{{- end -}}
+{{- if and (eq .Values.worker.gpu.decoder "gpu") (not .Values.worker.gpu.enabled) -}}
+{{- fail "worker.gpu.decoder=gpu needs worker.gpu.enabled=true (the -gpu image and a GPU)" -}}
+{{- end -}}
 {{- if not (has .Values.kafka.securityProtocol (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) -}}
 {{- fail "kafka.securityProtocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" -}}
 {{- end -}}
