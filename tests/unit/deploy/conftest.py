@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = REPO_ROOT / "deploy"
 CHART = DEPLOY / "helm" / "landmark-tagger"
 COMPOSE_FILE = DEPLOY / "compose" / "compose.yaml"
+#: The GPU override, used as ``docker compose -f compose.yaml -f compose.gpu.yaml``.
+COMPOSE_GPU_FILE = DEPLOY / "compose" / "compose.gpu.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 #: The Kubernetes version the chart is rendered for and its objects validated against.
 KUBE_VERSION = "1.33.0"
@@ -119,6 +121,25 @@ def rendered(helm: Path) -> dict[str, list[dict[str, Any]]]:
 @pytest.fixture(scope="session")
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def merge_compose(base: Any, override: Any) -> Any:
+    """``override`` laid over ``base`` as compose merges files: mappings key by key, all else
+    replaced (compose appends some sequences, e.g. ports; neither file overrides one)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge_compose(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+@pytest.fixture(scope="session")
+def compose_gpu(compose: dict[str, Any]) -> dict[str, Any]:
+    """The stack as ``compose.yaml`` with ``compose.gpu.yaml`` over it."""
+    override = yaml.safe_load(COMPOSE_GPU_FILE.read_text())
+    merged: dict[str, Any] = merge_compose(compose, override)
+    return merged
 
 
 def containers_of(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.deploy.conftest import BIN, COMPOSE_FILE, DEPLOY
+from tests.unit.deploy.conftest import BIN, COMPOSE_FILE, COMPOSE_GPU_FILE, DEPLOY
 
 ONE_SHOT = {"kafka-topics", "trainer", "gallery-load"}
 LONG_RUNNING = {"kafka", "milvus-etcd", "milvus-minio", "milvus", "worker", "prometheus", "grafana"}
@@ -29,8 +29,9 @@ def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_compose_file_follows_the_compose_specification() -> None:
-    result = check_compose_schema(COMPOSE_FILE)
+@pytest.mark.parametrize("path", [COMPOSE_FILE, COMPOSE_GPU_FILE], ids=lambda p: p.name)
+def test_the_compose_files_follow_the_compose_specification(path: Path) -> None:
+    result = check_compose_schema(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -69,6 +70,26 @@ def test_workers_scale_and_state_lives_in_volumes(compose: dict[str, Any]) -> No
     assert "milvus-data" in mounts["milvus"] and "milvus-etcd" in mounts["milvus-etcd"]
     assert "prometheus-data" in mounts["prometheus"]
     assert set(compose["volumes"]) >= {"kafka-data", "milvus-data", "prometheus-data", "models"}
+
+
+def test_the_gpu_override_runs_the_landmark_commands_on_the_gpu_image_with_gpus(
+    compose: dict[str, Any], compose_gpu: dict[str, Any]
+) -> None:
+    on_gpu = {"trainer", "gallery-load", "worker"}
+    for name, service in compose_gpu["services"].items():
+        if name not in on_gpu:
+            assert service == compose["services"][name], name
+            continue
+        assert service["image"].endswith("-gpu") and service["build"]["target"] == "gpu", name
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+        # Everything else of the service is the base file's: command, volumes, order.
+        for key in ("entrypoint", "volumes", "depends_on"):
+            assert service.get(key) == compose["services"][name].get(key), (name, key)
+    worker = compose_gpu["services"]["worker"]
+    assert worker["deploy"]["replicas"] == "${LANDMARK_WORKERS:-2}"
+    assert worker["environment"]["LANDMARK_DECODER"] == "${LANDMARK_DECODER:-cpu}"
+    assert worker["environment"]["LANDMARK_KAFKA_BOOTSTRAP"] == "kafka:9092"
 
 
 def test_versions_are_pinned_as_the_issue_asks(compose: dict[str, Any]) -> None:

@@ -182,12 +182,14 @@ def test_chart_containers_get_only_variables_their_command_reads_and_accepts(
     assert seen == {"landmark-worker", "landmark-train", "landmark-load-gallery"}
 
 
+@pytest.mark.parametrize("stack", ["compose", "compose_gpu"])
 def test_compose_services_get_only_variables_their_command_reads_and_accepts(
-    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stack: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    services: dict[str, Any] = request.getfixturevalue(stack)
     seen = {
         check_container(where, service["entrypoint"], variables, [], monkeypatch, tmp_path)
-        for where, service, variables in compose_containers(compose)
+        for where, service, variables in compose_containers(services)
     }
     assert seen == {
         "landmark-worker", "landmark-train", "landmark-load-gallery", "landmark-publish",
