@@ -88,3 +88,26 @@ def test_the_overhead_lines_divide_cpu_per_photo_by_the_bare_models() -> None:
         "worker CPU overhead: n/a",
         "system CPU overhead: n/a",
     ]
+
+
+def test_the_overheads_are_the_medians_over_rounds_and_the_median_round_is_shown() -> None:
+    from bench_worker import median_round, overhead_lines, rounds_table
+
+    def one(bare_ms: float, worker: float, milvus: float) -> dict[str, object]:
+        e2e = {"images": 800, "window_s": 8.0, "cpu_ms": {"worker": worker, "milvus": milvus}}
+        return {"bare_before": 110.0, "bare_after": 90.0, "bare_cpu_ms": bare_ms, "e2e": e2e}
+
+    # worker overheads 1.16, 1.03, 1.08; system 1.26, 1.13, 1.38
+    rounds = [one(10.0, 11.6, 1.0), one(10.0, 10.3, 1.0), one(10.0, 10.8, 3.0)]
+    assert median_round(rounds) == 2
+    result = {"rounds": rounds, "shown_round": 3}
+    assert overhead_lines(result) == ["worker CPU overhead: 1.08", "system CPU overhead: 1.26"]
+    table = rounds_table(result)
+    assert "round 3, the median worker overhead" in table[0]
+    assert table[-1] == "| 3 | 100.0 | 100.0 | 1.000 | 10.00 / 10.80 / 3.00 / n/a | 1.08 | 1.38 |"
+    # A round without CPU accounting counts for nothing; with none at all, n/a.
+    assert median_round([{"bare_cpu_ms": 8.0, "e2e": {}}, *rounds[:1]]) == 1
+    assert overhead_lines({"rounds": [{"bare_cpu_ms": 8.0, "e2e": {}}]}) == [
+        "worker CPU overhead: n/a",
+        "system CPU overhead: n/a",
+    ]
