@@ -5,7 +5,8 @@ stand-ins for Kafka, and the worker loop built on them.
 :func:`camera_jpeg` makes a synthetic camera-size JPEG;
 :class:`ReplaySource` replays records as an images topic of one partition that is never
 rebalanced; :class:`CountingSink` counts what it is asked to publish and keeps nothing;
-:func:`bench_service` is the real :class:`worker.service.WorkerService` on whatever of them.
+:func:`bench_service` is the real :class:`worker.service.WorkerService` on whatever of them;
+:func:`stage_ms` reads how long its stages took a photo.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def bench_service(
     batch_decoder: Any,
     http_origin: str | None = None,
     keep_alive: int = 8,
+    metrics: Any = None,
 ) -> WorkerService:
     """The worker loop on the given parts; references are read under ``photo_dir`` or from
     ``http_origin`` (on this machine; ``keep_alive`` connections kept open); no model or gallery
@@ -108,12 +110,24 @@ def bench_service(
                 keep_alive=keep_alive,
             )
         ),
-        metrics=WorkerMetrics(),
+        metrics=metrics if metrics is not None else WorkerMetrics(),
         health=HealthState(),
         load_model=refuse,
         open_gallery=refuse,
         batch_decoder=batch_decoder,
     )
+
+
+def stage_ms(metrics: Any, photos: int) -> dict[str, float]:
+    """Milliseconds a photo each stage of the loop took, from a worker's
+    ``landmark_worker_stage_seconds`` histograms (each stage in the thread that runs it: the
+    slowest bounds the pipelined loop)."""
+    out: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "landmark_worker_stage_seconds_sum":
+                out[sample.labels["stage"]] = 1000.0 * sample.value / photos
+    return out
 
 
 class ReplaySource:

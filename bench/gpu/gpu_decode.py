@@ -25,7 +25,15 @@ What each figure is:
   difference in grey levels, and the cosine of their embeddings).
 
 ``--cpu-check`` runs the same code on a machine without a GPU (Pillow standing in for
-nvImageCodec, JAX on the CPU, small sizes) to check the script before spending GPU time.
+nvImageCodec, JAX on the CPU, small sizes) to check the script before spending GPU time; with a
+small model and few photos it takes half a minute on 2 cores::
+
+    KERAS_BACKEND=jax .venv/bin/python bench/gpu/gpu_decode.py --cpu-check \
+        --export .run/bench/train/model --photos DIR --camera 4 --batch 8 --batches 3 --threads 2
+
+Each worker-loop row is followed by its stages' milliseconds a photo (``decode`` is the preparing
+thread's, the GPU decoder's batch call included; ``embed`` the model's; ``search``, ``vote`` and
+``publish`` the publishing thread's): the largest is what bounds the loop.
 """
 
 from __future__ import annotations
@@ -51,7 +59,14 @@ from schemas.preprocessing import decode_photo
 from schemas.tag_event import Neighbour
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench's own modules
-from loop_rig import CountingSink, ReplaySource, bench_service, camera_jpeg, image_records
+from loop_rig import (
+    CountingSink,
+    ReplaySource,
+    bench_service,
+    camera_jpeg,
+    image_records,
+    stage_ms,
+)
 
 
 def timed(action: Callable[[], Any], count: int, rounds: int) -> float:
@@ -111,14 +126,18 @@ def run_loop(
     threads: int,
     batch_decoder: Any,
     by_reference: bool = False,
-) -> tuple[float, CountingSink]:
-    """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up);
-    ``by_reference``: the events reference the photos as files instead of carrying them."""
+) -> tuple[float, CountingSink, dict[str, float]]:
+    """Photos a second of the pipelined worker loop over ``batches`` batches (after a warm-up),
+    and the milliseconds a photo of each of its stages; ``by_reference``: the events reference
+    the photos as files instead of carrying them."""
+    from worker.observability.metrics import WorkerMetrics
+
     photo_dir = Path(tempfile.mkdtemp(prefix="gpu-check-")) if by_reference else None
     records = image_records(photos, photo_dir)
     results = []
     for count in (2, batches):  # a short warm-up run (compiles), then the measured one
         source, sink = ReplaySource(records, batch, count), CountingSink()
+        metrics = WorkerMetrics()
         service = bench_service(
             worker_id="gpu-check",
             model=model,
@@ -130,13 +149,15 @@ def run_loop(
             batch_max_wait_ms=0,
             decode_threads=threads,
             batch_decoder=batch_decoder,
+            metrics=metrics,
         )
         source.on_empty = lambda s=service: s.stop() if s.idle else None
         started = time.perf_counter()
         runner = threading.Thread(target=service.run)
         runner.start()
         runner.join()
-        results.append((count * batch / (time.perf_counter() - started), sink))
+        rate = count * batch / (time.perf_counter() - started)
+        results.append((rate, sink, stage_ms(metrics, count * batch)))
     if photo_dir is not None:
         shutil.rmtree(photo_dir)
     return results[-1]
@@ -298,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("GPU", decoder, True),
             ("CPU", None, False),
         ):
-            rate, sink = run_loop(
+            rate, sink, stages = run_loop(
                 model,
                 gallery,
                 eligible,
@@ -311,6 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             carried = "photo files referenced" if by_reference else "photos inline"
             what = f"worker loop (pipelined), {name} decoder, {carried}, {sink.tagged} tagged"
             row(label, what, rate)
+            # Each stage runs in its own thread (decode: the preparing thread, with the GPU
+            # decoder's whole batch call): the largest is the loop's bound.
+            spent = ", ".join(f"{stage} {ms:.2f}" for stage, ms in stages.items())
+            lines.append(f"| {label} | its stages, ms a photo: {spent} | |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
