@@ -142,6 +142,17 @@ def compose_gpu(compose: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def worker_config(documents: list[dict[str, Any]]) -> dict[str, str]:
+    """The data of the worker's ConfigMap among a rendering's documents."""
+    (config,) = [
+        d
+        for d in documents
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-worker")
+    ]
+    data: dict[str, str] = config["data"]
+    return data
+
+
 def containers_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     """The containers and init containers of a workload object (empty for other kinds)."""
     spec = document.get("spec", {})

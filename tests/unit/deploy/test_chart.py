@@ -26,6 +26,7 @@ from tests.unit.deploy.conftest import (
     helm_command,
     helm_template,
     parse_documents,
+    worker_config,
 )
 from tests.unit.deploy.crd_schemas import CrdCatalog
 
@@ -167,14 +168,6 @@ def test_gpu_values_ask_for_a_gpu_and_the_gpu_image(
     (worker,) = cpu["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in worker["resources"]["limits"]
     assert worker["image"].endswith("-cpu")
-
-
-def worker_config(documents: list[dict[str, Any]]) -> dict[str, str]:
-    (config,) = [
-        d for d in by_kind(documents, "ConfigMap") if d["metadata"]["name"].endswith("-worker")
-    ]
-    data: dict[str, str] = config["data"]
-    return data
 
 
 def test_the_gpu_decoder_is_a_value_of_gpu_workers(

@@ -32,7 +32,13 @@ from configuration.base import (
     is_positional,
     is_secret,
 )
-from tests.unit.deploy.conftest import DEPLOY, DOCKERFILE, REPO_ROOT, containers_of
+from tests.unit.deploy.conftest import (
+    DEPLOY,
+    DOCKERFILE,
+    REPO_ROOT,
+    containers_of,
+    worker_config,
+)
 from trainer.cli.evaluate import EvaluateSettings
 from trainer.cli.gallery import GalleryLoaderSettings
 from trainer.cli.train import TrainSettings
@@ -295,11 +301,7 @@ def test_keda_watches_the_group_and_topic_the_workers_use(
     documents = rendered["gpu-keda"]
     (scaled,) = [d for d in documents if d["kind"] == "ScaledObject"]
     (trigger,) = scaled["spec"]["triggers"]
-    (config,) = [
-        d
-        for d in documents
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-worker")
-    ]
-    assert trigger["metadata"]["consumerGroup"] == config["data"]["LANDMARK_GROUP_ID"]
-    assert trigger["metadata"]["topic"] == config["data"]["LANDMARK_IMAGES_TOPIC"]
-    assert trigger["metadata"]["bootstrapServers"] == config["data"]["LANDMARK_KAFKA_BOOTSTRAP"]
+    config = worker_config(documents)
+    assert trigger["metadata"]["consumerGroup"] == config["LANDMARK_GROUP_ID"]
+    assert trigger["metadata"]["topic"] == config["LANDMARK_IMAGES_TOPIC"]
+    assert trigger["metadata"]["bootstrapServers"] == config["LANDMARK_KAFKA_BOOTSTRAP"]
