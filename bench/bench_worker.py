@@ -510,10 +510,16 @@ class Bench:
         }
 
 
+def speeds(r: dict[str, Any]) -> tuple[float, float]:
+    """A round's bare photos/s (B, the mean of the runs before and after it) and end-to-end
+    photos/s (E)."""
+    e = r["e2e"]
+    return (r["bare_before"] + r["bare_after"]) / 2, e["images"] / e["window_s"]
+
+
 def table(r: dict[str, Any]) -> str:
     e = r["e2e"]
-    bare = (r["bare_before"] + r["bare_after"]) / 2
-    e2e_rate = e["images"] / e["window_s"]
+    bare, e2e_rate = speeds(r)
     window = e["window_s"] * r["workers"]  # worker-seconds
     serial_bound = 1 / (1 / r["decode_pool"] + 1 / bare)
     in_situ = (
@@ -625,8 +631,7 @@ def rounds_table(r: dict[str, Any]) -> list[str]:
         "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for number, one in enumerate(r["rounds"], start=1):
-        bare = (one["bare_before"] + one["bare_after"]) / 2
-        rate = one["e2e"]["images"] / one["e2e"]["window_s"]
+        bare, rate = speeds(one)
         cpu = one["e2e"].get("cpu_ms") or {}
         ms = " / ".join(
             f"{v:.2f}" if v is not None else "n/a"
